@@ -1,0 +1,236 @@
+"""Event files, window slicing, voxel grids and CMDA's event normalisation against slow references."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import hdf5plugin  # noqa: F401 - registers the Blosc filter
+import numpy as np
+import pytest
+import torch
+
+from cmda.data import events as ev
+
+REAL_EVENTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_events" / "evt3_sample.npy"
+
+
+def random_events(n: int, seed: int = 0, width: int = 64, height: int = 48, duration_us: int = 200_000):
+    rng = np.random.default_rng(seed)
+    t = np.sort(rng.integers(1_000_000, 1_000_000 + duration_us, n)).astype(np.int64)
+    return rng.integers(0, width, n), rng.integers(0, height, n), t, rng.integers(0, 2, n)
+
+
+@pytest.fixture()
+def event_file(tmp_path):
+    x, y, t, p = random_events(5000)
+    path = tmp_path / "events.h5"
+    ev.write_dsec_events_h5(path, x, y, t, p)
+    return path, (x, y, t, p)
+
+
+def test_write_read_round_trip_keeps_dsec_dtypes_and_values(event_file):
+    path, (x, y, t, p) = event_file
+    with h5py.File(path, "r") as handle:
+        assert handle["events/x"].dtype == np.uint16 and handle["events/y"].dtype == np.uint16
+        assert handle["events/t"].dtype == np.uint32 and handle["events/p"].dtype == np.uint8
+        assert handle["ms_to_idx"].dtype == np.uint64 and handle["t_offset"].dtype == np.int64
+        assert handle["events/x"]._filters.get("32001") is not None or "32001" in str(
+            handle["events/x"]._filters
+        )
+        t_rel = handle["events/t"][:].astype(np.int64)
+        ms_to_idx = handle["ms_to_idx"][:].astype(np.int64)
+    # DSEC semantics: t[ms_to_idx[ms]] >= 1000 ms and t[ms_to_idx[ms] - 1] < 1000 ms
+    assert ms_to_idx[0] == 0
+    for ms, index in enumerate(ms_to_idx):
+        if index < len(t_rel):
+            assert t_rel[index] >= 1000 * ms
+        if index > 0:
+            assert t_rel[index - 1] < 1000 * ms
+    with ev.EventSlicer(path) as slicer:
+        assert slicer.t_offset == t[0] and slicer.num_events == len(t)
+        got = slicer.get_events_by_index(0, len(t))
+    np.testing.assert_array_equal(got["t"], t)
+    np.testing.assert_array_equal(got["x"], x)
+    np.testing.assert_array_equal(got["p"], p)
+
+
+def test_window_slicing_equals_brute_force_filter(event_file):
+    path, (x, y, t, p) = event_file
+    rng = np.random.default_rng(1)
+    windows = [
+        (t[0], t[0] + 1),
+        (t[0] - 5000, t[0] + 10_000),
+        (t[100], t[100] + 50_000),
+        (t[-1] - 3000, t[-1]),
+    ]
+    windows += [(s, s + int(d)) for s, d in zip(rng.integers(t[0], t[-1], 20), rng.integers(0, 40_000, 20))]
+    with ev.EventSlicer(path) as slicer:
+        for start, end in windows:
+            got = slicer.get_events(int(start), int(end))
+            keep = (t >= start) & (t < end)
+            assert got is not None
+            np.testing.assert_array_equal(got["t"], t[keep])
+            np.testing.assert_array_equal(got["x"], x[keep])
+        assert slicer.get_events(int(t[-1]) + 2000, int(t[-1]) + 10_000) is None  # starts after the recording
+
+
+def test_last_event_index_matches_brute_force(event_file):
+    path, (_, _, t, _) = event_file
+    with ev.EventSlicer(path) as slicer:
+        for query in [t[0], t[0] + 1, t[10], t[2000] + 3, t[-1], t[-1] + 1, t[0] - 10]:
+            relative = query - t[0]
+            expected = -1 if relative <= 0 or relative > t[-1] - t[0] else int(np.nonzero(t <= query)[0][-1])
+            assert slicer.last_event_index_at_or_before(int(query)) == expected
+
+
+def reference_voxel_grid(x, y, t, p, bins, height, width):
+    """The per-event, per-corner definition, written as plainly as possible."""
+    grid = np.zeros((bins, height, width), dtype=np.float64)
+    t = np.asarray(t, dtype=np.float64)
+    span = t[-1] - t[0]
+    for xi, yi, ti, pi in zip(x, y, t, p):
+        t_norm = (bins - 1) * (ti - t[0]) / span if span > 0 and bins > 1 else 0.0
+        x0, y0, t0 = int(xi), int(yi), int(t_norm)  # truncation toward zero, as the original
+        for cx in (x0, x0 + 1):
+            for cy in (y0, y0 + 1):
+                for ct in (t0, t0 + 1):
+                    if 0 <= cx < width and 0 <= cy < height and 0 <= ct < bins:
+                        weight = (1 - abs(cx - xi)) * (1 - abs(cy - yi)) * (1 - abs(ct - t_norm))
+                        grid[ct, cy, cx] += (2 * pi - 1) * weight
+    return grid
+
+
+@pytest.mark.parametrize("bins", [1, 3, 5])
+def test_voxel_grid_equals_per_event_reference(bins):
+    rng = np.random.default_rng(bins)
+    n, width, height = 400, 20, 15
+    x = rng.uniform(-0.9, width + 0.5, n).astype(np.float32)  # includes (-1, 0) and beyond the border
+    y = rng.uniform(-0.9, height + 0.5, n).astype(np.float32)
+    t = np.sort(rng.integers(0, 50_000, n))
+    p = rng.integers(0, 2, n)
+    got = ev.events_to_voxel_grid(x, y, t, p, bins, height, width)
+    expected = reference_voxel_grid(x, y, t, p, bins, height, width)
+    assert got.shape == (bins, height, width) and got.dtype == torch.float32
+    np.testing.assert_allclose(got.numpy(), expected, atol=1e-4)
+    normalized = ev.events_to_voxel_grid(
+        torch.from_numpy(x), torch.from_numpy(y), t, p, bins, height, width, normalize=True
+    )
+    nonzero = expected != 0
+    values = expected[nonzero]
+    reference = np.zeros_like(expected)
+    reference[nonzero] = (values - values.mean()) / values.std(ddof=1)
+    np.testing.assert_allclose(normalized.numpy(), reference, atol=1e-3)
+
+
+def test_voxel_grid_handles_empty_and_constant_time():
+    assert ev.events_to_voxel_grid([], [], [], [], 2, 4, 5).abs().sum() == 0
+    grid = ev.events_to_voxel_grid([1.0, 2.0], [1.0, 1.0], [7, 7], [1, 0], 3, 4, 5)
+    assert grid[0, 1, 1] == 1 and grid[0, 1, 2] == -1 and grid[1:].abs().sum() == 0
+
+
+def reference_cmda_norm(grid: np.ndarray, num_events: int) -> np.ndarray:
+    """Direct transcription of CMDA's events_norm (enforce_no_events_zero) on a grid with both signs."""
+    mask = grid != 0
+    n = mask.sum()
+    mean = grid.sum() / n
+    std = np.sqrt((grid**2).sum() / n - mean**2)
+    v = mask * (grid - mean) / (std + 1e-8)
+    clip = num_events / 500000 * 1.5
+    pos = np.clip(np.maximum(v, 0), 0, clip)
+    neg = np.clip(np.minimum(v, 0), -clip, 0)
+    pos = (pos - pos.min()) / (pos.max() - pos.min() + 1e-8)
+    neg = (neg - neg.min()) / (neg.max() - neg.min() + 1e-8) - 1
+    return np.where(mask, pos + neg, 0.0)
+
+
+def test_cmda_norm_equals_transcription_and_guards_the_empty_half():
+    rng = np.random.default_rng(3)
+    grid = rng.normal(size=(1, 12, 16)) * (rng.random((1, 12, 16)) < 0.4)
+    got = ev.cmda_events_norm(torch.from_numpy(grid).float(), num_events=800_000)
+    np.testing.assert_allclose(got.numpy(), reference_cmda_norm(grid, 800_000), atol=1e-5)
+    assert got.min() >= -1 and got.max() <= 1 and (got[torch.from_numpy(grid == 0)] == 0).all()
+    constant = torch.from_numpy(
+        (grid != 0).astype(np.float32)
+    )  # standardises to all zeros: both halves empty
+    out = ev.cmda_events_norm(constant, num_events=800_000)
+    assert out.abs().sum() == 0, "an empty half must stay 0 (the original's -1 quirk is guarded)"
+    assert ev.cmda_events_norm(torch.zeros(1, 3, 3), 10).abs().sum() == 0
+
+
+def test_rectification_indexes_map_by_row_then_column():
+    rect = np.zeros((3, 4, 2), dtype=np.float32)
+    rect[2, 1] = (10.5, 20.25)
+    xr, yr = ev.rectify_events(np.array([1]), np.array([2]), rect)
+    assert xr[0] == 10.5 and yr[0] == 20.25
+
+
+def test_bad_files_give_named_errors(tmp_path, event_file):
+    path, _ = event_file
+    with pytest.raises(ev.EventFileError, match="missing.h5: event file not found"):
+        ev.EventSlicer(tmp_path / "missing.h5")
+    truncated = tmp_path / "truncated.h5"
+    truncated.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(ev.EventFileError, match="truncated.h5: cannot read"):
+        ev.EventSlicer(truncated)
+    no_offset = tmp_path / "no_offset.h5"
+    with h5py.File(no_offset, "w") as handle:
+        for key in ("x", "y", "t", "p"):
+            handle.create_dataset(f"events/{key}", data=np.zeros(3, np.uint16))
+        handle.create_dataset("ms_to_idx", data=np.zeros(1, np.uint64))
+    with pytest.raises(ev.EventFileError, match="no_offset.h5: missing dataset 't_offset'"):
+        ev.EventSlicer(no_offset)
+    float_t = tmp_path / "float_t.h5"
+    with h5py.File(float_t, "w") as handle:
+        for key in ("x", "y", "p"):
+            handle.create_dataset(f"events/{key}", data=np.zeros(3, np.uint16))
+        handle.create_dataset("events/t", data=np.zeros(3, np.float32))
+        handle.create_dataset("ms_to_idx", data=np.zeros(1, np.uint64))
+        handle.create_dataset("t_offset", data=np.int64(0))
+    with pytest.raises(ev.EventFileError, match="float_t.h5: dataset 'events/t' must hold integers"):
+        ev.EventSlicer(float_t)
+    bad_map = tmp_path / "rectify_map.h5"
+    with h5py.File(bad_map, "w") as handle:
+        handle.create_dataset("rectify_map", data=np.zeros((4, 5), np.float32))
+    with pytest.raises(ev.EventFileError, match=r"rectify_map.h5: 'rectify_map' must have shape \(H, W, 2\)"):
+        ev.load_rectify_map(bad_map)
+
+
+@pytest.mark.skipif(not REAL_EVENTS.is_file(), reason=f"real recording not found at {REAL_EVENTS}")
+def test_real_recording_through_the_dsec_pipeline(tmp_path):
+    """A real Prophesee recording, cropped to the DSEC sensor, written as events.h5 and voxelized."""
+    raw = np.load(REAL_EVENTS)
+    keep = (raw["x"] < 640) & (raw["y"] < 480)
+    x, y, t, p = raw["x"][keep], raw["y"][keep], raw["t"][keep].astype(np.int64), raw["p"][keep]
+    order = np.argsort(t, kind="stable")
+    x, y, t, p = x[order], y[order], t[order] + 1_000_000, p[order]
+    path = tmp_path / "events.h5"
+    ev.write_dsec_events_h5(path, x, y, t, p)
+    start, end = int(t[0]) + 20_000, int(t[0]) + 30_000
+    with ev.EventSlicer(path) as slicer:
+        window = slicer.get_events(start, end)
+    keep = (t >= start) & (t < end)
+    assert window is not None and keep.sum() > 1000
+    np.testing.assert_array_equal(window["x"], x[keep])
+    grid = ev.events_to_voxel_grid(window["x"], window["y"], window["t"], window["p"], 1, 480, 640)
+    expected = np.zeros((480, 640))
+    np.add.at(expected, (y[keep].astype(int), x[keep].astype(int)), 2 * p[keep].astype(float) - 1)
+    np.testing.assert_allclose(grid[0].numpy(), expected, atol=1e-4)
+    normalized = ev.cmda_events_norm(grid, int(keep.sum()))
+    assert normalized.abs().max() <= 1 and (normalized[grid == 0] == 0).all()
+
+
+def test_compiled_voxelizer_equals_eager():
+    """The opt-in torch.compile path must give the same grid (it compiles once, ~15 s on CPU)."""
+    rng = np.random.default_rng(7)
+    x = rng.uniform(-0.9, 30.5, 2000).astype(np.float32)
+    y = rng.uniform(-0.9, 20.5, 2000).astype(np.float32)
+    t = np.sort(rng.integers(0, 10_000, 2000))
+    p = rng.integers(0, 2, 2000)
+    eager = ev.events_to_voxel_grid(x, y, t, p, 1, 20, 30)
+    try:
+        ev.use_compiled_voxelizer(True)
+        compiled = ev.events_to_voxel_grid(x, y, t, p, 1, 20, 30)
+    finally:
+        ev.use_compiled_voxelizer(False)
+    torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=1e-5)
