@@ -1,0 +1,259 @@
+"""Cityscapes source domain: day images, trainId labels, the offline motion image (IC1) and online ISR.
+
+Layout (real Cityscapes plus CMDA's extras):
+  leftImg8bit/train/<city>/<city>_<seq>_<frame>_leftImg8bit.png
+  leftImg8bit_IC1/train/<city>/<same name>                    IME output, 'L' PNG, 128 = no change
+  gtFine/train/<city>/<stem>_gtFine_labelTrainIds.png         made by `prepare_cityscapes`
+  sample_class_stats.json, sample_class_stats_dict.json, samples_with_class.json   (RCS statistics)
+
+`prepare_cityscapes` converts the shipped *_gtFine_labelIds.png with the official labelId->trainId table and
+counts class pixels of the train labels in parallel. The statistics are keyed by label BASENAME, so they stay
+valid wherever the dataset is mounted (the original stored full paths and matched them by string equality).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cmda.data.extractors import CITYSCAPES_ISR, ISRParams
+from cmda.data.rcs import redraw_crop_for_class
+from cmda.data.transforms import (
+    IGNORE_INDEX,
+    NUM_CLASSES,
+    AlignedAugment,
+    AugmentParams,
+    compute_isr,
+    crop,
+    normalize_image,
+    read_gray,
+    read_label,
+    read_rgb,
+    resize,
+    to_uint8,
+)
+
+IMAGE_SUFFIX = "_leftImg8bit.png"
+LABEL_IDS_SUFFIX = "_gtFine_labelIds.png"
+TRAIN_IDS_SUFFIX = "_gtFine_labelTrainIds.png"
+STATS_FILES = ("sample_class_stats.json", "sample_class_stats_dict.json", "samples_with_class.json")
+
+# cityscapesscripts labels.py: labelId -> trainId for the 19 evaluated classes; everything else is ignore.
+LABEL_ID_TO_TRAIN_ID = {
+    7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9,
+    23: 10, 24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18,
+}  # fmt: skip
+
+
+def label_ids_to_train_ids(label_ids: np.ndarray) -> np.ndarray:
+    """Map a labelIds array to trainIds with a 256-entry lookup table (unknown ids -> 255)."""
+    table = np.full(256, IGNORE_INDEX, dtype=np.uint8)
+    for label_id, train_id in LABEL_ID_TO_TRAIN_ID.items():
+        table[label_id] = train_id
+    return table[label_ids.astype(np.uint8)]
+
+
+def write_png_atomic(path: Path, array: np.ndarray) -> None:
+    """Write a PNG through a temp file in the same folder so readers never see a half-written file."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".png")
+    os.close(fd)
+    try:
+        Image.fromarray(array).save(tmp, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: Path, obj: object) -> None:
+    """Write JSON through a temp file in the same folder (atomic replace)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(obj, handle, indent=1, sort_keys=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _convert_one(label_ids_path: str) -> tuple[str, dict[str, int] | None]:
+    """Worker: write the trainIds PNG next to a labelIds PNG; return per-class counts for train labels."""
+    from PIL import Image
+
+    source = Path(label_ids_path)
+    with Image.open(source) as image:
+        label_ids = np.asarray(image)
+    if label_ids.ndim != 2:
+        raise ValueError(f"{source}: labelIds PNG must be single-channel, got shape {label_ids.shape}")
+    train_ids = label_ids_to_train_ids(label_ids)
+    target = source.with_name(source.name[: -len(LABEL_IDS_SUFFIX)] + TRAIN_IDS_SUFFIX)
+    write_png_atomic(target, train_ids)
+    if source.parent.parent.name != "train":
+        return target.name, None
+    counts = np.bincount(train_ids.ravel(), minlength=256)[:NUM_CLASSES]
+    return target.name, {str(c): int(n) for c, n in enumerate(counts) if n > 0}
+
+
+def prepare_cityscapes(root: str | Path, workers: int = 4) -> list[Path]:
+    """Convert gtFine labelIds -> labelTrainIds and write the RCS statistics of the train split.
+
+    Returns the written statistics files. `workers <= 1` runs in-process (cheaper for tiny datasets).
+    """
+    root = Path(root)
+    gt_root = root / "gtFine"
+    if not gt_root.is_dir():
+        raise FileNotFoundError(f"{gt_root}: Cityscapes gtFine folder not found")
+    sources = sorted(str(p) for p in gt_root.glob(f"*/*/*{LABEL_IDS_SUFFIX}"))
+    if not sources:
+        raise FileNotFoundError(f"{gt_root}: no */*/*{LABEL_IDS_SUFFIX} files")
+    if workers <= 1:
+        results = [_convert_one(s) for s in sources]
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            results = list(pool.map(_convert_one, sources, chunksize=8))
+    stats_list = [{**counts, "file": name} for name, counts in results if counts is not None]
+    stats_dict = {entry["file"]: {k: v for k, v in entry.items() if k != "file"} for entry in stats_list}
+    with_class: dict[str, list[list]] = {}
+    for entry in stats_list:
+        for key, count in entry.items():
+            if key != "file":
+                with_class.setdefault(key, []).append([entry["file"], count])
+    with_class = {k: with_class[k] for k in sorted(with_class, key=int)}
+    outputs = [root / name for name in STATS_FILES]
+    for path, obj in zip(outputs, (stats_list, stats_dict, with_class)):
+        write_json_atomic(path, obj)
+    return outputs
+
+
+class CityscapesDataset(torch.utils.data.Dataset):
+    """Source samples: image [3,H,W] (ImageNet-normalised), label [H,W], motion [1,H,W], isr [3,H,W].
+
+    Geometry as CMDA: resize the full frame to `resize` (W,H), random `crop`, flip p=0.5, drawn once and
+    shared by all modalities. ISR direction index = 2 * (crop_x % 2) + flip (see extractors.DIRECTIONS).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        resize: tuple[int, int] = (1024, 512),
+        crop: tuple[int, int] | None = (512, 512),
+        cat_max_ratio: float | None = None,
+        isr_params: ISRParams = CITYSCAPES_ISR,
+        with_isr: bool = True,
+        seed: int | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.split = split
+        self.resize_wh = tuple(resize)
+        self.isr_params = isr_params
+        self.with_isr = with_isr
+        self.seed = seed
+        self.augment = AlignedAugment(
+            tuple(crop) if crop is not None else None,
+            flip_prob=0.5 if split == "train" else 0.0,
+            cat_max_ratio=cat_max_ratio,
+        )
+        image_dir = self.root / "leftImg8bit" / split
+        if not image_dir.is_dir():
+            raise FileNotFoundError(f"{image_dir}: Cityscapes image folder not found")
+        self.images = sorted(image_dir.glob(f"*/*{IMAGE_SUFFIX}"))
+        if not self.images:
+            raise FileNotFoundError(f"{image_dir}: no <city>/*{IMAGE_SUFFIX} images")
+        self._index_by_label = {self.label_path(i).name: i for i in range(len(self.images))}
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def label_path(self, index: int) -> Path:
+        image = self.images[index]
+        stem = image.name[: -len(IMAGE_SUFFIX)]
+        return self.root / "gtFine" / self.split / image.parent.name / f"{stem}{TRAIN_IDS_SUFFIX}"
+
+    def motion_path(self, index: int) -> Path:
+        image = self.images[index]
+        return self.root / "leftImg8bit_IC1" / self.split / image.parent.name / image.name
+
+    def index_of_label(self, label_basename: str) -> int:
+        """Dataset index of the image whose label file has this basename (RCS statistics key)."""
+        try:
+            return self._index_by_label[label_basename]
+        except KeyError:
+            raise KeyError(
+                f"{label_basename}: in the RCS statistics but not among the images of {self.root}; "
+                "re-run `cmda data prepare-cityscapes`"
+            ) from None
+
+    def label_size(self) -> tuple[int, int]:
+        """(W, H) of the label files (RCS scales its pixel thresholds with it)."""
+        from PIL import Image
+
+        with Image.open(self.label_path(0)) as image:
+            return image.size
+
+    def __getitem__(self, index: int) -> dict:
+        rng = np.random.default_rng(None if self.seed is None else [self.seed, index])
+        return self.get_sample(index, rng)
+
+    def load(self, index: int) -> dict[str, torch.Tensor]:
+        """Resized but un-augmented tensors: image (0..255), label, motion (0..255)."""
+        image = read_rgb(self.images[index])
+        label = read_label(self.label_path(index), expected_hw=tuple(image.shape[-2:]))
+        motion = read_gray(self.motion_path(index))
+        if motion.shape[-2:] != image.shape[-2:]:
+            raise ValueError(
+                f"{self.motion_path(index)}: motion image size {motion.shape[-1]}x{motion.shape[-2]} (WxH) "
+                f"differs from {self.images[index]} ({image.shape[-1]}x{image.shape[-2]})"
+            )
+        return {
+            "image": resize(image, self.resize_wh),
+            "label": resize(label, self.resize_wh, is_label=True),
+            "motion": resize(motion, self.resize_wh),
+        }
+
+    def get_sample(
+        self,
+        index: int,
+        rng: np.random.Generator,
+        rare_class: int | None = None,
+        min_crop_pixels: float = 0.0,
+    ) -> dict:
+        """One augmented sample; with `rare_class`, re-draw the crop until it shows enough of that class."""
+        tensors = self.load(index)
+        height, width = tensors["image"].shape[-2:]
+
+        def draw() -> AugmentParams:
+            return self.augment.draw(rng, height, width, label=tensors["label"])
+
+        if rare_class is None:
+            params = draw()
+        else:
+            params = redraw_crop_for_class(
+                draw, lambda p: crop(tensors["label"], p), rare_class, min_crop_pixels
+            )
+        out = self.augment.apply(tensors, params)
+        return self._finish(out, params, index)
+
+    def _finish(self, out: dict[str, torch.Tensor], params: AugmentParams, index: int) -> dict:
+        image_uint8 = to_uint8(out["image"])
+        direction = 2 * (params.left % 2) + int(params.flip)
+        sample = {
+            "image": normalize_image(image_uint8.float()),
+            "label": out["label"].long(),
+            "motion": (out["motion"] / 255.0 - 0.5) / 0.5,
+            "isr_direction": torch.tensor(direction, dtype=torch.int64),
+            "name": self.images[index].name,
+        }
+        if self.with_isr:
+            sample["isr"] = compute_isr(image_uint8, self.isr_params, direction)
+        return sample
