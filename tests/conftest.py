@@ -21,3 +21,42 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("synthetic")
     generate(root, seed=0)
     return root
+
+
+@pytest.fixture()
+def tiny_config(synthetic_root: Path, tmp_path: Path):
+    """A trainer config small enough for one CPU step in well under a second (B0, slim decoder, 32px)."""
+    from cmda.config import config_from_dict
+
+    def make(**overrides):
+        from cmda.config import apply_overrides
+
+        base = {
+            "seed": 0,
+            "model": {"backbone": "mit_b0", "decoder_channels": 32, "pretrained": "none", "cyclegan": "none"},
+            "data": {
+                "source": {"root": str(synthetic_root / "cityscapes"), "resize": [64, 32], "crop": [32, 32]},
+                "target": {
+                    "root": str(synthetic_root / "DSEC_Night"),
+                    "crop": [64, 64],
+                    "resize": [32, 32],
+                    "test_rows": 110,
+                },
+                "batch_size": 2,
+                "num_workers": 0,
+            },
+            "optim": {"lr": 6e-4, "warmup_iters": 2},
+            "train": {
+                "max_iters": 4,
+                "eval_interval": 2,
+                "log_interval": 1,
+                "work_dir": str(tmp_path / "run"),
+                "device": "cpu",
+                "amp": "off",
+                "progress_bar": False,
+                "tensorboard": False,
+            },
+        }
+        return config_from_dict(apply_overrides(base, overrides))
+
+    return make

@@ -1,0 +1,53 @@
+"""mIoU from a confusion matrix: hand-computed cases, ignore label, the 18- vs 19-class mean."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from cmda.eval import MIOU18_CLASSES, confusion_matrix, metrics_from_confusion, miou
+
+
+def test_confusion_matrix_ignores_255_and_counts_gt_by_pred():
+    label = torch.tensor([[0, 0, 1, 255], [1, 2, 2, 2]])
+    pred = torch.tensor([[0, 1, 1, 0], [1, 2, 0, 2]])
+    conf = confusion_matrix(pred, label, 3)
+    assert conf.tolist() == [[1, 1, 0], [0, 2, 0], [1, 0, 2]]
+
+
+def test_miou_against_hand_computed_values():
+    conf = torch.tensor([[1, 1, 0], [0, 2, 0], [1, 0, 2]])
+    # IoU0 = 1/(2+2-1) = 1/3, IoU1 = 2/(2+3-2) = 2/3, IoU2 = 2/(3+2-2) = 2/3
+    mean, iou = miou(conf)
+    np.testing.assert_allclose(iou, [1 / 3, 2 / 3, 2 / 3])
+    assert mean == pytest.approx(5 / 9)
+
+
+def test_class_with_empty_union_is_nan_and_skipped():
+    conf = torch.zeros(3, 3, dtype=torch.long)
+    conf[0, 0], conf[1, 1] = 4, 2
+    mean, iou = miou(conf)
+    assert math.isnan(iou[2]) and mean == pytest.approx(1.0)
+
+
+def test_18_class_mean_leaves_out_truck_and_matches_the_readme_conversion():
+    conf = torch.zeros(19, 19, dtype=torch.long)
+    for c in range(19):
+        if c != 14:
+            conf[c, c] = 10
+            conf[c, (c + 1) % 19] = 5  # IoU < 1, and some pixels predicted as truck (class 13 -> 14)
+    metrics = metrics_from_confusion(conf)
+    assert metrics["iou/truck"] == 0.0
+    assert metrics["miou18"] == pytest.approx(metrics["miou19"] * 19 / 18)
+    assert 14 not in MIOU18_CLASSES and len(MIOU18_CLASSES) == 18
+    conf[13, 14], conf[13, 13] = 0, 15  # truck never predicted: NaN, both means agree
+    metrics = metrics_from_confusion(conf)
+    assert math.isnan(metrics["iou/truck"]) and metrics["miou18"] == pytest.approx(metrics["miou19"])
+
+
+def test_out_of_range_labels_are_rejected():
+    with pytest.raises(ValueError, match="outside 0..2"):
+        confusion_matrix(torch.tensor([0]), torch.tensor([7]), 3)

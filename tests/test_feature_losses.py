@@ -1,0 +1,101 @@
+"""The feature-loss registry: definitions, lambdas, phases, detaching, masking."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cmda.uda.feature_losses import VARIANTS, FeatureContext, event_mask, masked_distance
+
+EXPECTED_TERMS = {
+    "none": {},
+    "src_rgb_event": {"rgb_event_src": 0.1},
+    "src_rgb_event+fusion_st": {"rgb_event_src": 0.1, "fusion_st": 0.1},
+    "fusion_st": {"fusion_st": 0.05},
+    "rgb_st+event_s_rgb_t": {"rgb_st": 0.1, "event_s_rgb_t": 0.05},
+    "rgb_st+event_st": {"rgb_st": 0.1, "event_st": 0.05},
+    "rgb_st+event_s_rgb_t+masked_event": {"rgb_st": 0.1, "masked_event_s_rgb_t": 0.05},
+}
+
+
+def features(seed: int, requires_grad: bool = True) -> dict[str, list[torch.Tensor]]:
+    gen = torch.Generator().manual_seed(seed)
+    shapes = [(2, 4, 8, 8), (2, 6, 4, 4), (2, 8, 2, 2), (2, 10, 1, 1)]
+    return {
+        branch: [torch.randn(s, generator=gen).requires_grad_(requires_grad) for s in shapes]
+        for branch in ("image", "events", "fusion", "isr")
+    }
+
+
+def test_registry_matches_the_study_table():
+    assert {name: v.terms for name, v in VARIANTS.items()} == EXPECTED_TERMS
+
+
+def test_faithful_terms_are_last_stage_mse_with_source_detached():
+    src, tgt = features(0), features(1)
+    ctx = FeatureContext(source=src, target=tgt)
+    variant = VARIANTS["rgb_st+event_s_rgb_t"]
+    out = variant.compute("mixed", ctx, variant.resolve_lambdas())
+    assert out["rgb_st"][1] == pytest.approx(F.mse_loss(tgt["image"][3], src["image"][3]).item())
+    assert out["event_s_rgb_t"][1] == pytest.approx(F.mse_loss(tgt["image"][3], src["events"][3]).item())
+    sum(w for w, _ in out.values()).backward()
+    assert src["image"][3].grad is None and src["events"][3].grad is None, "source side must be detached"
+    assert tgt["image"][3].grad is not None and tgt["events"][3].grad is None
+    assert tgt["image"][2].grad is None, "only the last stage is used by default"
+
+
+def test_source_term_pulls_both_encoders_and_joins_the_source_phase():
+    src = features(2)
+    variant = VARIANTS["src_rgb_event+fusion_st"]
+    lambdas = variant.resolve_lambdas()
+    source_terms = variant.compute("source", FeatureContext(source=src), lambdas)
+    assert set(source_terms) == {"rgb_event_src"}
+    source_terms["rgb_event_src"][0].backward()
+    assert src["image"][3].grad is not None and src["events"][3].grad is not None
+    weighted, raw = source_terms["rgb_event_src"]
+    assert weighted.item() == pytest.approx(0.1 * raw.item())
+
+
+def test_lambdas_weight_then_per_term_overrides():
+    variant = VARIANTS["rgb_st+event_st"]
+    assert variant.resolve_lambdas() == {"rgb_st": 0.1, "event_st": 0.05}
+    assert variant.resolve_lambdas(weight=0.5) == {"rgb_st": 0.5, "event_st": 0.5}
+    assert variant.resolve_lambdas(weight=0.5, lambdas={"event_st": 0.2}) == {"rgb_st": 0.5, "event_st": 0.2}
+    with pytest.raises(ValueError, match="has no term 'fusion_st'"):
+        variant.resolve_lambdas(lambdas={"fusion_st": 1.0})
+
+
+def test_lambda_zero_logs_but_adds_no_gradient():
+    src, tgt = features(3), features(4)
+    variant = VARIANTS["fusion_st"]
+    out = variant.compute("mixed", FeatureContext(source=src, target=tgt), {"fusion_st": 0.0})
+    weighted, raw = out["fusion_st"]
+    assert weighted.item() == 0 and not weighted.requires_grad and raw.item() > 0
+
+
+def test_stats_reduction_and_stage_options():
+    src, tgt = features(5), features(6)
+    ctx = FeatureContext(source=src, target=tgt, stages=(0, 3), reduction="stats")
+    raw = VARIANTS["rgb_st+event_st"].compute("mixed", ctx, {"rgb_st": 1.0, "event_st": 1.0})
+    expected = []
+    for s in (0, 3):
+        a, b = tgt["image"][s], src["image"][s]
+        means = F.mse_loss(a.mean((2, 3)), b.mean((2, 3)))
+        variances = F.mse_loss(a.var((2, 3), unbiased=False), b.var((2, 3), unbiased=False))
+        expected.append(means + variances)
+    assert raw["rgb_st"][1].item() == pytest.approx(torch.stack(expected).mean().item(), rel=1e-5)
+
+
+def test_masked_term_uses_only_cells_with_events_and_skips_empty_frames():
+    a = [torch.zeros(1, 2, 2, 2)] * 4
+    b = [torch.ones(1, 2, 2, 2)] * 4
+    a[3] = torch.tensor([[[[0.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 2.0]]]])
+    events = torch.zeros(1, 3, 8, 8)
+    events[0, :, 6, 7] = 0.5  # only the bottom-right 4x4 quadrant has events
+    mask = event_mask(events, (2, 2))
+    assert mask[0, 0].tolist() == [[0.0, 0.0], [0.0, 1.0]]
+    ctx = FeatureContext(source={}, stages=(3,))
+    # masked cell: channel 0 diff 1 -> 1, channel 1 diff 1 -> 1; sum 2 / (2 channels x 1 cell)
+    assert masked_distance(a, b, events, ctx).item() == pytest.approx(1.0)
+    assert masked_distance(a, b, torch.zeros_like(events), ctx).item() == 0.0
