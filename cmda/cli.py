@@ -38,9 +38,8 @@ def cmd_test(args: argparse.Namespace) -> int:
     import torch.nn.functional as F
 
     from cmda.config import load_config
-    from cmda.data.dsec import DSECNightDataset
     from cmda.eval import confusion_matrix, metrics_from_confusion
-    from cmda.train import build_model, checkpoint_dir_of, load_checkpoint, resolve_device
+    from cmda.train import build_model, build_test_dataset, checkpoint_dir_of, load_checkpoint, resolve_device
 
     folder = checkpoint_dir_of(args.checkpoint)
     config = load_config(args.config or folder / "config.yaml", args.set)
@@ -48,15 +47,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     model = build_model(config)
     model.load_state_dict(load_checkpoint(folder)["model"])
     model.to(device).eval()
-    target = config.data.target
-    dataset = DSECNightDataset(
-        target.root,
-        "test",
-        events_bins=target.events_bins,
-        window_frames=target.window_frames,
-        test_rows=target.test_rows,
-        with_isr=False,
-    )
+    dataset = build_test_dataset(config)
     conf = torch.zeros(config.model.num_classes, config.model.num_classes, dtype=torch.long)
     out_dir = Path(args.out) if args.out else folder / "predictions"
     with torch.no_grad():

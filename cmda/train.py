@@ -101,6 +101,21 @@ class StreamSampler(torch.utils.data.Sampler[int]):
         return self.count
 
 
+def build_test_dataset(config: Config):
+    """The target test split, whole frames (rows [:test_rows]), as the evaluation and `cmda test` use it."""
+    from cmda.data.dsec import DSECNightDataset
+
+    target = config.data.target
+    return DSECNightDataset(
+        target.root,
+        "test",
+        events_bins=target.events_bins,
+        window_frames=target.window_frames,
+        test_rows=target.test_rows,
+        with_isr=False,
+    )
+
+
 def build_loaders(config: Config, start_iteration: int) -> tuple[Any, Any]:
     from cmda.data.cityscapes import CityscapesDataset
     from cmda.data.dsec import DSECNightDataset
@@ -125,14 +140,7 @@ def build_loaders(config: Config, start_iteration: int) -> tuple[Any, Any]:
         window_frames=tgt_cfg.window_frames,
         with_isr=False,
     )
-    test = DSECNightDataset(
-        tgt_cfg.root,
-        "test",
-        events_bins=tgt_cfg.events_bins,
-        window_frames=tgt_cfg.window_frames,
-        test_rows=tgt_cfg.test_rows,
-        with_isr=False,
-    )
+    test = build_test_dataset(config)
     rcs = None
     if src_cfg.rcs.enabled:
         rcs = RareClassSampler.for_dataset(

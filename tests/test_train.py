@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -79,3 +80,21 @@ def test_short_training_on_the_synthetic_twin_learns(tiny_config):
     after = run(config)["miou18"]
     # measured: about 1.4 untrained and about 10 after 40 iterations
     assert after > before + 5, (before, after)
+
+
+def test_cmda_test_cli_reproduces_the_evaluation_and_writes_colour_pngs(tiny_config, tmp_path, capsys):
+    from PIL import Image
+
+    from cmda.cli import main
+    from cmda.data import PALETTE
+
+    config = tiny_config(**{"train.max_iters": 2})
+    final = run(config)
+    out = tmp_path / "preds"
+    assert main(["test", config.train.work_dir, "--save-predictions", "--out", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out.split("predictions written")[0])
+    assert printed["miou18"] == pytest.approx(final["miou18"], abs=0.01)
+    pngs = sorted(out.glob("*.png"))
+    assert pngs and Image.open(pngs[0]).mode == "RGB"
+    colours = {tuple(c) for c in np.asarray(Image.open(pngs[0])).reshape(-1, 3)}
+    assert colours <= set(PALETTE)
