@@ -32,9 +32,9 @@ def ensure_synthetic_data(root: Path) -> None:
 
 def run_demo(out: Path, sweep_file: Path = DEFAULT_SWEEP, data_root: Path = DEFAULT_DATA) -> Path:
     """Run (or finish) the demo sweep under `out/ray` and write the report to `out/report`."""
-    from analysis.report import build_report
     from ray import tune as ray_tune
 
+    from analysis.report import build_report
     from tune.driver import experiment_dir, experiment_status, format_status, resume_sweep, run_sweep
     from tune.sweep import load_sweep
 
