@@ -3,6 +3,7 @@ can check the picture against the numbers. One colour per variant everywhere (`v
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import matplotlib
@@ -32,10 +33,13 @@ def variant_colors(variants) -> dict[str, tuple]:
 
 
 def _save(fig, out_dir: Path, name: str) -> list[Path]:
+    """PNG and SVG, each written to a temporary name and renamed, so a reader never sees half a file."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{name}.png", out_dir / f"{name}.svg"]
     for path in paths:
-        fig.savefig(path, dpi=120, bbox_inches="tight")
+        tmp = path.with_name(f".{path.name}.tmp")
+        fig.savefig(tmp, dpi=120, bbox_inches="tight", format=path.suffix[1:])
+        os.replace(tmp, path)
     plt.close(fig)
     return paths
 

@@ -171,6 +171,11 @@ def load_experiments(dirs, gpus: float = 0.0) -> Experiment:
             )
             trial_rows.append(row)
             history_rows.extend(history)
+        # Ray creates a trial's folder only when the trial starts: pending ones exist only in the state file
+        started = {folder.name for folder in folders}
+        for name, status in sorted(statuses.items()):
+            if name not in started:
+                warnings.append(f"trial {name}: not started yet ({(status or PENDING).lower()}), no folder")
     trials = pd.DataFrame(trial_rows)
     history = pd.DataFrame(history_rows)
     if not history.empty:

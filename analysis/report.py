@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
 from pathlib import Path
 
 from analysis import figures
@@ -32,11 +33,11 @@ def build_report(
         if budget == "equal"
         else "Final numbers of finished trials only."
     )
-    (out / "ablation.md").write_text(to_markdown(table, note))
-    (out / "ablation.tex").write_text(to_latex(table))
-    best_lambda(summary).to_csv(out / "best_lambda.csv", index=False)
-    trials.to_csv(out / "trials.csv", index=False)
-    history.to_csv(out / "history.csv", index=False)
+    write_atomic(out / "ablation.md", to_markdown(table, note))
+    write_atomic(out / "ablation.tex", to_latex(table))
+    write_atomic(out / "best_lambda.csv", best_lambda(summary).to_csv(index=False))
+    write_atomic(out / "trials.csv", trials.to_csv(index=False))
+    write_atomic(out / "history.csv", history.to_csv(index=False))
 
     colors = figures.variant_colors(trials["variant"].dropna().unique())
     fig_dir = out / "figures"
@@ -46,7 +47,7 @@ def build_report(
     if not history.empty:
         figures.miou_curves(history, trials, fig_dir, colors)
         figures.loss_curves(history, fig_dir, colors)
-    if "iou/road" in trials:
+    if "iou/road" in trials and trials["iou/road"].notna().any():
         figures.class_heatmap(trials.dropna(subset=["iou/road"]), fig_dir)
         figures.miou_vs_cost(trials, fig_dir, colors, gpu=bool(trials["gpu_hours"].fillna(0).sum() > 0))
 
@@ -70,9 +71,16 @@ def build_report(
         "</style></head><body>" + "\n".join(sections) + "</body></html>"
     )
     index = out / "index.html"
-    index.write_text(page)
-    (out / "warnings.json").write_text(json.dumps(experiment.warnings, indent=1))
+    write_atomic(index, page)
+    write_atomic(out / "warnings.json", json.dumps(experiment.warnings, indent=1))
     return index
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write through a temporary file in the same folder and rename it into place."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _as_list(dirs) -> list:

@@ -200,3 +200,27 @@ def test_bad_input_names_the_problem(tmp_path):
     (empty / "t0" / "params.json").write_text("{not json")
     with pytest.raises(ExperimentError, match=r"t0/params.json: cannot read JSON"):
         load_experiments(empty)
+
+
+def test_wilcoxon_option_and_pending_trials_without_a_folder(experiment):
+    trials, history = load_experiments(experiment)
+    scores, _ = trial_scores(trials, history, budget="final")
+    comparison = compare_to_baseline(scores, test="wilcoxon").set_index(["variant", "lambda"])
+    treated, base = np.array([33.0, 34.0, 35.0]), np.array([30.0, 29.0, 31.0])
+    expected = scipy_stats.wilcoxon(treated, base).pvalue
+    assert comparison.loc[("fusion_st", "0.1"), "p_value"] == pytest.approx(expected)
+    state = experiment / "experiment_state-2026-01-01_00-00-00.json"
+    data = json.loads(state.read_text())
+    data["trial_data"].append([json.dumps({"relative_logdir": "queued_00009", "status": "PENDING"}), "{}"])
+    state.write_text(json.dumps(data))
+    assert "trial queued_00009: not started yet (pending), no folder" in load_experiments(experiment).warnings
+
+
+def test_cli_writes_the_report_and_rejects_a_bad_folder(experiment, tmp_path, capsys):
+    from analysis.cli import main
+
+    assert main([str(experiment), "--out", str(tmp_path / "r"), "--budget", "final"]) == 0
+    assert "| fusion_st | 0.1 | **34.00 ± 1.00** |" in capsys.readouterr().out
+    assert (tmp_path / "r" / "index.html").is_file()
+    assert main([str(tmp_path / "nothing"), "--out", str(tmp_path / "r2")]) == 2
+    assert "not a folder" in capsys.readouterr().err
