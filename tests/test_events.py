@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import h5py
@@ -220,6 +221,10 @@ def test_real_recording_through_the_dsec_pipeline(tmp_path):
     assert normalized.abs().max() <= 1 and (normalized[grid == 0] == 0).all()
 
 
+@pytest.mark.skipif(
+    shutil.which("g++") is None and shutil.which("c++") is None,
+    reason="torch.compile on CPU needs a C++ compiler",
+)
 def test_compiled_voxelizer_equals_eager():
     """The opt-in torch.compile path must give the same grid (it compiles once, ~15 s on CPU)."""
     rng = np.random.default_rng(7)
