@@ -80,12 +80,13 @@ def build_model(config: Config) -> torch.nn.Module:
 
 
 def build_translator(config: Config) -> torch.nn.Module | None:
-    path = config.model.cyclegan
-    if path.strip().lower() in ("", "none", "null"):
+    from cmda.models.segmentor import is_unset
+
+    if is_unset(config.model.cyclegan):
         return None
     from cmda.models.cyclegan import load_event_translator
 
-    return load_event_translator(path)
+    return load_event_translator(config.model.cyclegan)
 
 
 class StreamSampler(torch.utils.data.Sampler[int]):

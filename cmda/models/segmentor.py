@@ -31,9 +31,14 @@ class SegmentorOutput:
     features: dict[str, list[Tensor]] = field(default_factory=dict)
 
 
+def is_unset(value: str | os.PathLike[str] | None) -> bool:
+    """``None``, ``""``, ``"none"`` and ``"null"`` all mean "no weights file" in configs."""
+    return value is None or str(value).strip().lower() in ("", "none", "null")
+
+
 def resolve_pretrained(pretrained: str | os.PathLike[str] | None) -> Path | None:
-    """``None`` / ``"none"`` / ``""`` mean train from scratch; anything else must be an existing file."""
-    if pretrained is None or str(pretrained).strip().lower() in ("", "none", "null"):
+    """Unset (see `is_unset`) means train from scratch; anything else must be an existing file."""
+    if is_unset(pretrained):
         return None
     path = Path(pretrained).expanduser()
     if not path.is_file():
