@@ -1,0 +1,340 @@
+"""The one reader of Ray Tune experiment folders, wherever they live: a local or shared folder, or a bucket.
+
+Ray Tune writes experiments through pyarrow.fs, so this module reads them through the same layer: a local
+path, an NFS mount and `s3://bucket/prefix` (or `gs://`, honouring `AWS_ENDPOINT_URL` like Ray does) are
+handled alike. `cmda-tune status`, `cmda-tune resume` and `cmda-analyze` all read an experiment through
+`open_experiment`; nobody else parses `experiment_state-*.json`. Nothing here imports Ray or torch.
+
+What it understands of Ray's layout (Ray 2.5x/2.6x):
+- `experiment_state-<timestamp>.json` at the root: `trial_data` is a list of `[trial_json, runtime_json]`
+  pairs (JSON strings); the trial JSON has `trial_id`, `status`, `relative_logdir`, `config`; the runtime JSON
+  has `num_failures` and `last_result`. The newest file by the timestamp in its name wins (Ray re-uploads
+  every file at the end of a run, so modification times say nothing).
+- one folder per started trial with `params.json`, `result.json` (one JSON object per report, a line cut by a
+  crash possible), `progress.csv`, `error.txt` (one "Failure # N" block per failure) and `checkpoint_*`.
+- our own additions: `sweep.yaml` at the root, `resolved_config.yaml`, `log.csv` and `tensorboard/` per trial.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cmda.io import parse_yaml, write_text_atomic
+
+SWEEP_FILE = "sweep.yaml"
+STATE_PREFIX = "experiment_state-"
+RESULT_FILE = "result.json"
+PARAMS_FILE = "params.json"
+ERROR_FILE = "error.txt"
+TERMINATED, ERROR, RUNNING, PENDING, PAUSED = "TERMINATED", "ERROR", "RUNNING", "PENDING", "PAUSED"
+
+
+class ExperimentError(ValueError):
+    """A location that is not a readable Ray Tune experiment; the message names it and what is wrong."""
+
+
+def is_uri(location: str | os.PathLike[str]) -> bool:
+    return "://" in str(location)
+
+
+def normalize_location(location: str | os.PathLike[str]) -> str:
+    """URIs stay as given (without a trailing slash); local paths become absolute (Ray requires it)."""
+    text = str(location)
+    if is_uri(text):
+        return text.rstrip("/")
+    return str(Path(text).expanduser().resolve())
+
+
+def join(location: str, *parts: str) -> str:
+    """Child of a location, for URIs and paths alike."""
+    return "/".join([location.rstrip("/"), *[p.strip("/") for p in parts if p]])
+
+
+def filesystem(location: str) -> tuple[Any, str]:
+    """(pyarrow FileSystem, path inside it) for a normalized location."""
+    import pyarrow.fs as pafs
+
+    if not is_uri(location):
+        return pafs.LocalFileSystem(), location
+    try:
+        return pafs.FileSystem.from_uri(location)
+    except (OSError, ValueError) as error:  # pyarrow.ArrowInvalid is a ValueError
+        raise ExperimentError(f"{location}: cannot open this storage location: {error}") from error
+
+
+def error_summary(text: str) -> str:
+    """The line a person needs from a Ray error file: the exception line of its LAST failure.
+
+    error.txt holds one "Failure # N (occurred at ...)" block per failure, each a traceback ending in
+    `SomeError: message`. The last `Name: message` line at column 0 of the last block is returned (it is the
+    outermost exception of a chain); failing that, the block's last non-empty line.
+    """
+    blocks = re.split(r"^Failure # \d+.*$", text, flags=re.M)
+    block = blocks[-1] if blocks else text
+    lines = [line.rstrip() for line in block.splitlines() if line.strip()]
+    exception = re.compile(r"^[A-Za-z_][\w.]*(\([\w.]*\))?: \S")
+    for line in reversed(lines):
+        if exception.match(line) and not line.startswith(("File ", "ray::")):
+            return line
+    return lines[-1] if lines else ""
+
+
+@dataclass
+class TrialRecord:
+    """One trial as storage knows it. `results` holds one row per reported iteration, in iteration order
+    (a retried trial's repeated iterations keep their last report)."""
+
+    dirname: str
+    trial_id: str
+    status: str
+    params: dict[str, Any]
+    results: list[dict[str, Any]] = field(default_factory=list)
+    num_failures: int = 0
+    error_file: str | None = None
+    error: str | None = None
+    started: bool = True
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def last_result(self) -> dict[str, Any]:
+        return self.results[-1] if self.results else {}
+
+    @property
+    def iteration(self) -> int | None:
+        value = self.last_result.get("iteration", self.last_result.get("training_iteration"))
+        return int(value) if isinstance(value, int | float) and not _is_nan(value) else None
+
+    @property
+    def max_iters(self) -> int | None:
+        value = self.last_result.get("max_iters")
+        return int(value) if isinstance(value, int | float) and not _is_nan(value) else None
+
+    @property
+    def stopped_early(self) -> bool:
+        """Ended without error before its last iteration (stopped by the scheduler)."""
+        return (self.status == TERMINATED and self.iteration is not None and self.max_iters is not None
+                and self.iteration < self.max_iters)
+
+
+def _is_nan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+def parse_results(text: str, where: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """result.json text -> (rows deduplicated by iteration in iteration order, problems found)."""
+    rows: list[dict[str, Any]] = []
+    problems: list[str] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            problems.append(f"{where}: line {number} is not valid JSON (a report cut short); skipped")
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    by_iteration: dict[Any, dict[str, Any]] = {}
+    for order, row in enumerate(rows):
+        key = row.get("iteration", row.get("training_iteration", f"#{order}"))
+        by_iteration.pop(key, None)  # the last report of an iteration wins (a retry repeated it)
+        by_iteration[key] = row
+    deduped = list(by_iteration.values())
+    if all(isinstance(r.get("iteration", r.get("training_iteration")), int | float) for r in deduped):
+        deduped.sort(key=lambda r: r.get("iteration", r.get("training_iteration")))
+    if len(deduped) < len(rows):
+        problems.append(f"{where}: {len(rows) - len(deduped)} repeated iteration(s) from a retry; "
+                        "the last report of each is used")
+    return deduped, problems
+
+
+class Experiment:
+    """An experiment folder (local path or URI) opened for reading; see the module docstring."""
+
+    def __init__(self, location: str | os.PathLike[str]) -> None:
+        self.location = normalize_location(location)
+        self.fs, self.root = filesystem(self.location)
+
+    # -- files -------------------------------------------------------------------------------------------
+    def where(self, *parts: str) -> str:
+        """A human-readable location (path or URI) of a file in the experiment."""
+        return join(self.location, *parts)
+
+    def _path(self, *parts: str) -> str:
+        return join(self.root, *parts)
+
+    def info(self, *parts: str) -> Any:
+        try:
+            return self.fs.get_file_info(self._path(*parts))
+        except OSError as error:
+            raise ExperimentError(f"{self.where(*parts)}: cannot reach storage: {error}") from error
+
+    def exists(self, *parts: str) -> bool:
+        import pyarrow.fs as pafs
+
+        return self.info(*parts).type != pafs.FileType.NotFound
+
+    def is_file(self, *parts: str) -> bool:
+        import pyarrow.fs as pafs
+
+        return self.info(*parts).type == pafs.FileType.File
+
+    def list(self, *parts: str) -> list[tuple[str, bool]]:
+        """(name, is_directory) of the entries directly under a folder, sorted by name."""
+        import pyarrow.fs as pafs
+
+        selector = pafs.FileSelector(self._path(*parts), allow_not_found=True, recursive=False)
+        try:
+            infos = self.fs.get_file_info(selector)
+        except OSError as error:
+            raise ExperimentError(f"{self.where(*parts)}: cannot list: {error}") from error
+        return sorted((info.base_name, info.type == pafs.FileType.Directory) for info in infos)
+
+    def read_bytes(self, *parts: str) -> bytes:
+        try:
+            with self.fs.open_input_stream(self._path(*parts)) as stream:
+                return stream.readall()
+        except FileNotFoundError:
+            raise
+        except OSError as error:
+            if not self.exists(*parts):
+                raise FileNotFoundError(self.where(*parts)) from error
+            raise ExperimentError(f"{self.where(*parts)}: cannot read: {error}") from error
+
+    def read_text(self, *parts: str) -> str:
+        return self.read_bytes(*parts).decode("utf-8", errors="replace")
+
+    def read_json(self, *parts: str) -> Any:
+        try:
+            return json.loads(self.read_text(*parts))
+        except json.JSONDecodeError as error:
+            raise ExperimentError(
+                f"{self.where(*parts)}: not valid JSON ({error}); the file is corrupt") from error
+
+    def write_text(self, text: str, *parts: str) -> str:
+        """Write a small file into the experiment (atomically on local storage; an object PUT is atomic)."""
+        if not is_uri(self.location):
+            write_text_atomic(self._path(*parts), text)
+        else:
+            try:
+                with self.fs.open_output_stream(self._path(*parts)) as stream:
+                    stream.write(text.encode("utf-8"))
+            except OSError as error:
+                raise ExperimentError(f"{self.where(*parts)}: cannot write: {error}") from error
+        return self.where(*parts)
+
+    # -- Ray's layout ------------------------------------------------------------------------------------
+    def state_files(self) -> list[str]:
+        return sorted(n for n, is_dir in self.list() if not is_dir and n.startswith(STATE_PREFIX)
+                      and n.endswith(".json"))
+
+    def state(self) -> dict[str, Any] | None:
+        """The newest experiment_state file, parsed; None when Ray has not written one yet."""
+        files = self.state_files()
+        if not files:
+            return None
+        state = self.read_json(files[-1])
+        if not isinstance(state, dict) or not isinstance(state.get("trial_data", []), list):
+            raise ExperimentError(f"{self.where(files[-1])}: not a Ray Tune experiment state (no trial_data)")
+        return state
+
+    def sweep(self) -> dict[str, Any] | None:
+        """Our copy of the sweep file at the experiment root (None when absent)."""
+        if not self.is_file(SWEEP_FILE):
+            return None
+        data = parse_yaml(self.read_text(SWEEP_FILE), self.where(SWEEP_FILE))
+        if not isinstance(data, dict):
+            raise ExperimentError(f"{self.where(SWEEP_FILE)}: expected a mapping")
+        return data
+
+    def is_experiment(self) -> bool:
+        """Ray has written something of an experiment here (a state file or a tuner.pkl)."""
+        names = {n for n, _ in self.list()}
+        return "tuner.pkl" in names or any(n.startswith(STATE_PREFIX) for n in names)
+
+    def _state_trials(self) -> dict[str, dict[str, Any]]:
+        """Trial folder name -> {trial_id, status, config, num_failures, last_result} from the state file."""
+        state = self.state() or {}
+        out: dict[str, dict[str, Any]] = {}
+        for number, entry in enumerate(state.get("trial_data", [])):
+            try:
+                trial_json, runtime_json = entry if isinstance(entry, list) else (entry, "{}")
+                trial = json.loads(trial_json) if isinstance(trial_json, str) else dict(trial_json)
+                runtime = (json.loads(runtime_json) if isinstance(runtime_json, str)
+                           else dict(runtime_json or {}))
+            except (TypeError, ValueError) as error:
+                raise ExperimentError(
+                    f"{self.where(self.state_files()[-1])}: trial entry {number} is unreadable ({error})"
+                ) from error
+            dirname = trial.get("relative_logdir") or trial.get("custom_dirname") or trial.get("trial_id")
+            if not dirname:
+                continue
+            out[str(dirname)] = {
+                "trial_id": str(trial.get("trial_id", "")),
+                "status": str(trial.get("status", "")),
+                "config": trial.get("config") if isinstance(trial.get("config"), dict) else {},
+                "num_failures": int(runtime.get("num_failures", 0) or 0),
+                "last_result": runtime.get("last_result") or {},
+            }
+        return out
+
+    def trials(self) -> list[TrialRecord]:
+        """Every trial, started (a folder with params.json) or only in the state file, by folder name."""
+        known = self._state_trials()
+        records: dict[str, TrialRecord] = {}
+        for name, is_dir in self.list():
+            if not is_dir or name.startswith("."):
+                continue
+            try:
+                params = self.read_json(name, PARAMS_FILE)
+            except FileNotFoundError:
+                continue
+            meta = known.get(name, {})
+            record = TrialRecord(
+                dirname=name,
+                trial_id=meta.get("trial_id") or str(params.get("trial_id", name)),
+                status=meta.get("status", ""),
+                params=params if isinstance(params, dict) else {},
+                num_failures=meta.get("num_failures", 0),
+            )
+            try:
+                record.results, record.problems = parse_results(
+                    self.read_text(name, RESULT_FILE), self.where(name, RESULT_FILE))
+            except FileNotFoundError:
+                pass
+            if not record.results and meta.get("last_result"):
+                record.results = [meta["last_result"]]
+            if self.is_file(name, ERROR_FILE):
+                record.error_file = self.where(name, ERROR_FILE)
+                record.error = error_summary(self.read_text(name, ERROR_FILE))
+                if not record.status:
+                    record.status = ERROR
+            records[name] = record
+        for name, meta in known.items():
+            if name not in records:
+                records[name] = TrialRecord(
+                    dirname=name, trial_id=meta["trial_id"], status=meta["status"] or PENDING,
+                    params=meta["config"], num_failures=meta["num_failures"], started=False,
+                    results=[meta["last_result"]] if meta.get("last_result") else [],
+                )
+        return [records[name] for name in sorted(records)]
+
+
+def open_experiment(location: str | os.PathLike[str], *, must_exist: bool = True) -> Experiment:
+    """Open an experiment folder or URI; with `must_exist`, a location without one is an ExperimentError
+    that names it and says what was expected."""
+    experiment = Experiment(location)
+    if must_exist:
+        if not experiment.exists():
+            raise ExperimentError(f"{experiment.location}: no such experiment folder")
+        if not experiment.is_experiment():
+            raise ExperimentError(
+                f"{experiment.location}: not a Ray Tune experiment folder (no experiment_state-*.json or "
+                "tuner.pkl); point at the folder named after the sweep, e.g. STORAGE/<sweep name>")
+    return experiment
