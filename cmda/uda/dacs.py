@@ -192,7 +192,7 @@ class DACSStep:
         draw_jitter, draw_blur = torch.rand(2, generator=generator).tolist()
         sigma = 0.15 + torch.rand((), generator=generator).item()
         mixed01 = mix(masks, denormalize(x.src_image), denormalize(x.tgt_image))
-        if draw_jitter > cfg.color_jitter_p:
+        if draw_jitter > 1 - cfg.color_jitter_p:  # probability color_jitter_p, U > 0.2 as in the original
             mixed01 = color_jitter(mixed01, cfg.color_jitter_strength, generator)
         if cfg.blur and draw_blur > 0.5:
             mixed01 = gaussian_blur(mixed01, sigma)
