@@ -220,6 +220,7 @@ class DACSStep:
         mix_total = sum(mix_losses.values()) + sum(weighted for weighted, _ in mix_terms.values())
         logged.update({f"mix_{k}": v.detach() for k, v in mix_losses.items()})
         logged.update({k: raw for k, (_, raw) in mix_terms.items()})
+        logged.update(ctx.diagnostics)  # e.g. the masked-event coverage
         ensure_finite({"mixed": mix_total}, iteration)
         mix_total.backward()
         logged["pseudo_weight"] = pseudo_weight.detach()
