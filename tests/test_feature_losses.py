@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cmda.uda.feature_losses import VARIANTS, FeatureContext, event_mask, masked_distance
+from cmda.uda.feature_losses import COVERAGE_KEY, VARIANTS, FeatureContext, event_mask, masked_distance
 
 EXPECTED_TERMS = {
     "none": {},
@@ -87,15 +87,50 @@ def test_stats_reduction_and_stage_options():
     assert raw["rgb_st"][1].item() == pytest.approx(torch.stack(expected).mean().item(), rel=1e-5)
 
 
-def test_masked_term_uses_only_cells_with_events_and_skips_empty_frames():
+def test_event_mask_keeps_cells_denser_than_the_sample_average():
+    events = torch.zeros(1, 3, 64, 64)
+    events[0, :, 40:56, 36:60] = 0.5  # dense events in the bottom-right cell
+    events[0, 0, 3, 5] = -1.0  # one noise event in the top-left cell: 1/1024 of it, below the 1% floor
+    events[0, 1, 10:20, 10:20] = 0.05  # weak values (resize residue), below the 0.1 threshold
+    assert event_mask(events, (2, 2))[0, 0].tolist() == [[0.0, 0.0], [0.0, 1.0]]
+    no_change = torch.full((2, 1, 64, 64), 2 * 128 / 255 - 1)  # an IC1 motion image without motion
+    assert event_mask(no_change, (2, 2)).sum() == 0
+    everywhere = torch.ones(1, 3, 64, 64)  # equally dense everywhere: every cell is kept
+    assert event_mask(everywhere, (4, 4)).sum() == 16
+    sparse = torch.zeros(1, 3, 64, 64)
+    sparse[0, :, 5, 5] = 1.0  # a single event in the frame
+    assert event_mask(sparse, (2, 2)).sum() == 0
+
+
+def test_masked_term_uses_only_kept_cells_logs_coverage_and_skips_empty_frames():
     a = [torch.zeros(1, 2, 2, 2)] * 4
     b = [torch.ones(1, 2, 2, 2)] * 4
     a[3] = torch.tensor([[[[0.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 2.0]]]])
     events = torch.zeros(1, 3, 8, 8)
-    events[0, :, 6, 7] = 0.5  # only the bottom-right 4x4 quadrant has events
-    mask = event_mask(events, (2, 2))
-    assert mask[0, 0].tolist() == [[0.0, 0.0], [0.0, 1.0]]
+    events[0, :, 4:, 4:] = 0.5  # only the bottom-right 4x4 quadrant has events
     ctx = FeatureContext(source={}, stages=(3,))
-    # masked cell: channel 0 diff 1 -> 1, channel 1 diff 1 -> 1; sum 2 / (2 channels x 1 cell)
+    # kept cell: channel 0 diff 1 -> 1, channel 1 diff 1 -> 1; sum 2 / (2 channels x 1 cell)
     assert masked_distance(a, b, events, ctx).item() == pytest.approx(1.0)
+    assert ctx.diagnostics[COVERAGE_KEY].item() == pytest.approx(0.25)
     assert masked_distance(a, b, torch.zeros_like(events), ctx).item() == 0.0
+    assert ctx.diagnostics[COVERAGE_KEY].item() == 0.0
+
+
+def test_masked_term_reads_the_configured_events_and_mask_settings():
+    src, tgt = features(7), features(8)
+    source_events = torch.zeros(2, 3, 16, 16)
+    source_events[:, :, :8, :8] = 1.0  # top-left stage-3 cell [2,2] grid
+    target_events = torch.zeros(2, 3, 16, 16)
+    target_events[:, :, 8:, 8:] = 1.0
+    variant = VARIANTS["rgb_st+event_s_rgb_t+masked_event"]
+    lambdas = variant.resolve_lambdas()
+
+    def masked(**options):
+        ctx = FeatureContext(source=src, target=tgt, source_events=source_events, target_events=target_events,
+                             stages=(2,), **options)
+        return variant.compute("mixed", ctx, lambdas)["masked_event_s_rgb_t"][1].item()
+
+    diff = (tgt["image"][2] - src["events"][2]) ** 2
+    assert masked() == pytest.approx(diff[..., 0, 0].mean().item(), rel=1e-5)
+    assert masked(mask_source="target") == pytest.approx(diff[..., 1, 1].mean().item(), rel=1e-5)
+    assert masked(mask_threshold=1.0) == 0.0  # nothing exceeds it: no cell kept

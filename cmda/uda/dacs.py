@@ -192,7 +192,7 @@ class DACSStep:
         draw_jitter, draw_blur = torch.rand(2, generator=generator).tolist()
         sigma = 0.15 + torch.rand((), generator=generator).item()
         mixed01 = mix(masks, denormalize(x.src_image), denormalize(x.tgt_image))
-        if draw_jitter > cfg.color_jitter_p:
+        if draw_jitter > 1 - cfg.color_jitter_p:  # probability color_jitter_p, U > 0.2 as in the original
             mixed01 = color_jitter(mixed01, cfg.color_jitter_strength, generator)
         if cfg.blur and draw_blur > 0.5:
             mixed01 = gaussian_blur(mixed01, sigma)
@@ -220,6 +220,7 @@ class DACSStep:
         mix_total = sum(mix_losses.values()) + sum(weighted for weighted, _ in mix_terms.values())
         logged.update({f"mix_{k}": v.detach() for k, v in mix_losses.items()})
         logged.update({k: raw for k, (_, raw) in mix_terms.items()})
+        logged.update(ctx.diagnostics)  # e.g. the masked-event coverage
         ensure_finite({"mixed": mix_total}, iteration)
         mix_total.backward()
         logged["pseudo_weight"] = pseudo_weight.detach()

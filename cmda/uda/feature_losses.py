@@ -30,11 +30,19 @@ from torch import Tensor
 
 Features = dict[str, list[Tensor]]
 
+EVENT_THRESHOLD = 0.1
+"""|event value| above which a pixel counts as active (see `event_mask`)."""
+MIN_ACTIVE_FRACTION = 0.01
+"""Share of active pixels below which a stage cell is never kept (see `event_mask`)."""
+COVERAGE_KEY = "masked_event_coverage"
+"""Logged (as `loss/masked_event_coverage`) at every logged iteration by the masked term."""
+
 
 @dataclass
 class FeatureContext:
     """What a term may look at: source and target feature dicts (branch -> 4 stage maps) and the inputs'
-    event tensors (for masks). Target features are None in the source phase."""
+    event tensors with the mask settings (for the masked term). Target features are None in the source
+    phase."""
 
     source: Features
     target: Features | None = None
@@ -43,6 +51,10 @@ class FeatureContext:
     stages: Sequence[int] = (3,)
     reduction: str = "mse"
     mask_source: str = "source"
+    mask_threshold: float = EVENT_THRESHOLD
+    mask_min_fraction: float = MIN_ACTIVE_FRACTION
+    diagnostics: dict[str, Tensor] = field(default_factory=dict)
+    """Values a term records for the log (not losses), e.g. the masked-event coverage."""
 
 
 def stage_distance(a: Tensor, b: Tensor, reduction: str) -> Tensor:
@@ -61,23 +73,51 @@ def feature_distance(a: list[Tensor], b: list[Tensor], ctx: FeatureContext) -> T
     return torch.stack([stage_distance(a[s], b[s], ctx.reduction) for s in ctx.stages]).mean()
 
 
-def event_mask(events: Tensor, size: tuple[int, int]) -> Tensor:
-    """1 where a stage cell contains at least one non-zero event voxel: [B,1,h,w] from events [B,C,H,W]."""
-    active = (events != 0).any(dim=1, keepdim=True).float()
-    return F.adaptive_max_pool2d(active, size)
+def event_mask(
+    events: Tensor,
+    size: tuple[int, int],
+    threshold: float = EVENT_THRESHOLD,
+    min_fraction: float = MIN_ACTIVE_FRACTION,
+) -> Tensor:
+    """1 at the stage cells where events are informative: [B,1,h,w] from events [B,C,H,W]. Our definition.
+
+    A pixel is ACTIVE when its largest |value| over the channels exceeds `threshold`; a cell's density is
+    its share of active pixels; a cell is KEPT when its density reaches the sample's mean density over all
+    cells (its share of the window's events is at least average) and at least `min_fraction`.
+
+    Why not "any non-zero voxel": source pseudo-events are never exactly 0 (CycleGAN tanh outputs; the IC1
+    PNG stores "no change" as 128, i.e. 1/255 after normalisation), resizing spreads real events into their
+    neighbours with small values, and real night windows (~1M events) touch every stage-4 cell, so that
+    mask kept everything. The threshold 0.1 sits far above those residues (the normalised real events are
+    mostly +-1) and keeps genuine changes. Why relative to the sample's mean density: night noise and
+    flicker spread events over the whole frame and window densities differ by orders of magnitude, so any
+    absolute count keeps every cell of a dense window or none of a sparse one; the cells denser than
+    average are where edges and moving objects concentrate events. The floor of 1% (about 10 pixels of a
+    32x32 stage-4 cell) keeps a near-empty frame (a few noise events) from selecting cells at all.
+    Measured coverage at stage 4: 40-56% on the real Prophesee recording (a 640x480 crop and the whole
+    sensor scaled to 640x480, full frame and training view), about 40% on the synthetic twin's night events
+    and 45% on its source motion image at the demo's resolution (tests/test_masked_event.py).
+    """
+    active = (events.abs().amax(dim=1, keepdim=True) > threshold).to(torch.float32)
+    density = F.adaptive_avg_pool2d(active, size)
+    floor = density.mean(dim=(2, 3), keepdim=True).clamp_min(min_fraction)
+    return (density >= floor).to(torch.float32)
 
 
 def masked_distance(a: list[Tensor], b: list[Tensor], events: Tensor, ctx: FeatureContext) -> Tensor:
-    """MSE over the stage cells that contain events: sum over masked cells / (channels x masked cells).
+    """MSE over the kept stage cells (`event_mask`): sum over kept cells / (channels x kept cells).
 
-    Stages whose mask is empty are skipped; with no events anywhere the term is 0 (no gradient).
+    Stages whose mask is empty are skipped; with no kept cell anywhere the term is 0 (no gradient). The
+    share of kept cells (mean over the configured stages) goes to `ctx.diagnostics[COVERAGE_KEY]`.
     """
-    values = []
+    values, coverage = [], []
     for s in ctx.stages:
-        mask = event_mask(events, a[s].shape[-2:]).to(a[s].dtype)
+        mask = event_mask(events, a[s].shape[-2:], ctx.mask_threshold, ctx.mask_min_fraction).to(a[s].dtype)
+        coverage.append(mask.mean())
         cells = mask.sum()
         if cells > 0:
             values.append(((a[s] - b[s]) ** 2 * mask).sum() / (a[s].shape[1] * cells))
+    ctx.diagnostics[COVERAGE_KEY] = torch.stack(coverage).mean().detach().float()
     if not values:
         return a[ctx.stages[0]].sum() * 0.0
     return torch.stack(values).mean()
@@ -117,12 +157,11 @@ def event_st(ctx: FeatureContext) -> Tensor:
 
 
 def masked_event_s_rgb_t(ctx: FeatureContext) -> Tensor:
-    """`event_s_rgb_t` computed only at stage cells that contain events.
+    """`event_s_rgb_t` computed only at the stage cells where events are informative.
 
-    The study's MaskedEvent file is not public; this is OUR definition: the mask comes from the non-zero
-    voxels of the source pseudo-events (`mask_source: target` uses the target batch's events), max-pooled
-    to each stage grid; masked MSE = sum over masked cells / (channels x masked cells); 0 when no cell has
-    events.
+    The study's MaskedEvent file is not public; this is OUR definition: the mask (`event_mask`) comes from
+    the source pseudo-events (`mask_source: target` uses the night batch's events); masked MSE = sum over
+    kept cells / (channels x kept cells); 0 when no cell is kept. Its coverage is logged.
     """
     events = ctx.source_events if ctx.mask_source == "source" else ctx.target_events
     if events is None:
@@ -217,7 +256,7 @@ VARIANTS: dict[str, FeatureLossVariant] = {
     ),
     "rgb_st+event_s_rgb_t+masked_event": FeatureLossVariant(
         "rgb_st+event_s_rgb_t+masked_event",
-        "rgb_st+event_s_rgb_t with the event term only at stage cells that contain events (our definition)",
+        "rgb_st+event_s_rgb_t with the event term only at stage cells dense in events (our definition)",
         {"rgb_st": Term(0.1, MIXED, rgb_st), "masked_event_s_rgb_t": Term(0.05, MIXED, masked_event_s_rgb_t)},
     ),
 }
