@@ -33,6 +33,10 @@ COMPLETE, STOPPED, RUNNING, ERRORED, NO_RESULTS = "complete", "stopped", "runnin
 CSV_COLUMNS = ("variant", "lambda", "budget", "delta", "ci_low", "ci_high", "n_pairs", "p_value",
                "p_adjusted", "stopped_at")
 """The columns `comparisons.csv` promises, in this order (more follow them)."""
+EXTRA_COLUMNS = ("config", "status", "lambda_scale", "reached", "max_iters", "mean", "sd", "n",
+                 "baseline_mean", "sd_diff", "significant", "note", "rank_at_stop", "rung_size",
+                 "survivors_low", "survivors_high")
+"""What follows them (then one `lambda/<term>` column per term of the experiment)."""
 INTEGER_COLUMNS = ("budget", "stopped_at", "n_pairs", "n", "reached", "max_iters", "rank_at_stop",
                    "rung_size")
 
@@ -196,9 +200,9 @@ def comparisons(loaded: Loaded, options: Options = Options()) -> pd.DataFrame:
             row.update(_standing(values, status, config, info["stopped_at"], loaded.setting.mode))
         row["note"] = "; ".join(n for n in notes if n)
         rows.append(row)
-    frame = pd.DataFrame(rows)
+    frame = pd.DataFrame(rows).reindex(columns=[*CSV_COLUMNS, *EXTRA_COLUMNS, *terms])
     if frame.empty:
-        return pd.DataFrame(columns=[*CSV_COLUMNS, "config", "status", "significant", "note"])
+        return frame
     adjusted, rejected = adjust_p_values(frame["p_value"].to_numpy(dtype=float), options.correction,
                                          options.alpha)
     frame["p_adjusted"], frame["significant"] = adjusted, rejected

@@ -146,6 +146,7 @@ def loss_figure(train_log: pd.DataFrame, history: pd.DataFrame, colors: dict, ou
             if len(positive):
                 ax.plot(positive["iteration"], positive["value"], lw=1, label=term.removeprefix("loss/"))
         ax.set_yscale("log")
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_title(variant, color=colors[variant], fontsize=10)
         ax.grid(ls="--", alpha=0.4)
         _legend(ax)

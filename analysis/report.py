@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import figures
-from analysis.compare import CSV_COLUMNS, Options, baseline_summary, comparisons, configuration_status, ladder
+from analysis.compare import Options, baseline_summary, comparisons, configuration_status, ladder
 from analysis.load import Loaded, load
 from analysis.stats import CORRECTION_NAMES
 from analysis.tables import (
@@ -53,7 +53,8 @@ class Report:
     comparisons: pd.DataFrame
     ladder: pd.DataFrame
     tables: list[Table]
-    figures: list[str]
+    figures: dict[str, pd.DataFrame]
+    """Figure name -> the data it plotted, for every figure on the page."""
 
     @property
     def markdown(self) -> str:
@@ -156,8 +157,7 @@ def build(locations: Locations, out_dir: str | os.PathLike[str], options: Option
               unfinished_table(frame, setting, options)]
     trials_table = trial_table(loaded.trials, setting)
 
-    columns = [*CSV_COLUMNS, *[c for c in frame.columns if c not in CSV_COLUMNS]]
-    write_text_atomic(out / "comparisons.csv", frame[columns].to_csv(index=False))
+    write_text_atomic(out / "comparisons.csv", frame.to_csv(index=False))
     write_text_atomic(out / "trials.csv", loaded.trials.to_csv(index=False))
     write_text_atomic(out / "history.csv", loaded.history.to_csv(index=False))
     write_text_atomic(out / "train_log.csv", loaded.train_log.to_csv(index=False))
@@ -177,17 +177,17 @@ def build(locations: Locations, out_dir: str | os.PathLike[str], options: Option
     for name in FIGURES:  # a figure this run does not draw must not survive from an earlier run
         for suffix in (".png", ".svg"):
             (fig_dir / f"{name}{suffix}").unlink(missing_ok=True)
-    drawn = []
+    plotted = {}
     if len(steps):
-        figures.ladder_figure(steps, setting, colors, fig_dir)
+        plotted["ladder"] = figures.ladder_figure(steps, setting, colors, fig_dir)
     if frame["delta"].notna().any():
-        figures.delta_figure(frame, setting, colors, fig_dir)
-    figures.loss_figure(loaded.train_log, loaded.history, colors, fig_dir)
+        plotted["deltas"] = figures.delta_figure(frame, setting, colors, fig_dir)
+    plotted["loss_curves"] = figures.loss_figure(loaded.train_log, loaded.history, colors, fig_dir)
     if len(loaded.history):
-        figures.class_figure(loaded.history, frame, baseline, setting, fig_dir)
+        plotted["class_iou"] = figures.class_figure(loaded.history, frame, baseline, setting, fig_dir)
     if len(frame):
-        figures.lambda_figure(frame, setting, colors, fig_dir)
-    figures.cost_figure(loaded.trials, setting, colors, fig_dir)
+        plotted["lambda_sensitivity"] = figures.lambda_figure(frame, setting, colors, fig_dir)
+    plotted["cost"] = figures.cost_figure(loaded.trials, setting, colors, fig_dir)
     captions = _figure_captions(loaded, options)
 
     sources = ", ".join(loaded.locations)
@@ -202,7 +202,6 @@ def build(locations: Locations, out_dir: str | os.PathLike[str], options: Option
     for name, title in FIGURES.items():
         png = fig_dir / f"{name}.png"
         if png.is_file():
-            drawn.append(name)
             data = base64.b64encode(png.read_bytes()).decode()
             sections.append(f"<h2>{html.escape(title)}</h2><figure><img alt='{name}' "
                             f"src='data:image/png;base64,{data}'><figcaption>{html.escape(captions[name])}"
@@ -212,6 +211,7 @@ def build(locations: Locations, out_dir: str | os.PathLike[str], options: Option
     page = ("<!doctype html><html lang='en'><head><meta charset='utf-8'><title>CMDA ablation report</title>"
             f"<style>{STYLE}</style></head><body>" + "\n".join(sections) + "</body></html>\n")
     index = write_text_atomic(out / "index.html", page)
+    drawn = {name: plotted[name] for name in FIGURES if (fig_dir / f"{name}.png").is_file()}
     return Report(index=index, loaded=loaded, comparisons=frame, ladder=steps, tables=tables, figures=drawn)
 
 

@@ -95,12 +95,22 @@ def pooled_sd(sds: Sequence[float], ns: Sequence[int]) -> tuple[float, int]:
     return math.sqrt(sum((n - 1) * s * s for s, n in pairs) / dof), dof
 
 
+def _power_of(effect: float, n: int, alpha: float) -> float:
+    """Power of a two-sided paired t-test at level `alpha`, counted in the effect's direction.
+
+    statsmodels' two-sided power adds the opposite tail through scipy's noncentral t, which returns NaN
+    for the large effects few seeds need; that tail is below 1e-6 wherever power is near 80%, so the
+    one-sided power at alpha/2 (the same critical value) is used.
+    """
+    return float(TTestPower().power(effect_size=effect, nobs=n, alpha=alpha / 2, alternative="larger"))
+
+
 def detectable_difference(sd: float, n: int, alpha: float, power: float = POWER) -> float:
     """Smallest true mean difference a two-sided paired t-test on `n` pairs finds with `power`."""
     if n < 2 or not np.isfinite(sd):
         return math.nan
-    effect = TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha, power=power,
-                                      alternative="two-sided")
+    effect = TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha / 2, power=power,
+                                      alternative="larger")
     return float(effect) * sd
 
 
@@ -110,10 +120,9 @@ def seeds_needed(difference: float, sd: float, alpha: float, power: float = POWE
         return None
     if sd == 0:
         return 2
-    analysis = TTestPower()
     n = 2
     while n < 10_000:  # power grows with n: the first n that reaches it (exact, no root finder)
-        if analysis.power(effect_size=difference / sd, nobs=n, alpha=alpha, alternative="two-sided") >= power:
+        if _power_of(difference / sd, n, alpha) >= power:
             return n
         n += 1 if n < 100 else max(1, n // 50)
     return None
