@@ -104,9 +104,24 @@ def _seed_row(values: pd.DataFrame, config: str) -> pd.DataFrame:
         pd.DataFrame(columns=values.columns))
 
 
-def _last_reached(row: pd.Series) -> int | None:
-    reached = row.dropna()
-    return int(reached.index.max()) if len(reached) else None
+def seed_fates(trials: pd.DataFrame) -> dict[tuple[str, object], str]:
+    """(config, seed) -> how that seed's trial ended, in words ("stopped at 20", "errored at 40", ...)."""
+    fates = {}
+    for _, trial in trials.iterrows():
+        reached = trial["iterations"]
+        at = f" at {int(reached)}" if pd.notna(reached) else ""
+        if trial["state"] == ERROR:
+            fate = f"errored{at}" if at else "errored before its first report"
+        elif trial["stopped_early"]:
+            fate = f"was stopped{at}"
+        elif trial["state"] == TERMINATED:
+            fate = f"finished{at}" if at else "finished without a result"
+        elif not trial["started"]:
+            fate = "has not started"
+        else:
+            fate = f"is still running{at}" if at else "is running, no result yet"
+        fates[(trial["config"], trial["seed"])] = fate
+    return fates
 
 
 def _standing(values: pd.DataFrame, status: pd.DataFrame, config: str, iteration: int,
@@ -126,23 +141,19 @@ def _standing(values: pd.DataFrame, status: pd.DataFrame, config: str, iteration
             "survivors_high": float(survivors.max()) if len(survivors) else None}
 
 
-def _unpaired_note(config_row: pd.DataFrame, base_row: pd.DataFrame, budget: int,
-                   paired: list, seeds: list) -> str:
+def _unpaired_note(config: str, baseline: str | None, mine: pd.DataFrame, base_row: pd.DataFrame,
+                   budget: int, paired: list, seeds: list, fates: dict) -> str:
     """Which seeds of the configuration were left out of the comparison at `budget`, and why."""
     reasons = []
     for seed in seeds:
         if seed in paired:
             continue
-        mine = config_row.loc[seed] if seed in config_row.index else None
-        if mine is None or pd.isna(mine.get(budget, np.nan)):
-            last = _last_reached(mine) if mine is not None else None
-            reasons.append(f"seed {seed} reached {last}" if last is not None
-                           else f"seed {seed} has no result")
+        if seed not in mine.index or pd.isna(mine.loc[seed].get(budget, np.nan)):
+            reasons.append(f"seed {seed} {fates.get((config, seed), 'has no result')}")
+        elif seed not in base_row.index:
+            reasons.append(f"the baseline has no seed {seed}")
         else:
-            theirs = base_row.loc[seed] if seed in base_row.index else None
-            last = _last_reached(theirs) if theirs is not None else None
-            reasons.append(f"the baseline's seed {seed} reached {last}" if last is not None
-                           else f"the baseline has no seed {seed}")
+            reasons.append(f"the baseline's seed {seed} {fates.get((baseline, seed), 'has no result')}")
     if not reasons:
         return ""
     return f"paired on {len(paired)} of {len(seeds)} seeds at {budget}: " + "; ".join(reasons)
@@ -158,6 +169,7 @@ def comparisons(loaded: Loaded, options: Options = Options()) -> pd.DataFrame:
     baseline = [c for c in status.index if status.loc[c, "variant"] == BASELINE_VARIANT]
     base_row = _seed_row(values, baseline[0]) if baseline else pd.DataFrame(columns=values.columns)
     terms = [c for c in trials.columns if c.startswith("lambda/")]
+    fates = seed_fates(trials)
     rows = []
     for config, info in status.iterrows():
         if info["variant"] == BASELINE_VARIANT:
@@ -193,7 +205,8 @@ def comparisons(loaded: Loaded, options: Options = Options()) -> pd.DataFrame:
                    p_value=paired_p_value(treated, base, options.test), mean=mean, sd=sd,
                    n=int(mine[budget].notna().sum()), baseline_mean=float(base_row[budget].dropna().mean()),
                    sd_diff=float(diffs.std(ddof=1)) if len(diffs) > 1 else math.nan)
-        notes = [_unpaired_note(mine, base_row, budget, paired, info["seeds"])]
+        notes = [_unpaired_note(config, baseline[0] if baseline else None, mine, base_row, budget, paired,
+                                info["seeds"], fates)]
         if info["status"] == COMPLETE and info["max_iters"] and budget < info["max_iters"]:
             notes.append(f"ran to {info['max_iters']} but the baseline's paired seeds reached only {budget}")
         if info["status"] == STOPPED:

@@ -131,7 +131,7 @@ h1{font-size:1.6em}h2{margin-top:2em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;margin:1em 0;font-size:0.9em}
 caption{caption-side:top;text-align:left;padding:0.4em 0;color:#444;max-width:1100px}
 td,th{border:1px solid #ccc;padding:3px 8px;text-align:right;vertical-align:top}
-td:first-child,td:nth-child(2),th:first-child,th:nth-child(2){text-align:left}
+td.w,th{text-align:left}
 p.note{color:#444;font-size:0.9em;margin:0.3em 0}
 figure{margin:1em 0}figcaption{color:#444;font-size:0.9em}img{max-width:100%}
 pre{background:#f6f6f6;padding:0.8em;overflow-x:auto;font-size:0.85em}

@@ -166,7 +166,7 @@ def power_note(sds: Sequence[float], ns: Sequence[int], *, comparisons: int, eff
     needed = seeds_needed(effect, sd, level, power)
     need = f"{needed} seeds" if needed is not None else "more than 10,000 seeds"
     text = (f"Power: the paired differences vary by {sd:.2f} {metric} points from seed to seed (pooled SD, "
-            f"{dof} degrees of freedom). With {n} seeds and {bar}, a true difference of {detectable:.2f} "
-            f"points is found with {power:.0%} power; a difference of {effect:g} point{'s' * (effect != 1)} "
-            f"would need {need}.")
+            f"{dof} degree{'s' * (dof != 1)} of freedom). With {n} seeds and {bar}, a true difference of "
+            f"{detectable:.2f} points is found with {power:.0%} power; a difference of {effect:g} "
+            f"point{'s' * (effect != 1)} would need {need}.")
     return PowerNote(sd, dof, n, level, comparisons, detectable, effect, needed, text)

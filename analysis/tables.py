@@ -262,6 +262,12 @@ def to_latex(table: Table) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _td(value: str) -> str:
+    """Numbers right-aligned (the stylesheet's default), words left-aligned."""
+    numeric = value.removeprefix("<b>")[:1] in "0123456789+-–(<."
+    return f"<td>{value}</td>" if numeric else f"<td class='w'>{value}</td>"
+
+
 def to_html(table: Table) -> str:
     """An HTML table with its caption and the notes under it (escaped)."""
     if table.empty:
@@ -272,7 +278,7 @@ def to_html(table: Table) -> str:
     for index in table.frame.index:
         cells = [html.escape(str(table.frame.at[index, c])) for c in columns]
         cells = [f"<b>{v}</b>" if (index, c) in table.bold else v for v, c in zip(cells, columns)]
-        body.append("<tr>" + "".join(f"<td>{v}</td>" for v in cells) + "</tr>")
+        body.append("<tr>" + "".join(_td(v) for v in cells) + "</tr>")
     caption = f"<caption>{html.escape(table.caption)}</caption>" if table.caption else ""
     notes = "".join(f"<p class='note'>{html.escape(n)}</p>" for n in table.notes)
     return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{notes}"

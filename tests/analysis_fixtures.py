@@ -56,7 +56,8 @@ class Trial:
         else:
             scale, lambdas = self.scale, {t: v * self.scale for t, v in DEFAULTS[self.variant].items()}
         return {"ablation": {"variant": self.variant, "lambda_scale": scale, "lambdas": lambdas},
-                "seed": self.seed, "base_config": "configs/demo.yaml", "overrides": {}, "backbone": self.backbone}
+                "seed": self.seed, "base_config": "configs/demo.yaml", "overrides": {},
+                "backbone": self.backbone}
 
     @property
     def name(self) -> str:

@@ -95,7 +95,7 @@ def test_plain_asha_compares_the_seeds_that_reached_the_budget_and_says_so(tmp_p
     row = comparisons(loaded).iloc[0]
     assert (row["status"], row["budget"], row["n_pairs"], row["delta"]) == ("complete", 80, 1, 4.0)
     assert math.isnan(row["p_value"]) and math.isnan(row["ci_low"]) and math.isnan(row["sd"])
-    assert row["note"] == "paired on 1 of 3 seeds at 80: seed 1 reached 20; seed 2 reached 20"
+    assert row["note"] == "paired on 1 of 3 seeds at 80: seed 1 was stopped at 20; seed 2 was stopped at 20"
     table = headline_table(comparisons(loaded), {}, loaded.setting, Options(), effect=1.0)
     text = to_markdown(table)
     assert "| fusion_st | x1 | 80 | **34.00 (n=1)** | +4.00 | 1 | – | – |" in text
@@ -220,8 +220,8 @@ def test_report_page_is_readable(report):
     assert "scheduler: {type: per_config_asha" in text  # the sweep file
     assert "Trainer config as resolved for trial none_s0_00000" in text and "max_iters: 80" in text
     for trial in report.loaded.trials["trial"]:
-        assert f"<td>{trial}</td>" in text
-    assert "<td>stopped early</td><td>20 of 80</td><td>9.00 (20)</td><td>9.00</td>" in text
+        assert f"<td class='w'>{trial}</td>" in text
+    assert "<td class='w'>stopped early</td><td>20 of 80</td><td>9.00 (20)</td><td>9.00</td>" in text
     assert "60.05" not in text  # mit_b0 on 80 iterations is not the published setting
     latex = (report.index.parent / "ablation.tex").read_text()
     assert all(rule in latex for rule in (r"\toprule", r"\midrule", r"\bottomrule"))
