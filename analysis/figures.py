@@ -53,41 +53,75 @@ def _legend(ax, **kwargs) -> None:
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, **kwargs)
 
 
+def _bottom_axes(axes, used: int) -> list:
+    """Hide the grid's unused panels; the lowest panel of each column gets the iteration axis."""
+    nrows, ncols = axes.shape
+    bottoms = []
+    for column in range(ncols):
+        rows = [r for r in range(nrows) if r * ncols + column < used]
+        for row in range(nrows):
+            if row not in rows:
+                axes[row, column].set_visible(False)
+        if rows:
+            ax = axes[rows[-1], column]
+            ax.xaxis.set_tick_params(labelbottom=True)
+            ax.set_xlabel("iteration")
+            bottoms.append(ax)
+    return bottoms
+
+
+def _ladder_line(ax, group: pd.DataFrame, color, label: str, marker: str = "o") -> None:
+    stopped = group["status"].iloc[0] == STOPPED
+    yerr = [group["mean"] - group["ci_low"].fillna(group["mean"]),
+            group["ci_high"].fillna(group["mean"]) - group["mean"]]
+    ax.errorbar(group["iteration"], group["mean"], yerr=yerr, color=color, marker=marker, ms=3.5, capsize=2,
+                lw=1.2, alpha=0.9, label=label, ls="--" if stopped else "-")
+    if stopped:
+        last = group[group["end"]]
+        ax.plot(last["iteration"], last["mean"], "x", color=color, ms=9, mew=2)
+
+
 def ladder_figure(ladder: pd.DataFrame, setting: Setting, colors: dict, out_dir: Path) -> pd.DataFrame:
-    """Every configuration's mean and 95% CI at every evaluated iteration, ending where it stopped (x);
-    the scheduler's rungs as dotted lines, the published number where the setting matches."""
-    data = ladder.sort_values(["config", "iteration"])
-    fig, ax = plt.subplots(figsize=(10, 5.5))
-    labels = {v: 0 for v in data["variant"].unique()}
-    for config, group in data.groupby("config", sort=True):
-        variant = group["variant"].iloc[0]
-        marker = MARKERS[labels[variant] % len(MARKERS)]
-        labels[variant] += 1
-        color = colors[variant]
-        yerr = [group["mean"] - group["ci_low"].fillna(group["mean"]),
-                group["ci_high"].fillna(group["mean"]) - group["mean"]]
-        ax.errorbar(group["iteration"], group["mean"], yerr=yerr, color=color, marker=marker, ms=4,
-                    capsize=2, lw=1.2, alpha=0.9, label=config,
-                    ls="--" if group["status"].iloc[0] == STOPPED else "-")
-        if group["status"].iloc[0] == STOPPED:
-            last = group[group["end"]]
-            ax.plot(last["iteration"], last["mean"], "x", color=color, ms=10, mew=2)
-    for rung in setting.rungs:
-        ax.axvline(rung, color="0.6", ls=":", lw=1)
-    if setting.reference is not None:
-        ref = setting.reference
-        ax.axhline(ref.value, color="k", ls="-.", lw=1, label=f"{ref.label}: {ref.value:.2f}")
-    if setting.rungs:
-        ax.plot([], [], color="0.6", ls=":", label="scheduler rungs")
-    if (data["status"] == STOPPED).any():
-        ax.plot([], [], "k--x", label="stopped early (x: where)")
-    ax.set_xlabel("iteration")
-    ax.set_ylabel(f"{setting.metric_label} (%) — mean over seeds, 95% CI")
-    ax.set_title("Every configuration at every evaluation")
-    ax.grid(ls="--", alpha=0.4)
-    _legend(ax)
+    """Every configuration's mean and 95% CI at every evaluated iteration, ending where it stopped (x).
+
+    One panel per variant (its λ settings in shades of a colour map), the baseline in grey in every panel,
+    the scheduler's rungs as dotted lines and the published number where the setting matches: two dozen
+    configurations stay readable.
+    """
+    data = ladder.sort_values(["config", "iteration"]).reset_index(drop=True)
+    base = data[data["variant"] == BASELINE_VARIANT]
+    variants = [v for v in variant_colors(data["variant"]) if v in set(data["variant"]) - {BASELINE_VARIANT}]
+    panels = variants or [BASELINE_VARIANT]
+    ncols = min(3, len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.8 * nrows), squeeze=False, sharex=True,
+                             sharey=True)
+    shades = plt.get_cmap("viridis")
+    for ax, variant in zip(axes.flat, panels):
+        if len(base):
+            _ladder_line(ax, base, "0.45", BASELINE_VARIANT, marker="s")
+        configs = [] if variant == BASELINE_VARIANT else list(data[data["variant"] == variant].groupby(
+            "config", sort=False))
+        for number, (config, group) in enumerate(configs):
+            shade = shades(0.85 * number / max(len(configs) - 1, 1))
+            _ladder_line(ax, group, shade, group["lambda"].iloc[0] or config, MARKERS[number % len(MARKERS)])
+        for rung in setting.rungs:
+            ax.axvline(rung, color="0.6", ls=":", lw=1)
+        if setting.reference is not None:
+            ref = setting.reference
+            ax.axhline(ref.value, color="k", ls="-.", lw=1, label=f"published CMDA {ref.value:.2f}")
+        ax.set_title(variant, color=colors.get(variant, "k"), fontsize=10)
+        ax.grid(ls="--", alpha=0.4)
+        ax.legend(fontsize=7, loc="lower right", frameon=False)
+    for ax in _bottom_axes(axes, len(panels)):
+        if len(data) and data["iteration"].max() >= 10_000:
+            ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v / 1000:g}k"))
+    for ax in axes[:, 0]:
+        ax.set_ylabel(f"{setting.metric_label} (%)")
+    fig.suptitle(f"Every configuration at every evaluation: mean over seeds, 95% CI "
+                 f"(dashed, x: stopped early{'; dotted: rungs' if setting.rungs else ''})", fontsize=11)
     save(fig, out_dir, "ladder")
-    return data.reset_index(drop=True)
+    return data
 
 
 def delta_figure(comparisons: pd.DataFrame, setting: Setting, colors: dict, out_dir: Path) -> pd.DataFrame:
@@ -137,20 +171,20 @@ def loss_figure(train_log: pd.DataFrame, history: pd.DataFrame, colors: dict, ou
     data = source.melt(id_vars=["trial", "variant", "iteration"], value_vars=terms, var_name="term").dropna()
     data = data.groupby(["variant", "term", "iteration"], as_index=False)["value"].mean()
     variants = [v for v in variant_colors(data["variant"]) if v in set(data["variant"])]
-    fig, axes = plt.subplots(len(variants), 1, figsize=(9, 2.4 * len(variants)), squeeze=False,
-                             sharex=True)
-    fig.subplots_adjust(hspace=0.35)
-    for ax, variant in zip(axes[:, 0], variants):
+    ncols = min(2, len(variants))
+    nrows = -(-len(variants) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(6.5 * ncols, 3.2 * nrows), squeeze=False, sharex=True)
+    for ax, variant in zip(axes.flat, variants):
         for term, group in data[data["variant"] == variant].groupby("term"):
             positive = group[group["value"] > 0]
             if len(positive):
                 ax.plot(positive["iteration"], positive["value"], lw=1, label=term.removeprefix("loss/"))
         ax.set_yscale("log")
-        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_title(variant, color=colors[variant], fontsize=10)
         ax.grid(ls="--", alpha=0.4)
-        _legend(ax)
-    axes[-1, 0].set_xlabel("iteration")
+        ax.legend(fontsize=7, loc="upper right", frameon=False)
+    _bottom_axes(axes, len(variants))
+    fig.tight_layout()
     save(fig, out_dir, "loss_curves")
     return data
 
@@ -185,36 +219,46 @@ def class_figure(history: pd.DataFrame, comparisons: pd.DataFrame, baseline: dic
 
 
 def lambda_figure(comparisons: pd.DataFrame, setting: Setting, colors: dict, out_dir: Path) -> pd.DataFrame:
-    """Difference to the baseline against the λ scale, one line per variant (hollow: stopped early)."""
+    """Difference to the baseline against the λ scale, per variant.
+
+    Lines join only configurations compared at full budget; a configuration stopped early is a hollow
+    marker (compared at its rung, see the table), never joined to the others. Variants are nudged
+    sideways so their intervals do not hide each other.
+    """
     columns = ["variant", "lambda_scale", "status", "budget", "delta", "ci_low", "ci_high"]
     if comparisons.empty:
         return pd.DataFrame(columns=columns)
     data = comparisons.dropna(subset=["lambda_scale", "delta"])[columns].reset_index(drop=True)
     if data["lambda_scale"].nunique() < 2:
         return data
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for variant, group in data.groupby("variant", sort=False):
-        group = group.sort_values("lambda_scale")
+    log = data["lambda_scale"].min() > 0
+    fig, ax = plt.subplots(figsize=(9, 4.8))
+    variants = list(data["variant"].unique())
+    for number, variant in enumerate(variants):
+        group = data[data["variant"] == variant].sort_values("lambda_scale")
         color = colors[variant]
-        ax.plot(group["lambda_scale"], group["delta"], color=color, lw=1, label=variant)
-        for _, row in group.iterrows():
-            err = [[row["delta"] - row["ci_low"]], [row["ci_high"] - row["delta"]]] if pd.notna(
-                row["ci_low"]) else None
-            ax.errorbar([row["lambda_scale"]], [row["delta"]], yerr=err, fmt="o", color=color, capsize=3,
+        nudge = 0.025 * (number - (len(variants) - 1) / 2)
+        x = group["lambda_scale"] * (1 + nudge) if log else group["lambda_scale"] + nudge
+        full = group["status"] == COMPLETE
+        ax.plot(x[full], group["delta"][full], color=color, lw=1, label=variant)
+        for position, (_, row) in zip(x, group.iterrows()):
+            err = ([[row["delta"] - row["ci_low"]], [row["ci_high"] - row["delta"]]]
+                   if pd.notna(row["ci_low"]) else None)
+            ax.errorbar([position], [row["delta"]], yerr=err, fmt="o", color=color, capsize=3,
                         mfc=color if row["status"] == COMPLETE else "white")
     ax.axhline(0, color="k", lw=1)
-    if data["lambda_scale"].min() > 0:
+    if log:
         ax.set_xscale("log")
         ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.set_xticks(sorted(data["lambda_scale"].unique()))
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"x{value:g}"))
     ax.set_xlabel("λ scale (x the variant's default lambdas)")
     ax.set_ylabel(f"Δ {setting.metric_label} vs {BASELINE_VARIANT} (points)")
-    ax.set_title("Sensitivity to λ (hollow: stopped early, compared at its rung)")
+    ax.set_title("Sensitivity to λ (lines join full-budget results; hollow: stopped early, at its rung)")
     ax.grid(ls="--", alpha=0.4)
     _legend(ax)
     save(fig, out_dir, "lambda_sensitivity")
-    return data.reset_index(drop=True)
+    return data
 
 
 def cost_figure(trials: pd.DataFrame, setting: Setting, colors: dict, out_dir: Path) -> pd.DataFrame:

@@ -113,7 +113,8 @@ def _figure_captions(loaded: Loaded, options: Options) -> dict[str, str]:
                    f"{CORRECTION_NAMES[options.correction]} correction."),
         "loss_curves": loss_text,
         "class_iou": "Mean IoU per class over seeds, at the iteration each configuration was compared at.",
-        "lambda_sensitivity": "Difference to the baseline against the grid's λ scale, with bootstrap CIs.",
+        "lambda_sensitivity": ("Difference to the baseline against the grid's λ scale, with bootstrap CIs; "
+                               "lines join only configurations compared at full budget."),
         "cost": "Best value of the headline metric per trial against its cost.",
     }
 

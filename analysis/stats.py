@@ -39,13 +39,18 @@ def mean_ci(values: Sequence[float], level: float = LEVEL) -> tuple[float, float
     return float(data.mean()), std, half
 
 
+def _constant(values: np.ndarray) -> bool:
+    """All equal up to float rounding (30.1 - 29.0 and 31.1 - 30.0 differ in the last bits)."""
+    return bool(np.ptp(values) <= 1e-9 * max(1.0, float(np.abs(values).max())))
+
+
 def paired_p_value(treated: Sequence[float], base: Sequence[float], test: str = "ttest") -> float:
     """Two-sided p of a paired t-test (or Wilcoxon signed-rank); NaN where the test is undefined (fewer
     than two pairs, or differences without any spread)."""
     if test not in TESTS:
         raise ValueError(f"test must be one of {TESTS}, got {test!r}")
     diff = np.asarray(treated, dtype=float) - np.asarray(base, dtype=float)
-    if diff.size < 2 or np.ptp(diff) == 0:
+    if diff.size < 2 or _constant(diff):
         return math.nan
     if test == "wilcoxon":
         return float(stats.wilcoxon(treated, base).pvalue)
@@ -62,8 +67,8 @@ def bootstrap_ci(diffs: Sequence[float], seed: int = 0, level: float = LEVEL,
     data = np.asarray(diffs, dtype=float)
     if data.size < 2:
         return math.nan, math.nan
-    if np.ptp(data) == 0:
-        return float(data[0]), float(data[0])
+    if _constant(data):
+        return float(data.mean()), float(data.mean())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", stats.DegenerateDataWarning)
         result = stats.bootstrap((data,), np.mean, n_resamples=resamples, confidence_level=level,
