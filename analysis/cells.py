@@ -51,6 +51,12 @@ class Cell:
                     lambdas[str(term)] = number
         else:
             problems.append(f"ablation.lambdas is {type(raw).__name__}, expected a mapping of term -> lambda")
+        if "lambda_scale" not in ablation and _float(ablation.get("lambda")) is not None and not lambdas:
+            # Experiments run before the lambda_scale contract hold one global weight for every term: keep
+            # cells with different weights apart instead of merging them into one configuration.
+            lambdas = {"weight": _float(ablation["lambda"])}
+            problems.append("params.json has the old ablation.lambda (one weight for every term) instead of "
+                            "lambda_scale and resolved lambdas; labelled 'weight=...'")
         return cls(variant=variant, lambda_scale=_float(ablation.get("lambda_scale")),
                    lambdas=dict(sorted(lambdas.items())), problems=tuple(problems))
 

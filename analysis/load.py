@@ -168,6 +168,7 @@ def _load_one(location: str, gpus: float, prefix: bool) -> dict[str, Any]:
                           "their ablation cell, seed, name and work_dir)", resolved[1]))
     trials, history, logs = [], [], []
     without_log = 0
+    odd_params: dict[str, list[str]] = {}
     for record in records:
         trial = f"{name}/{record.dirname}" if prefix else record.dirname
         cell = Cell.from_params(record.params)
@@ -207,7 +208,8 @@ def _load_one(location: str, gpus: float, prefix: bool) -> dict[str, Any]:
         reason = _why_missing(label, state, record, max_iters)
         if reason:
             missing.append(reason)
-        missing.extend(f"trial {record.dirname}: {problem}" for problem in cell.problems)
+        for problem in cell.problems:
+            odd_params.setdefault(problem, []).append(record.dirname)
         missing.extend(record.problems)
         history.extend(_history_rows(trial, record))
         log, problems = _read_train_log(experiment, record)
@@ -216,6 +218,9 @@ def _load_one(location: str, gpus: float, prefix: bool) -> dict[str, Any]:
             logs.append(log.assign(trial=trial))
         elif record.started and record.results:
             without_log += 1
+    for problem, names in odd_params.items():
+        which = names[0] if len(names) == 1 else f"{len(names)} trials ({names[0]}, ...)"
+        missing.append(f"{which}: {problem}")
     if without_log:
         missing.append(f"{experiment.location}: {without_log} trial(s) have no trainer log (log.csv); "
                        "their loss curves come from the evaluation reports only")

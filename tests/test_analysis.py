@@ -275,6 +275,9 @@ def test_configuration_is_variant_and_resolved_lambdas_with_a_readable_label():
         half.key: "fusion_st fusion_st=0.025", twin.key: "fusion_st fusion_st=0.03"}
     broken = Cell.from_params({"seed": 0})
     assert broken.variant == "unknown" and broken.problems
+    old = [Cell.from_params({"ablation": {"variant": "fusion_st", "lambda": w, "lambdas": {}}})
+           for w in (0.1, 1)]
+    assert old[0].key != old[1].key and old[0].label == "weight=0.1" and old[0].problems
 
 
 # -- what Ray leaves behind ----------------------------------------------------------------------------------
@@ -359,3 +362,18 @@ def test_analysis_imports_neither_ray_nor_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             cwd=Path(__file__).resolve().parents[1], timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_experiments_given_as_uris_or_in_parts_are_analysed_as_one(study, tmp_path):
+    by_path = comparisons(load(study))
+    by_uri = comparisons(load(f"file://{study}"))  # the same pyarrow.fs path an s3:// location takes
+    pd.testing.assert_frame_equal(by_path, by_uri)
+    # a study run in two sweeps: seeds 0-1 in one experiment, seed 2 (and a repeat of seed 1) in another
+    trials = study_trials()
+    first = write_experiment(tmp_path / "first", [t for t in trials if t.seed < 2], sweep=STUDY_SWEEP)
+    second = write_experiment(tmp_path / "second", [t for t in trials if t.seed >= 1], sweep=STUDY_SWEEP)
+    loaded = load([first, second])
+    assert loaded.trials["trial"].str.startswith(("first/", "second/")).all()
+    assert any("configuration none, seed 1: 2 trials" in m for m in loaded.missing)
+    combined = comparisons(loaded).set_index("config")
+    pd.testing.assert_series_equal(combined["delta"], by_path.set_index("config")["delta"])
