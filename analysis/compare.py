@@ -223,7 +223,7 @@ def comparisons(loaded: Loaded, options: Options = Options()) -> pd.DataFrame:
     sign = 1.0 if loaded.setting.mode == "min" else -1.0
     frame["stopped_at"] = pd.to_numeric(frame["stopped_at"], errors="coerce")
     frame = frame.assign(_order=frame["status"].map(order), _stop=-frame["stopped_at"].fillna(math.inf),
-                         _delta=sign * frame["delta"].fillna(-sign * math.inf))
+                         _delta=sign * frame["delta"].fillna(sign * math.inf))
     frame = frame.sort_values(["_order", "_stop", "_delta", "config"]).drop(columns=["_order", "_stop",
                                                                                      "_delta"])
     for column in INTEGER_COLUMNS:

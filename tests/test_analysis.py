@@ -109,8 +109,10 @@ def test_holm_and_benjamini_hochberg_match_statsmodels(study):
     raw = comparisons(loaded)["p_value"].to_numpy()
     pairs = {"fusion_st x1": ([34, 33.1, 34.9], [30, 29, 31]), "fusion_st x0.5": ([9, 8, 7], [10, 11, 12])}
     by_config = rows(comparisons(loaded))
+    wilcoxon = rows(comparisons(loaded, Options(test="wilcoxon")))
     for config, (treated, base) in pairs.items():
         assert by_config[config]["p_value"] == pytest.approx(scipy_stats.ttest_rel(treated, base).pvalue)
+        assert wilcoxon[config]["p_value"] == pytest.approx(scipy_stats.wilcoxon(treated, base).pvalue)
     for option, method in (("holm", "holm"), ("bh", "fdr_bh")):
         frame = comparisons(loaded, Options(correction=option))
         reject, adjusted, _, _ = multipletests(raw, alpha=0.05, method=method)
@@ -321,10 +323,14 @@ def test_running_trial_and_truncated_result_file_are_analysed_as_far_as_they_go(
     trials = [Trial("none", s, curve(v)) for s, v in BASE.items()]
     trials[0].extra_lines = ['{"iteration": 100, "miou1']  # cut mid-line by a crash
     trials += [Trial("fusion_st", 0, curve([12, 24]), status="RUNNING"),
-               Trial("fusion_st", 1, {}, status="PENDING", started=False)]
+               Trial("fusion_st", 1, {}, status="PENDING", started=False),
+               Trial("rgb_st+event_st", 0, {}, status="RUNNING")]
     root = write_experiment(tmp_path / "running", trials, sweep=STUDY_SWEEP)
     loaded = load(root)
-    row = comparisons(loaded).iloc[0]
+    frame = comparisons(loaded)
+    assert frame["config"].tolist() == ["fusion_st x1", "rgb_st+event_st x1"]  # no result yet: last
+    assert frame["note"].iloc[1] == "no results" and frame["status"].iloc[1] == "running"
+    row = frame.iloc[0]
     assert (row["status"], row["budget"], row["reached"], row["n_pairs"]) == ("running", 40, 40, 1)
     assert row["delta"] == pytest.approx(24 - 20)
     notes = "\n".join(loaded.missing)
