@@ -211,7 +211,7 @@ def trial_table(trials: pd.DataFrame, setting: Setting) -> Table:
             iterations += f" of {int(t['max_iters'])}"
         best = DASH if missing(t["best"]) else f"{fmt(t['best'])} ({fmt_int(t['best_iteration'])})"
         error = DASH
-        if t["error"]:
+        if not missing(t["error"]) and t["error"]:
             error = f"{t['error']} — {t['error_file']}"
             if t["state"] != ERROR:
                 error = f"recovered after {t['num_failures']} failure(s); last: {error}"

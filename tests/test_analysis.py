@@ -210,14 +210,21 @@ def test_tables_and_figures_are_drawn_from_the_same_frames(report):
     assert sorted(report.figures["lambda_sensitivity"]["lambda_scale"]) == [0.5, 1.0, 1.0, 1.0]
 
 
+def page_text(index: Path) -> str:
+    """The page without its embedded images, with a check that no number reads `nan`."""
+    text = re.sub(r"data:image/png;base64,[^']*", "", index.read_text())
+    assert not re.search(r"\bnan\b(?! at iteration)", text, flags=re.I)  # (the fixture's error message)
+    return text
+
+
 def test_report_page_is_readable(report):
     page = report.index.read_text()
-    text = re.sub(r"data:image/png;base64,[^']*", "", page)
+    text = page_text(report.index)
     for heading in ("Configurations that ran to the end", "Configurations stopped early", "Every trial",
                     "Every configuration at every evaluation", "Training losses at every logged iteration",
                     "How the experiment was set up"):
         assert f"<h2>{heading}</h2>" in text
-    assert not re.search(r"\bnan\b", text, flags=re.I) and "–" in text
+    assert "–" in text
     assert page.count("data:image/png;base64,") == len(FIGURES) == len(report.figures)
     assert "scheduler: {type: per_config_asha" in text  # the sweep file
     assert "Trainer config as resolved for trial none_s0_00000" in text and "max_iters: 80" in text
@@ -305,11 +312,12 @@ def test_nothing_to_analyse_exits_nonzero_with_one_message(tmp_path, capsys):
 
 def test_every_trial_errored_gives_a_report_that_names_each_error(tmp_path, capsys):
     trials = [Trial("none", 0, {}, status="ERROR", error=True),
-              Trial("fusion_st", 0, {}, status="ERROR", error=True)]
+              Trial("fusion_st", 0, {}, status="ERROR", error=True),
+              Trial("fusion_st", 1, {}, status="PENDING", started=False)]
     root = write_experiment(tmp_path / "errored", trials, sweep=STUDY_SWEEP)
     code, out, err = run_cli(capsys, str(root), "--out", str(tmp_path / "r"), "--correction", "bh")
     assert code == 0 and "no trial has reported a result yet" in err
-    page = (tmp_path / "r" / "index.html").read_text()
+    page = page_text(tmp_path / "r" / "index.html")
     for folder in ("none_s0_00000", "fusion_st_x1_s0_00001"):
         assert f"trial {folder} (" in page and str(root / folder / "error.txt") in page
     assert page.count("errored before its first report after 1 failure(s): cmda.uda.dacs.NonFiniteLossError: "
