@@ -159,6 +159,16 @@ def _unpaired_note(config: str, baseline: str | None, mine: pd.DataFrame, base_r
     return f"paired on {len(paired)} of {len(seeds)} seeds at {budget}: " + "; ".join(reasons)
 
 
+def largest_common_budget(mine: pd.DataFrame, base: pd.DataFrame) -> tuple[int | None, list]:
+    """The largest evaluated iteration at which some seed has a value in both frames (seed x iteration),
+    and those seeds: where a configuration is compared with the baseline."""
+    for iteration in sorted((it for it in mine.columns if it in base.columns), reverse=True):
+        both = mine[iteration].dropna().index.intersection(base[iteration].dropna().index)
+        if len(both):
+            return int(iteration), sorted(both)
+    return None, []
+
+
 def comparisons(loaded: Loaded, options: Options = Options()) -> pd.DataFrame:
     """One row per configuration other than the baseline: CSV_COLUMNS, then status, the configuration's
     and the baseline's means at the budget, the SD of the paired differences, the significance marker, the
@@ -183,13 +193,7 @@ def comparisons(loaded: Loaded, options: Options = Options()) -> pd.DataFrame:
                "baseline_mean": math.nan, "sd_diff": math.nan, "significant": False, "note": ""}
         first = trials[trials["config"] == config].iloc[0]
         row.update({term: first[term] for term in terms})
-        common = [it for it in mine.columns if it in base_row.columns]
-        budget, paired = None, []
-        for iteration in sorted(common, reverse=True):
-            both = mine[iteration].dropna().index.intersection(base_row[iteration].dropna().index)
-            if len(both):
-                budget, paired = int(iteration), sorted(both)
-                break
+        budget, paired = largest_common_budget(mine, base_row)
         if budget is None:
             row["note"] = ("no baseline results to compare with" if base_row.empty else
                            "no result at an iteration the baseline also reached" if len(mine) else
