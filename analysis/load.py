@@ -1,183 +1,272 @@
-"""Read Ray Tune experiment folders into pandas: one row per trial and a long per-report history.
+"""Experiment folders (local paths or URIs) -> pandas frames, through the one reader `tune.experiment`.
 
-The format is Ray Tune's own: `experiment_state-*.json` at the experiment root (trial status and logdir)
-and one folder per trial with `params.json` and `result.json` (one JSON object per report line), plus
-`error.txt` for failed trials. Nothing here imports Ray or torch, so analysing a finished sweep is cheap.
-A folder with running, errored or empty trials is analysed with what exists; every gap is reported in
-`warnings` rather than raised.
+Three frames: `trials` (one row per trial, started or not), `history` (one row per evaluation report,
+a retried trial's repeated iterations already reduced to their last report) and `train_log` (the trainer's
+own per-iteration `log.csv`). Whatever Ray left behind (errored, running or pending trials, a result file
+cut mid-line, a retry that repeated iterations) is loaded as far as it goes and listed in `missing` with
+the reason; only a location without any trial is an error (`NothingToAnalyse`).
 """
 
 from __future__ import annotations
 
-import glob
+import io
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import PurePosixPath
+from typing import Any
 
 import pandas as pd
-import yaml
 
-from cmda.data import CLASSES
+from analysis.cells import Cell, configuration_names
+from analysis.setting import Setting, experiment_setting, merge_settings, read_resolved_config
+from cmda.io import YAMLFileError
+from tune.experiment import (
+    ERROR,
+    PAUSED,
+    PENDING,
+    RUNNING,
+    SWEEP_FILE,
+    TERMINATED,
+    Experiment,
+    ExperimentError,
+    TrialRecord,
+    open_experiment,
+)
+from tune.sweep import BASELINE_VARIANT
 
-FINISHED, ERROR, RUNNING, PENDING = "TERMINATED", "ERROR", "RUNNING", "PENDING"
+TRAIN_LOGS = ("log.csv", "work/log.csv")
+"""Where a trial's trainer log lives: the trial folder, or the trainer's work_dir inside it."""
 
 
-class ExperimentError(ValueError):
-    """A folder or file that is not a readable Ray Tune experiment."""
+class NothingToAnalyse(ExperimentError):
+    """The experiments hold no trial at all, so no report could show anything."""
 
 
 @dataclass
-class Experiment:
-    """What `load_experiments` returns: trials (one row each), history (one row per report), warnings."""
+class Loaded:
+    """Everything the tables, figures and report are drawn from."""
 
     trials: pd.DataFrame
     history: pd.DataFrame
-    warnings: list[str] = field(default_factory=list)
-
-    def __iter__(self):  # allows `trials, history = load_experiments(...)`
-        return iter((self.trials, self.history))
-
-
-def _read_json(path: Path) -> object:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ExperimentError(f"{path}: cannot read JSON: {error}") from error
+    train_log: pd.DataFrame
+    setting: Setting
+    locations: list[str]
+    missing: list[str] = field(default_factory=list)
+    documents: list[tuple[str, str]] = field(default_factory=list)
+    """(title, text) of the files the report embeds: each sweep.yaml and one resolved trainer config."""
 
 
-def _experiment_states(root: Path) -> dict[str, str]:
-    """Trial folder name -> status, from the newest experiment_state file (empty if there is none)."""
-    files = sorted(glob.glob(str(root / "experiment_state-*.json")))
-    if not files:
-        return {}
-    state = _read_json(Path(files[-1]))
-    statuses = {}
-    for entry in state.get("trial_data", []):
-        trial = json.loads(entry[0]) if isinstance(entry, list) else entry
-        folder = trial.get("relative_logdir") or trial.get("custom_dirname")
-        if folder:
-            statuses[folder] = trial.get("status", "")
-    return statuses
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
 
 
-def _gpus_per_trial(root: Path, default: float) -> float:
-    sweep = root / "sweep.yaml"
-    if sweep.is_file():
-        try:
-            resources = (yaml.safe_load(sweep.read_text()) or {}).get("resources") or {}
-            return float(resources.get("gpu", default) or 0.0)
-        except yaml.YAMLError:
-            return default
-    return default
+def _iteration(row: dict[str, Any]) -> float | None:
+    return _number(row.get("iteration", row.get("training_iteration")))
 
 
-def _read_results(path: Path, warnings: list[str]) -> list[dict]:
+def trial_state(record: TrialRecord) -> str:
+    """Ray's status, or what the files say when the state file does not know the trial."""
+    if record.status:
+        return record.status.upper()
+    if record.error_file:
+        return ERROR
+    if record.last_result.get("done"):
+        return TERMINATED
+    return RUNNING if record.results else PENDING
+
+
+def _history_rows(trial: str, record: TrialRecord) -> list[dict[str, Any]]:
+    """One row per report with every numeric scalar (Ray's nested `config` and booleans left out)."""
     rows = []
-    if not path.is_file():
-        return rows
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
+    for result in record.results:
+        iteration = _iteration(result)
+        if iteration is None:
             continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            warnings.append(f"{path}: line {number} is not valid JSON (a report cut short?); skipped")
+        values = {k: float(v) for k, v in result.items()
+                  if _number(v) is not None and not k.startswith("config") and k != "iteration"}
+        rows.append({"trial": trial, "iteration": int(iteration), **values})
     return rows
 
 
-def _trial_row(folder: Path, status: str, gpus: float, experiment: str, warnings: list[str]):
-    params = _read_json(folder / "params.json")
-    ablation = params.get("ablation") or {}
-    results = _read_results(folder / "result.json", warnings)
-    errored = (folder / "error.txt").is_file() or status == ERROR
-    row = {
-        "experiment": experiment,
-        "trial": folder.name,
-        "variant": ablation.get("variant", params.get("variant")),
-        "lambda": ablation.get("lambda"),
-        "lambdas": json.dumps(ablation.get("lambdas") or {}, sort_keys=True),
-        "seed": params.get("seed"),
-        "backbone": params.get("backbone"),
-    }
-    if not results:
-        row.update(state=ERROR if errored else (status or PENDING), iterations=0)
-        warnings.append(f"trial {folder.name}: no results yet ({row['state'].lower()})")
-        return row, []
-    last = results[-1]
-    done = bool(last.get("done")) or status == FINISHED
-    state = ERROR if errored else (FINISHED if done else (status or RUNNING))
-    max_iters = last.get("max_iters")
-    iterations = int(last.get("iteration", last.get("training_iteration", 0)))
-    best = max(results, key=lambda r: r.get("miou18", -math.inf))
-    row.update(
-        state=state,
-        iterations=iterations,
-        max_iters=max_iters,
-        stopped_early=state == FINISHED and max_iters is not None and iterations < max_iters,
-        miou18=last.get("miou18"),
-        miou19=last.get("miou19"),
-        best_miou18=best.get("miou18"),
-        best_iteration=best.get("iteration"),
-        wall_s=last.get("time_total_s"),
-        train_s=last.get("time/train_s"),
-    )
-    row["gpu_hours"] = (row["wall_s"] or 0.0) * gpus / 3600
-    row.update({f"iou/{c}": last.get(f"iou/{c}") for c in CLASSES})
+def parse_train_log(text: str, where: str) -> tuple[pd.DataFrame, list[str]]:
+    """The trainer's log.csv -> (one row per logged iteration, problems). A resumed run appends the
+    iterations after its checkpoint again: the last row of each iteration wins, as in result.json."""
+    try:
+        frame = pd.read_csv(io.StringIO(text), on_bad_lines="skip")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as error:
+        return pd.DataFrame(), [f"{where}: unreadable ({error}); no per-iteration loss curves"]
+    if "iteration" not in frame.columns:
+        return pd.DataFrame(), [f"{where}: no 'iteration' column; no per-iteration loss curves"]
+    frame = frame.apply(pd.to_numeric, errors="coerce").dropna(subset=["iteration"])
+    rows = len(frame)
+    frame = frame.drop_duplicates(subset="iteration", keep="last").sort_values("iteration")
+    problems = []
+    if len(frame) < rows:
+        problems.append(f"{where}: {rows - len(frame)} repeated iteration(s) from a resumed run; "
+                        "the last row of each is used")
+    frame["iteration"] = frame["iteration"].astype(int)
+    return frame.reset_index(drop=True), problems
+
+
+def _read_train_log(experiment: Experiment, record: TrialRecord) -> tuple[pd.DataFrame | None, list[str]]:
+    if not record.started:
+        return None, []
+    for relative in TRAIN_LOGS:
+        parts = PurePosixPath(relative).parts
+        if experiment.is_file(record.dirname, *parts):
+            text = experiment.read_text(record.dirname, *parts)
+            return parse_train_log(text, experiment.where(record.dirname, *parts))
+    return None, []
+
+
+def _why_missing(name: str, state: str, record: TrialRecord, max_iters: int | None) -> str | None:
+    """One sentence on a trial that did not run to the end, or None when it did."""
+    reached = record.iteration
+    budget = f" of {max_iters}" if max_iters else ""
     if state == ERROR:
-        warnings.append(
-            f"trial {folder.name}: errored at iteration {iterations} (see {folder / 'error.txt'})"
-        )
-    elif state != FINISHED:
-        warnings.append(f"trial {folder.name}: still {state.lower()} at iteration {iterations}")
-    history = [
-        {
-            "trial": folder.name,
-            "iteration": r.get("iteration", r.get("training_iteration")),
-            **{
-                k: v
-                for k, v in r.items()
-                if (
-                    k.startswith(("loss/", "iou/"))
-                    or k in ("miou18", "miou19", "pseudo_weight", "time_total_s")
-                )
-                and isinstance(v, int | float)
-            },
-        }
-        for r in results
-    ]
-    return row, history
+        where = f"at iteration {reached}" if reached is not None else "before its first report"
+        failures = f" after {record.num_failures} failure(s)" if record.num_failures else ""
+        what = record.error or "no error message"
+        file = record.error_file or "no error.txt in the trial folder"
+        return f"trial {name}: errored {where}{failures}: {what} ({file})"
+    if not record.started:
+        return f"trial {name}: {state.lower()}, not started yet (no trial folder)"
+    if state in (RUNNING, PAUSED, PENDING):
+        if reached is None:
+            return f"trial {name}: {state.lower()}, no result yet"
+        return f"trial {name}: still {state.lower()} at iteration {reached}{budget}"
+    if reached is None:
+        return f"trial {name}: {state.lower()} without reporting any result"
+    return None
 
 
-def load_experiments(dirs, gpus: float = 0.0) -> Experiment:
-    """Load one or several experiment folders. `gpus` per trial is used when the folder's sweep.yaml
-    does not say (it is what turns wall time into GPU-hours)."""
-    trial_rows, history_rows, warnings = [], [], []
-    for directory in [dirs] if isinstance(dirs, str | os.PathLike) else dirs:
-        root = Path(directory)
-        if not root.is_dir():
-            raise ExperimentError(f"{root}: not a folder")
-        folders = sorted(p for p in root.iterdir() if (p / "params.json").is_file())
-        if not folders:
-            raise ExperimentError(
-                f"{root}: no trial folders with params.json (is this a Ray Tune experiment?)"
-            )
-        statuses = _experiment_states(root)
-        per_trial_gpus = _gpus_per_trial(root, gpus)
-        for folder in folders:
-            row, history = _trial_row(
-                folder, statuses.get(folder.name, ""), per_trial_gpus, root.name, warnings
-            )
-            trial_rows.append(row)
-            history_rows.extend(history)
-        # Ray creates a trial's folder only when the trial starts: pending ones exist only in the state file
-        started = {folder.name for folder in folders}
-        for name, status in sorted(statuses.items()):
-            if name not in started:
-                warnings.append(f"trial {name}: not started yet ({(status or PENDING).lower()}), no folder")
-    trials = pd.DataFrame(trial_rows)
-    history = pd.DataFrame(history_rows)
-    if not history.empty:
-        history = history.merge(trials[["trial", "variant", "lambda", "seed"]], on="trial", how="left")
-    return Experiment(trials=trials, history=history, warnings=warnings)
+def _load_one(location: str, gpus: float, prefix: bool) -> dict[str, Any]:
+    experiment = open_experiment(location)
+    records = experiment.trials()
+    missing: list[str] = []
+    try:
+        sweep = experiment.sweep()
+    except (ExperimentError, YAMLFileError) as error:
+        missing.append(f"{error}; the sweep's settings are taken from the trials")
+        sweep = None
+    if sweep is None and not missing:
+        missing.append(f"{experiment.where(SWEEP_FILE)}: absent; the sweep's settings are taken from the "
+                       "trials")
+    resolved = read_resolved_config(experiment, records, BASELINE_VARIANT)
+    setting = experiment_setting(experiment, sweep, resolved, records, gpus)
+    name = PurePosixPath(experiment.location.rstrip("/")).name or experiment.location
+    documents = []
+    if sweep is not None:
+        documents.append((f"Sweep file ({experiment.where(SWEEP_FILE)})", experiment.read_text(SWEEP_FILE)))
+    if resolved is not None:
+        documents.append((f"Trainer config as resolved for trial {resolved[0]} (other trials differ in "
+                          "their ablation cell, seed, name and work_dir)", resolved[1]))
+    trials, history, logs = [], [], []
+    without_log = 0
+    odd_params: dict[str, list[str]] = {}
+    for record in records:
+        trial = f"{name}/{record.dirname}" if prefix else record.dirname
+        cell = Cell.from_params(record.params)
+        state = trial_state(record)
+        max_iters = record.max_iters or setting.max_iters
+        iteration = record.iteration
+        values = [(r, _number(r.get(setting.metric))) for r in record.results]
+        values = [(r, v) for r, v in values if v is not None and not math.isnan(v)]
+        sign = -1.0 if setting.mode == "min" else 1.0
+        best = max(values, key=lambda rv: sign * rv[1]) if values else None
+        final = values[-1][1] if values else None
+        wall = _number(record.last_result.get("time_total_s"))
+        trials.append({
+            "experiment": name,
+            "trial": trial,
+            "trial_id": record.trial_id,
+            "cell": cell,
+            "seed": record.params.get("seed"),
+            "backbone": record.params.get("backbone"),
+            "state": state,
+            "started": record.started,
+            "iterations": iteration,
+            "max_iters": max_iters,
+            "stopped_early": bool(state == TERMINATED and iteration is not None and max_iters is not None
+                                  and iteration < max_iters),
+            "final": final,
+            "best": best[1] if best else None,
+            "best_iteration": _iteration(best[0]) if best else None,
+            "num_failures": record.num_failures,
+            "error": record.error,
+            "error_file": record.error_file,
+            "wall_s": wall,
+            "gpu_hours": wall * setting.gpus_per_trial / 3600 if wall is not None else None,
+        })
+        what = " ".join(p for p in (cell.variant, cell.label) if p)
+        label = f"{record.dirname} ({what}, seed {record.params.get('seed')})"
+        reason = _why_missing(label, state, record, max_iters)
+        if reason:
+            missing.append(reason)
+        for problem in cell.problems:
+            odd_params.setdefault(problem, []).append(record.dirname)
+        missing.extend(record.problems)
+        history.extend(_history_rows(trial, record))
+        log, problems = _read_train_log(experiment, record)
+        missing.extend(problems)
+        if log is not None and not log.empty:
+            logs.append(log.assign(trial=trial))
+        elif record.started and record.results:
+            without_log += 1
+    for problem, names in odd_params.items():
+        which = names[0] if len(names) == 1 else f"{len(names)} trials ({names[0]}, ...)"
+        missing.append(f"{which}: {problem}")
+    if without_log:
+        missing.append(f"{experiment.location}: {without_log} trial(s) have no trainer log (log.csv); "
+                       "their loss curves come from the evaluation reports only")
+    return {"setting": setting, "trials": trials, "history": history, "logs": logs, "missing": missing,
+            "documents": documents, "location": experiment.location}
+
+
+def load(locations: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], gpus: float = 0.0) -> Loaded:
+    """Load one or several experiments. `gpus` per trial is used where a sweep.yaml does not say (it turns
+    wall time into GPU-hours). Raises ExperimentError for a location that is not an experiment and
+    NothingToAnalyse when no experiment holds a single trial."""
+    locations = [locations] if isinstance(locations, str | os.PathLike) else list(locations)
+    parts = [_load_one(str(location), gpus, prefix=len(locations) > 1) for location in locations]
+    if not any(part["trials"] for part in parts):
+        where = ", ".join(part["location"] for part in parts)
+        raise NothingToAnalyse(f"{where}: no trials (Ray has not started any); nothing to analyse")
+    setting = merge_settings([(part["location"], part["setting"]) for part in parts])
+    rows = [row for part in parts for row in part["trials"]]
+    cells = {row["cell"].key: row["cell"] for row in rows}
+    names = configuration_names(cells)
+    terms = sorted({term for cell in cells.values() for term in cell.lambdas})
+    for row in rows:
+        cell: Cell = row.pop("cell")
+        row.update({"config": names[cell.key], "variant": cell.variant, "lambda": cell.label,
+                    "lambda_scale": cell.lambda_scale, "lambdas": json.dumps(cell.lambdas, sort_keys=True)})
+        row.update({f"lambda/{term}": cell.lambdas.get(term) for term in terms})
+    trials = pd.DataFrame(rows)
+    first = ["experiment", "trial", "config", "variant", "lambda", "lambda_scale", "lambdas", "seed"]
+    trials = trials[first + [c for c in trials.columns if c not in first]]
+    history = pd.DataFrame([row for part in parts for row in part["history"]])
+    if history.empty:
+        history = pd.DataFrame(columns=["trial", "iteration"])
+    logs = [log for part in parts for log in part["logs"]]
+    train_log = pd.concat(logs, ignore_index=True) if logs else pd.DataFrame(columns=["trial", "iteration"])
+    keys = trials[["trial", "config", "variant", "lambda", "seed"]]
+    history = history.merge(keys, on="trial", how="left")
+    train_log = train_log.merge(keys, on="trial", how="left")
+    missing = [note for part in parts for note in part["missing"]]
+    started = trials[trials["iterations"].notna()].dropna(subset=["seed"])
+    for (config, seed), group in started.groupby(["config", "seed"]):
+        if len(group) > 1:
+            missing.append(f"configuration {config}, seed {seed}: {len(group)} trials "
+                           f"({', '.join(group['trial'])}); their mean is used")
+    if not len(history):
+        missing.insert(0, "no trial has reported a result yet: there is nothing to compare")
+    return Loaded(trials=trials, history=history, train_log=train_log, setting=setting,
+                  locations=[part["location"] for part in parts],
+                  missing=list(setting.notes) + missing,
+                  documents=[d for part in parts for d in part["documents"]])

@@ -1,4 +1,8 @@
-"""Experiment folders -> figures, Markdown/LaTeX tables and one self-contained HTML report."""
+"""Experiment folders -> comparisons.csv, tables (Markdown, LaTeX), figures and one self-contained HTML page.
+
+Every table and figure is drawn from the same three frames (`load.Loaded`, `compare.comparisons`,
+`compare.ladder`), which are also written as CSV so the page's numbers can be checked and reused.
+"""
 
 from __future__ import annotations
 
@@ -6,99 +10,214 @@ import base64
 import html
 import json
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from analysis import figures
-from analysis.load import load_experiments
-from analysis.stats import best_lambda, compare_to_baseline, summarize, trial_scores
-from analysis.tables import ablation_table, to_latex, to_markdown
+from analysis.compare import Options, baseline_summary, comparisons, configuration_status, ladder
+from analysis.load import Loaded, load
+from analysis.stats import CORRECTION_NAMES
+from analysis.tables import (
+    Table,
+    headline_table,
+    stopped_table,
+    to_html,
+    to_latex,
+    to_markdown,
+    trial_table,
+    unfinished_table,
+)
+from cmda.io import write_text_atomic
+from tune.experiment import ERROR, PENDING, RUNNING, TERMINATED
 
-FIGURES = ("final_miou", "miou_curves", "loss_curves", "class_iou", "lambda_sensitivity", "miou_vs_cost")
+FIGURES = {
+    "ladder": "Every configuration at every evaluation",
+    "deltas": "Difference to the baseline",
+    "loss_curves": "Training losses at every logged iteration",
+    "class_iou": "Per-class IoU",
+    "lambda_sensitivity": "Sensitivity to the λ scale",
+    "cost": "What each trial cost",
+}
+"""Figure file name -> its heading in the report, in page order."""
 
 
-def build_report(
-    experiment_dirs, out_dir, budget: str = "equal", gpus: float = 0.0, test: str = "ttest"
-) -> Path:
-    """Write every figure and table into `out_dir` and return the path of `index.html`."""
+@dataclass
+class Report:
+    """What `build` produced: the page, the frames it was drawn from and the tables as built."""
+
+    index: Path
+    loaded: Loaded
+    comparisons: pd.DataFrame
+    ladder: pd.DataFrame
+    tables: list[Table]
+    figures: dict[str, pd.DataFrame]
+    """Figure name -> the data it plotted, for every figure on the page."""
+
+    @property
+    def markdown(self) -> str:
+        return (self.index.parent / "ablation.md").read_text()
+
+
+def _summary(loaded: Loaded) -> str:
+    """One paragraph: how many trials in what state, what was measured, how it was scheduled."""
+    trials, setting = loaded.trials, loaded.setting
+    counts = {
+        "ran to the end": int(((trials["state"] == TERMINATED) & ~trials["stopped_early"]).sum()),
+        "stopped early": int(trials["stopped_early"].sum()),
+        "errored": int((trials["state"] == ERROR).sum()),
+        "running": int((trials["state"] == RUNNING).sum()),
+        "pending": int((trials["state"] == PENDING).sum()),
+    }
+    states = ", ".join(f"{n} {what}" for what, n in counts.items() if n)
+    configs = trials["config"].nunique()
+    parts = [f"{len(trials)} trials in {configs} configurations ({states})."]
+    parts.append(f"Headline metric: {setting.metric_label} ({'lower' if setting.mode == 'min' else 'higher'} "
+                 f"is better) on the target {setting.target}.")
+    if setting.backbone:
+        parts.append(f"Backbone {setting.backbone}.")
+    if setting.max_iters:
+        parts.append(f"Full budget {setting.max_iters} iterations.")
+    if setting.scheduler in ("asha", "per_config_asha"):
+        rungs = ", ".join(map(str, setting.rungs)) or "unknown"
+        kind = ("per-configuration ASHA (all seeds of a configuration stop together)"
+                if setting.scheduler == "per_config_asha" else
+                "Ray's ASHA (each seed stops on its own; comparisons use the seeds that reached the budget)")
+        parts.append(f"Early stopping: {kind}, rungs at {rungs}.")
+    elif setting.scheduler == "none":
+        parts.append("No early stopping.")
+    return " ".join(parts)
+
+
+def _figure_captions(loaded: Loaded, options: Options) -> dict[str, str]:
+    setting = loaded.setting
+    ladder_text = ("Mean over seeds with its 95% t-interval at every evaluated iteration. A configuration "
+                   "stopped early is dashed and ends with an x where the scheduler stopped it; dotted lines "
+                   "mark the scheduler's rungs.")
+    if setting.scheduler == "asha":
+        ladder_text += (" With Ray's ASHA the seeds of one configuration stop independently, so a point "
+                        "averages the seeds that reached it.")
+    if setting.reference is not None:
+        ladder_text += f" Dash-dotted: the {setting.reference.label}, {setting.reference.value:.2f}."
+    logged = loaded.train_log["trial"].nunique() if len(loaded.train_log) else 0
+    started = int((loaded.trials["iterations"].notna()).sum())
+    loss_text = ("Raw (unweighted) loss terms, mean over each variant's trials, from the trainer's own "
+                 f"log.csv at every logged iteration ({logged} of {started} trials have one")
+    loss_text += ")." if logged == started else "; the others contribute their evaluation reports' means)."
+    return {
+        "ladder": ladder_text,
+        "deltas": ("Mean paired difference to the baseline with its 95% bootstrap interval over seeds, at "
+                   "the iteration each configuration was compared at; * survives the "
+                   f"{CORRECTION_NAMES[options.correction]} correction."),
+        "loss_curves": loss_text,
+        "class_iou": "Mean IoU per class over seeds, at the iteration each configuration was compared at.",
+        "lambda_sensitivity": ("Difference to the baseline against the grid's λ scale, with bootstrap CIs; "
+                               "lines join only configurations compared at full budget."),
+        "cost": "Best value of the headline metric per trial against its cost.",
+    }
+
+
+def _documents_html(loaded: Loaded) -> str:
+    if not loaded.documents:
+        return "<p>Neither a sweep.yaml nor a resolved trainer config was found in the experiment.</p>"
+    return "".join(f"<h3>{html.escape(title)}</h3><pre>{html.escape(text)}</pre>"
+                   for title, text in loaded.documents)
+
+
+STYLE = """
+body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
+h1{font-size:1.6em}h2{margin-top:2em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;margin:1em 0;font-size:0.9em}
+caption{caption-side:top;text-align:left;padding:0.4em 0;color:#444;max-width:1100px}
+td,th{border:1px solid #ccc;padding:3px 8px;text-align:right;vertical-align:top}
+td.w,th{text-align:left}
+p.note{color:#444;font-size:0.9em;margin:0.3em 0}
+figure{margin:1em 0}figcaption{color:#444;font-size:0.9em}img{max-width:100%}
+pre{background:#f6f6f6;padding:0.8em;overflow-x:auto;font-size:0.85em}
+ul.missing li{margin:0.2em 0;font-size:0.9em}
+"""
+
+
+Locations = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
+
+
+def build(locations: Locations, out_dir: str | os.PathLike[str], options: Options = Options(), *,
+          effect: float = 1.0, gpus: float = 0.0) -> Report:
+    """Load, compare, and write everything into `out_dir`. `effect` is the difference (metric points) the
+    power notes size the seeds for."""
+    loaded = load(locations, gpus=gpus)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    experiment = load_experiments(experiment_dirs, gpus=gpus)
-    trials, history = experiment.trials, experiment.history
-    scores, limit = trial_scores(trials, history, budget=budget)
-    summary = summarize(scores)
-    comparison = compare_to_baseline(scores, test=test)
-    table = ablation_table(summary, comparison)
-    note = (
-        f"Compared at an equal budget of {limit} iterations (the furthest every trial reached)."
-        if budget == "equal"
-        else "Final numbers of finished trials only."
-    )
-    write_atomic(out / "ablation.md", to_markdown(table, note))
-    write_atomic(out / "ablation.tex", to_latex(table))
-    write_atomic(out / "best_lambda.csv", best_lambda(summary).to_csv(index=False))
-    write_atomic(out / "trials.csv", trials.to_csv(index=False))
-    write_atomic(out / "history.csv", history.to_csv(index=False))
+    frame = comparisons(loaded, options)
+    steps = ladder(loaded)
+    baseline = baseline_summary(loaded)
+    setting = loaded.setting
+    tables = [headline_table(frame, baseline, setting, options, effect),
+              stopped_table(frame, setting, options, effect),
+              unfinished_table(frame, setting, options)]
+    trials_table = trial_table(loaded.trials, setting)
 
-    colors = figures.variant_colors(trials["variant"].dropna().unique())
+    write_text_atomic(out / "comparisons.csv", frame.to_csv(index=False))
+    write_text_atomic(out / "trials.csv", loaded.trials.to_csv(index=False))
+    write_text_atomic(out / "history.csv", loaded.history.to_csv(index=False))
+    write_text_atomic(out / "train_log.csv", loaded.train_log.to_csv(index=False))
+    write_text_atomic(out / "ladder.csv", steps.to_csv(index=False))
+    write_text_atomic(out / "configurations.csv", configuration_status(loaded.trials).to_csv())
+    write_text_atomic(out / "missing.json", json.dumps(loaded.missing, indent=1))
+    summary = _summary(loaded)
+    markdown = [f"# CMDA feature-alignment ablation\n\n{summary}\n"]
+    markdown += [to_markdown(t) for t in tables if not t.empty]
+    if loaded.missing:
+        markdown.append("### What is missing and why\n\n" + "".join(f"- {m}\n" for m in loaded.missing))
+    write_text_atomic(out / "ablation.md", "\n".join(markdown))
+    write_text_atomic(out / "ablation.tex", "\n".join(to_latex(t) for t in tables[:2] if not t.empty))
+
+    colors = figures.variant_colors(loaded.trials["variant"].dropna().unique())
     fig_dir = out / "figures"
-    if len(summary):
-        figures.final_miou_bars(summary, fig_dir, colors)
-        figures.lambda_sensitivity(summary, fig_dir, colors)
-    if not history.empty:
-        figures.miou_curves(history, trials, fig_dir, colors)
-        figures.loss_curves(history, fig_dir, colors)
-    if "iou/road" in trials and trials["iou/road"].notna().any():
-        figures.class_heatmap(trials.dropna(subset=["iou/road"]), fig_dir)
-        figures.miou_vs_cost(trials, fig_dir, colors, gpu=bool(trials["gpu_hours"].fillna(0).sum() > 0))
+    for name in FIGURES:  # a figure this run does not draw must not survive from an earlier run
+        for suffix in (".png", ".svg"):
+            (fig_dir / f"{name}{suffix}").unlink(missing_ok=True)
+    plotted = {}
+    if len(steps):
+        plotted["ladder"] = figures.ladder_figure(steps, setting, colors, fig_dir)
+    if frame["delta"].notna().any():
+        plotted["deltas"] = figures.delta_figure(frame, setting, colors, fig_dir)
+    plotted["loss_curves"] = figures.loss_figure(loaded.train_log, loaded.history, colors, fig_dir)
+    if len(loaded.history):
+        plotted["class_iou"] = figures.class_figure(loaded.history, frame, baseline, setting, fig_dir)
+    if len(frame):
+        plotted["lambda_sensitivity"] = figures.lambda_figure(frame, setting, colors, fig_dir)
+    plotted["cost"] = figures.cost_figure(loaded.trials, setting, colors, fig_dir)
+    captions = _figure_captions(loaded, options)
 
-    sources = html.escape(", ".join(map(str, _as_list(experiment_dirs))))
-    sections = [f"<h1>CMDA feature-alignment ablation</h1><p>{sources} — {len(trials)} trials.</p>"]
-    if experiment.warnings:
-        items = "".join(f"<li>{html.escape(w)}</li>" for w in experiment.warnings)
-        sections.append(f"<h2>Missing or incomplete</h2><ul>{items}</ul>")
-    sections.append(f"<h2>Ablation table</h2><p>{html.escape(note)}</p>{_markdown_table_html(table)}")
-    for name in FIGURES:
+    sources = ", ".join(loaded.locations)
+    sections = [f"<h1>CMDA feature-alignment ablation</h1><p>{html.escape(sources)}</p>"
+                f"<p>{html.escape(summary)}</p>"]
+    if loaded.missing:
+        items = "".join(f"<li>{html.escape(m)}</li>" for m in loaded.missing)
+        sections.append(f"<h2>What is missing and why</h2><ul class='missing'>{items}</ul>")
+    for table in tables:
+        if not table.empty or table is tables[0]:
+            sections.append(f"<h2>{html.escape(table.title)}</h2>{to_html(table)}")
+    for name, title in FIGURES.items():
         png = fig_dir / f"{name}.png"
         if png.is_file():
             data = base64.b64encode(png.read_bytes()).decode()
-            sections.append(
-                f'<h2>{name.replace("_", " ")}</h2><img alt="{name}" src="data:image/png;base64,{data}">'
-            )
-    page = (
-        "<!doctype html><html><head><meta charset='utf-8'><title>cmda-tune report</title><style>"
-        "body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}img{max-width:100%}"
-        "</style></head><body>" + "\n".join(sections) + "</body></html>"
-    )
-    index = out / "index.html"
-    write_atomic(index, page)
-    write_atomic(out / "warnings.json", json.dumps(experiment.warnings, indent=1))
-    return index
+            sections.append(f"<h2>{html.escape(title)}</h2><figure><img alt='{name}' "
+                            f"src='data:image/png;base64,{data}'><figcaption>{html.escape(captions[name])}"
+                            "</figcaption></figure>")
+    sections.append(f"<h2>{trials_table.title}</h2>{to_html(trials_table)}")
+    sections.append(f"<h2>How the experiment was set up</h2>{_documents_html(loaded)}")
+    page = ("<!doctype html><html lang='en'><head><meta charset='utf-8'><title>CMDA ablation report</title>"
+            f"<style>{STYLE}</style></head><body>" + "\n".join(sections) + "</body></html>\n")
+    index = write_text_atomic(out / "index.html", page)
+    drawn = {name: plotted[name] for name in FIGURES if (fig_dir / f"{name}.png").is_file()}
+    return Report(index=index, loaded=loaded, comparisons=frame, ladder=steps, tables=tables, figures=drawn)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write through a temporary file in the same folder and rename it into place."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _as_list(dirs) -> list:
-    return [dirs] if isinstance(dirs, str | Path) else list(dirs)
-
-
-def _markdown_table_html(table) -> str:
-    header = ("variant", "λ", "mean", "std", "n", "Δ vs none", "p")
-    rows = ["<table><tr>" + "".join(f"<th>{h}</th>" for h in header) + "</tr>"]
-    for _, r in table.iterrows():
-        cells = [
-            r["variant"],
-            r["lambda"],
-            f"{r['mean']:.2f}",
-            f"{r['std']:.2f}",
-            int(r["n"]),
-            "" if r.get("delta") != r.get("delta") else f"{r['delta']:+.2f}",
-            "" if r.get("p_value") != r.get("p_value") else f"{r['p_value']:.3f}",
-        ]
-        rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
-    return "".join(rows) + "</table>"
+def build_report(locations, out_dir, **options) -> Path:
+    """`build` for callers that want only the page's path (the demo); keyword options as in `Options`
+    plus `effect` and `gpus`."""
+    extra = {k: options.pop(k) for k in ("effect", "gpus") if k in options}
+    return build(locations, out_dir, Options(**options), **extra).index

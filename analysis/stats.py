@@ -1,104 +1,177 @@
-"""Aggregates over seeds and the comparison against the `none` baseline, censoring-aware.
+"""Statistics over seeds, from kept libraries: scipy (t intervals, paired tests, bootstrap) and statsmodels
+(multiple-comparison corrections, t-test power).
 
-ASHA stops weak trials early, so their final numbers come from fewer iterations than the survivors'.
-Comparing final numbers would reward configurations for having been allowed to train longer. The
-default budget is therefore EQUAL: every trial is read at the largest iteration that all compared
-trials reached (their last report at or before it). `budget="final"` uses the last report of trials that
-ran to max_iters, for a comparison among survivors only.
+Seeds are few (3 to 5), so every function says what it cannot estimate (NaN) instead of pretending: one
+seed has no spread, identical paired differences have no test. The bootstrap runs on a fixed seed so the
+same experiment always gives the same report.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 from scipy import stats
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.power import TTestPower
 
-GROUP = ["variant", "lambda"]
-
-
-def _lambda_key(value) -> str:
-    """Lambdas as labels ("default" for the variant's own per-term lambdas, e.g. the baseline)."""
-    return (
-        "default"
-        if value is None or (isinstance(value, float) and math.isnan(value))
-        else f"{float(value):g}"
-    )
-
-
-def trial_scores(
-    trials: pd.DataFrame, history: pd.DataFrame, budget: str = "equal", metric: str = "miou18"
-) -> tuple[pd.DataFrame, int | None]:
-    """One score per trial (columns trial, variant, lambda, seed, score) and the iteration budget used."""
-    if budget not in ("equal", "final"):
-        raise ValueError(f"budget must be 'equal' or 'final', got {budget!r}")
-    frame = trials[trials["iterations"] > 0].copy()
-    if budget == "final":
-        frame = frame[(frame["state"] == "TERMINATED") & ~frame["stopped_early"].fillna(False).astype(bool)]
-        frame["score"] = frame[metric]
-        limit = None
-    else:
-        limit = int(frame["iterations"].min()) if len(frame) else None
-        reached = history[history["iteration"] <= limit] if limit is not None else history.iloc[0:0]
-        at_budget = reached.sort_values("iteration").groupby("trial")[metric].last()
-        frame["score"] = frame["trial"].map(at_budget)
-    frame["lambda"] = frame["lambda"].map(_lambda_key)
-    return frame[["trial", "variant", "lambda", "seed", "score"]].dropna(subset=["score"]), limit
+TESTS = ("ttest", "wilcoxon")
+CORRECTIONS = {"holm": "holm", "bh": "fdr_bh"}
+"""Our option name -> statsmodels' method name."""
+CORRECTION_NAMES = {"holm": "Holm", "bh": "Benjamini-Hochberg"}
+LEVEL = 0.95
+POWER = 0.8
+BOOTSTRAP_RESAMPLES = 9999
 
 
-def summarize(scores: pd.DataFrame) -> pd.DataFrame:
-    """Per variant x lambda: mean, std, n and the 95% confidence half-width (t distribution)."""
-    rows = []
-    for (variant, lam), group in scores.groupby(GROUP, sort=False):
-        values = group["score"].to_numpy(dtype=float)
-        n = len(values)
-        std = float(values.std(ddof=1)) if n > 1 else float("nan")
-        half = float(stats.t.ppf(0.975, n - 1) * std / math.sqrt(n)) if n > 1 else float("nan")
-        rows.append(
-            {
-                "variant": variant,
-                "lambda": lam,
-                "mean": float(values.mean()),
-                "std": std,
-                "n": n,
-                "ci95": half,
-            }
-        )
-    return pd.DataFrame(rows)
+def mean_ci(values: Sequence[float], level: float = LEVEL) -> tuple[float, float, float]:
+    """(mean, sample std, half-width of the t confidence interval); std and half-width NaN below 2 values."""
+    data = np.asarray(values, dtype=float)
+    if data.size == 0:
+        return math.nan, math.nan, math.nan
+    if data.size < 2:
+        return float(data.mean()), math.nan, math.nan
+    std = float(data.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + level / 2, data.size - 1) * std / math.sqrt(data.size))
+    return float(data.mean()), std, half
 
 
-def compare_to_baseline(scores: pd.DataFrame, baseline: str = "none", test: str = "ttest") -> pd.DataFrame:
-    """Difference to the baseline PAIRED BY SEED, with a paired t-test (or Wilcoxon signed-rank)."""
-    base = scores[scores["variant"] == baseline].groupby("seed")["score"].mean()
-    rows = []
-    for (variant, lam), group in scores.groupby(GROUP, sort=False):
-        if variant == baseline:
-            continue
-        paired = (
-            group.groupby("seed")["score"].mean().to_frame("score").join(base.rename("base"), how="inner")
-        )
-        diff = paired["score"] - paired["base"]
-        p_value = float("nan")
-        if len(diff) > 1 and np.any(diff.to_numpy() != diff.to_numpy()[0]):
-            if test == "wilcoxon":
-                p_value = float(stats.wilcoxon(paired["score"], paired["base"]).pvalue)
-            else:
-                p_value = float(stats.ttest_rel(paired["score"], paired["base"]).pvalue)
-        rows.append(
-            {
-                "variant": variant,
-                "lambda": lam,
-                "delta": float(diff.mean()) if len(diff) else float("nan"),
-                "n_pairs": len(diff),
-                "p_value": p_value,
-            }
-        )
-    return pd.DataFrame(rows, columns=["variant", "lambda", "delta", "n_pairs", "p_value"])
+def _constant(values: np.ndarray) -> bool:
+    """All equal up to float rounding (30.1 - 29.0 and 31.1 - 30.0 differ in the last bits)."""
+    return bool(np.ptp(values) <= 1e-9 * max(1.0, float(np.abs(values).max())))
 
 
-def best_lambda(summary: pd.DataFrame) -> pd.DataFrame:
-    """The lambda with the highest mean per variant."""
-    if summary.empty:
-        return summary
-    return summary.loc[summary.groupby("variant", sort=False)["mean"].idxmax()].reset_index(drop=True)
+def paired_p_value(treated: Sequence[float], base: Sequence[float], test: str = "ttest") -> float:
+    """Two-sided p of a paired t-test (or Wilcoxon signed-rank); NaN where the test is undefined (fewer
+    than two pairs, or differences without any spread)."""
+    if test not in TESTS:
+        raise ValueError(f"test must be one of {TESTS}, got {test!r}")
+    diff = np.asarray(treated, dtype=float) - np.asarray(base, dtype=float)
+    if diff.size < 2 or _constant(diff):
+        return math.nan
+    if test == "wilcoxon":
+        return float(stats.wilcoxon(treated, base).pvalue)
+    return float(stats.ttest_rel(treated, base).pvalue)
+
+
+def bootstrap_ci(diffs: Sequence[float], seed: int = 0, level: float = LEVEL,
+                 resamples: int = BOOTSTRAP_RESAMPLES) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean paired difference, resampling seeds (scipy, fixed seed).
+
+    Percentile rather than BCa: with 3 to 5 seeds BCa's jackknife acceleration is itself unstable.
+    One pair gives no interval; identical differences give the point itself.
+    """
+    data = np.asarray(diffs, dtype=float)
+    if data.size < 2:
+        return math.nan, math.nan
+    if _constant(data):
+        return float(data.mean()), float(data.mean())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        result = stats.bootstrap((data,), np.mean, n_resamples=resamples, confidence_level=level,
+                                 method="percentile", rng=np.random.default_rng(seed))
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def adjust_p_values(p_values: Sequence[float], correction: str = "holm",
+                    alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """(adjusted p, rejected) over the finite p-values, which form the family; NaN stays NaN, not rejected."""
+    if correction not in CORRECTIONS:
+        raise ValueError(f"correction must be one of {tuple(CORRECTIONS)}, got {correction!r}")
+    raw = np.asarray(p_values, dtype=float)
+    adjusted = np.full(raw.shape, np.nan)
+    rejected = np.zeros(raw.shape, dtype=bool)
+    finite = np.isfinite(raw)
+    if finite.any():
+        reject, corrected, _, _ = multipletests(raw[finite], alpha=alpha, method=CORRECTIONS[correction])
+        adjusted[finite], rejected[finite] = corrected, reject
+    return adjusted, rejected
+
+
+def pooled_sd(sds: Sequence[float], ns: Sequence[int]) -> tuple[float, int]:
+    """(pooled standard deviation, degrees of freedom) of several groups' paired differences."""
+    pairs = [(s, n) for s, n in zip(sds, ns) if n >= 2 and np.isfinite(s)]
+    dof = sum(n - 1 for _, n in pairs)
+    if dof == 0:
+        return math.nan, 0
+    return math.sqrt(sum((n - 1) * s * s for s, n in pairs) / dof), dof
+
+
+def _power_of(effect: float, n: int, alpha: float) -> float:
+    """Power of a two-sided paired t-test at level `alpha`, counted in the effect's direction.
+
+    statsmodels' two-sided power adds the opposite tail through scipy's noncentral t, which returns NaN
+    for the large effects few seeds need; that tail is below 1e-6 wherever power is near 80%, so the
+    one-sided power at alpha/2 (the same critical value) is used.
+    """
+    return float(TTestPower().power(effect_size=effect, nobs=n, alpha=alpha / 2, alternative="larger"))
+
+
+def detectable_difference(sd: float, n: int, alpha: float, power: float = POWER) -> float:
+    """Smallest true mean difference a two-sided paired t-test on `n` pairs finds with `power`."""
+    if n < 2 or not np.isfinite(sd):
+        return math.nan
+    effect = TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha / 2, power=power,
+                                      alternative="larger")
+    return float(effect) * sd
+
+
+def seeds_needed(difference: float, sd: float, alpha: float, power: float = POWER) -> int | None:
+    """Seeds (pairs) a two-sided paired t-test needs to find `difference` with `power`."""
+    if not np.isfinite(sd) or difference <= 0:
+        return None
+    if sd == 0:
+        return 2
+    n = 2
+    while n < 10_000:  # power grows with n: the first n that reaches it (exact, no root finder)
+        if _power_of(difference / sd, n, alpha) >= power:
+            return n
+        n += 1 if n < 100 else max(1, n // 50)
+    return None
+
+
+@dataclass(frozen=True)
+class PowerNote:
+    """What the seed-to-seed variance of one table allows, as numbers and as one sentence."""
+
+    sd: float
+    dof: int
+    n: int
+    alpha: float
+    comparisons: int
+    detectable: float
+    effect: float
+    seeds_for_effect: int | None
+    text: str
+
+
+def power_note(sds: Sequence[float], ns: Sequence[int], *, comparisons: int, effect: float,
+               metric: str, alpha: float = 0.05, power: float = POWER) -> PowerNote:
+    """A short power statement for a table: the pooled SD of its paired differences, the smallest
+    difference its typical number of pairs detects, and the seeds `effect` would need.
+
+    The significance level is the bar the strongest of `comparisons` tests must pass after Holm or
+    Benjamini-Hochberg correction (alpha / m): a lone real effect is found only if it clears that bar.
+    """
+    sd, dof = pooled_sd(sds, ns)
+    counted = [n for n in ns if n >= 2]
+    n = int(np.median(counted)) if counted else max(ns, default=0)
+    level = alpha / max(comparisons, 1)
+    bar = (f"α = {alpha:g}" if comparisons <= 1 else
+           f"α = {alpha:g}/{comparisons} (the bar the strongest of {comparisons} comparisons must pass)")
+    if dof == 0:
+        text = ("Power: with at most one seed per configuration paired with the baseline, the seed-to-seed "
+                "variance cannot be estimated, so there are no p-values; run at least 3 seeds per "
+                "configuration to test differences.")
+        return PowerNote(sd, dof, n, level, comparisons, math.nan, effect, None, text)
+    detectable = detectable_difference(sd, n, level, power)
+    needed = seeds_needed(effect, sd, level, power)
+    need = f"{needed} seeds" if needed is not None else "more than 10,000 seeds"
+    text = (f"Power: the paired differences vary by {sd:.2f} {metric} points from seed to seed (pooled SD, "
+            f"{dof} degree{'s' * (dof != 1)} of freedom). With {n} seeds and {bar}, a true difference of "
+            f"{detectable:.2f} points is found with {power:.0%} power; a difference of {effect:g} "
+            f"point{'s' * (effect != 1)} would need {need}.")
+    return PowerNote(sd, dof, n, level, comparisons, detectable, effect, needed, text)

@@ -1,77 +1,284 @@
-"""Markdown and LaTeX (booktabs) tables for an ablation section: mean ± std, n, Δ vs baseline, p."""
+"""The report's tables, drawn from the comparison frame: built once as cells of text, rendered as Markdown,
+LaTeX (booktabs) and HTML. A missing number is written `–`, never `nan`.
+
+Three comparison tables, never mixed into one ranking: configurations that ran to the end (at full budget,
+the headline), configurations stopped early (at their rung, with the scheduler's view of that rung), and
+configurations still running or failed. Plus one row per trial.
+"""
 
 from __future__ import annotations
 
+import html
 import math
+from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 
+from analysis.compare import COMPLETE, STOPPED, Options
+from analysis.setting import Setting
+from analysis.stats import CORRECTION_NAMES, PowerNote, power_note
+from tune.experiment import ERROR, PAUSED, PENDING, RUNNING, TERMINATED
+from tune.sweep import BASELINE_VARIANT
 
-def ablation_table(summary: pd.DataFrame, comparison: pd.DataFrame) -> pd.DataFrame:
-    """One row per variant x lambda with the numbers both formats print."""
-    table = summary.merge(comparison, on=["variant", "lambda"], how="left")
-    return table.sort_values("mean", ascending=False).reset_index(drop=True)
-
-
-def _fmt(value: float, digits: int = 2) -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+DASH = "–"
 
 
-def _cells(row: pd.Series) -> list[str]:
-    spread = "" if math.isnan(row["std"]) else f" ± {row['std']:.2f}"
-    delta = row.get("delta", float("nan"))
-    signed = "–" if pd.isna(delta) else f"{delta:+.2f}"
-    return [
-        str(row["variant"]),
-        str(row["lambda"]),
-        f"{row['mean']:.2f}{spread}",
-        str(int(row["n"])),
-        signed,
-        _fmt(row.get("p_value", float("nan")), 3),
-    ]
+def missing(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
 
 
-HEADER = ["variant", "λ", "mIoU18 (mean ± std)", "n", "Δ vs none", "p"]
+def fmt(value: Any, digits: int = 2, signed: bool = False) -> str:
+    """A number for people: fixed digits, `–` when there is none."""
+    if missing(value):
+        return DASH
+    return f"{float(value):+.{digits}f}" if signed else f"{float(value):.{digits}f}"
 
 
-def to_markdown(table: pd.DataFrame, budget_note: str = "") -> str:
-    """A GitHub-flavoured Markdown table; the best mean is in bold."""
-    lines = ["| " + " | ".join(HEADER) + " |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
-    best = table["mean"].max() if len(table) else None
-    for _, row in table.iterrows():
-        cells = _cells(row)
-        if row["mean"] == best:
-            cells[2] = f"**{cells[2]}**"
+def fmt_int(value: Any) -> str:
+    return DASH if missing(value) else str(int(value))
+
+
+def fmt_p(value: Any) -> str:
+    if missing(value):
+        return DASH
+    return f"{value:.3f}" if value >= 0.001 else f"{value:.1e}"
+
+
+def fmt_mean(mean: Any, sd: Any, n: Any) -> str:
+    """"34.00 ± 1.00 (n=3)"; the spread is left out for one seed, where it does not exist."""
+    if missing(mean):
+        return DASH
+    spread = "" if missing(sd) else f" ± {sd:.2f}"
+    return f"{mean:.2f}{spread} (n={fmt_int(n)})"
+
+
+def fmt_delta(row: pd.Series) -> str:
+    """"+4.00 [+3.00, +5.00] *": mean paired difference, bootstrap interval, marker if significant after
+    correction."""
+    if missing(row["delta"]):
+        return DASH
+    text = fmt(row["delta"], signed=True)
+    if not missing(row["ci_low"]):
+        text += f" [{fmt(row['ci_low'], signed=True)}, {fmt(row['ci_high'], signed=True)}]"
+    return text + (" *" if bool(row.get("significant")) else "")
+
+
+@dataclass
+class Table:
+    """Cells of text plus what the renderers need: a caption, notes under the table, bold cells."""
+
+    title: str
+    frame: pd.DataFrame
+    caption: str = ""
+    notes: list[str] = field(default_factory=list)
+    bold: set[tuple[int, str]] = field(default_factory=set)
+
+    @property
+    def empty(self) -> bool:
+        return self.frame.empty
+
+
+def _correction(options: Options) -> str:
+    return CORRECTION_NAMES[options.correction]
+
+
+def _delta_header(options: Options) -> list[str]:
+    return [f"Δ vs {BASELINE_VARIANT} [95% CI]", "Pairs", "p", f"p ({_correction(options)})"]
+
+
+def _delta_cells(row: pd.Series) -> list[str]:
+    return [fmt_delta(row), fmt_int(row["n_pairs"]), fmt_p(row["p_value"]), fmt_p(row["p_adjusted"])]
+
+
+def family_size(comparisons: pd.DataFrame) -> int:
+    """How many comparisons the correction adjusts over: every one with a p-value."""
+    return int(comparisons["p_value"].notna().sum()) if len(comparisons) else 0
+
+
+def _power(rows: pd.DataFrame, comparisons: pd.DataFrame, setting: Setting, options: Options,
+           effect: float) -> PowerNote:
+    return power_note(rows["sd_diff"].to_numpy(dtype=float), rows["n_pairs"].fillna(0).astype(int).tolist(),
+                      comparisons=family_size(comparisons), effect=effect, metric=setting.metric_label,
+                      alpha=options.alpha)
+
+
+def _test_sentence(comparisons: pd.DataFrame, options: Options) -> str:
+    test = "a two-sided paired t-test" if options.test == "ttest" else "a Wilcoxon signed-rank test"
+    m = family_size(comparisons)
+    return (f"Δ is the mean paired difference (configuration − {BASELINE_VARIANT}, same seed) with a 95% "
+            f"percentile-bootstrap interval over seeds (fixed seed {options.bootstrap_seed}); p from {test}, "
+            f"adjusted with {_correction(options)} over the {m} comparison(s) that have a p-value (every "
+            f"configuration against the baseline, stopped ones included). * marks what remains significant "
+            f"at α = {options.alpha:g} after that correction.")
+
+
+def headline_table(comparisons: pd.DataFrame, baseline: dict[str, Any], setting: Setting,
+                   options: Options, effect: float) -> Table:
+    """Configurations that ran to the end, at full budget, the baseline first; the best mean in bold."""
+    metric = setting.metric_label
+    rows = comparisons[comparisons["status"] == COMPLETE] if len(comparisons) else comparisons
+    header = ["Variant", "λ", "Compared at", f"{metric} (mean ± SD)", *_delta_header(options)]
+    cells = []
+    if baseline:
+        mean = fmt_mean(baseline["mean"], baseline["sd"], baseline["n"])
+        cells.append([BASELINE_VARIANT, DASH, fmt_int(baseline["budget"]), mean, "(baseline)",
+                      DASH, DASH, DASH])
+    for _, row in rows.iterrows():
+        cells.append([row["variant"], row["lambda"] or DASH, fmt_int(row["budget"]),
+                      fmt_mean(row["mean"], row["sd"], row["n"]), *_delta_cells(row)])
+    frame = pd.DataFrame(cells, columns=header)
+    means = ([baseline["mean"]] if baseline else []) + rows["mean"].tolist()
+    bold = set()
+    if means and any(not missing(m) for m in means):
+        pick = min if setting.mode == "min" else max
+        best = pick(m for m in means if not missing(m))
+        bold = {(i, header[3]) for i, m in enumerate(means) if m == best}
+    budget = f"{setting.max_iters} iterations" if setting.max_iters else "their last iteration"
+    caption = (f"Configurations that ran to the end ({budget}), each compared with the baseline at the "
+               f"largest iteration both reached, paired by seed. " + _test_sentence(comparisons, options))
+    if setting.mode == "min":
+        caption += f" Lower {metric} is better."
+    if setting.reference is not None:
+        ref = setting.reference
+        caption += f" For reference, the {ref.label} reports {ref.value:.2f} {metric}."
+    notes = []
+    if baseline and baseline.get("status") != COMPLETE:
+        notes.append(f"The baseline did not run to the end (it reached {baseline['budget']}): every "
+                     "configuration is compared with it at most there.")
+    notes += [f"{r['variant']} {r['lambda']}: {r['note']}".replace("  ", " ") for _, r in rows.iterrows()
+              if r["note"]]
+    if len(rows):
+        notes.append(_power(rows, comparisons, setting, options, effect).text)
+    return Table("Configurations that ran to the end", frame, caption, notes, bold)
+
+
+def stopped_table(comparisons: pd.DataFrame, setting: Setting, options: Options, effect: float) -> Table:
+    """Configurations stopped early, each at its rung, with the scheduler's view of that rung."""
+    metric = setting.metric_label
+    rows = comparisons[comparisons["status"] == STOPPED] if len(comparisons) else comparisons
+    header = ["Variant", "λ", "Stopped at", f"{metric} there (mean ± SD)", "Rank at that rung",
+              "Survivors there", *_delta_header(options)]
+    cells = []
+    for _, row in rows.iterrows():
+        rank = DASH if missing(row.get("rank_at_stop")) else f"{row['rank_at_stop']} of {row['rung_size']}"
+        low, high = row.get("survivors_low"), row.get("survivors_high")
+        survivors = DASH if missing(low) else (fmt(low) if low == high else f"{fmt(low)}–{fmt(high)}")
+        cells.append([row["variant"], row["lambda"] or DASH, fmt_int(row["stopped_at"]),
+                      fmt_mean(row["mean"], row["sd"], row["n"]), rank, survivors, *_delta_cells(row)])
+    caption = (f"Configurations the scheduler stopped early, at the rung where it stopped them: their "
+               f"{metric} there, their rank among every configuration evaluated at that rung, the range of "
+               f"the survivors' means at that rung (the decision the scheduler took) and their difference to "
+               f"the baseline there. These numbers come from fewer iterations than the table above and are "
+               f"not ranked with it. " + _test_sentence(comparisons, options))
+    notes = [f"{r['variant']} {r['lambda']}: {r['note']}" for _, r in rows.iterrows() if r["note"]]
+    if len(rows):
+        notes.append(_power(rows, comparisons, setting, options, effect).text)
+    return Table("Configurations stopped early", pd.DataFrame(cells, columns=header), caption, notes)
+
+
+def unfinished_table(comparisons: pd.DataFrame, setting: Setting, options: Options) -> Table:
+    """Configurations still running, errored or without results: compared as far as they got."""
+    rows = comparisons[~comparisons["status"].isin([COMPLETE, STOPPED])] if len(comparisons) else comparisons
+    header = ["Variant", "λ", "Status", "Reached", "Compared at", f"{setting.metric_label} (mean ± SD)",
+              *_delta_header(options), "Note"]
+    cells = [[r["variant"], r["lambda"] or DASH, r["status"], fmt_int(r["reached"]), fmt_int(r["budget"]),
+              fmt_mean(r["mean"], r["sd"], r["n"]), *_delta_cells(r), r["note"] or DASH]
+             for _, r in rows.iterrows()]
+    caption = ("Configurations still running or whose trials failed, compared with the baseline as far as "
+               "they got; provisional.")
+    return Table("Configurations still running or failed", pd.DataFrame(cells, columns=header), caption)
+
+
+STATE_WORDS = {TERMINATED: "finished", ERROR: "errored", RUNNING: "running", PENDING: "pending",
+               PAUSED: "paused"}
+
+
+def trial_table(trials: pd.DataFrame, setting: Setting) -> Table:
+    """One row per trial: state, seed, iterations, best and final metric, error."""
+    metric = setting.metric_label
+    header = ["Trial", "Variant", "λ", "Seed", "State", "Iterations", f"Best {metric} (at)",
+              f"Final {metric}", "Error"]
+    cells = []
+    for _, t in trials.sort_values(["config", "seed", "trial"], na_position="last").iterrows():
+        state = STATE_WORDS.get(t["state"], str(t["state"]).lower())
+        if t["stopped_early"]:
+            state = "stopped early"
+        if not t["started"]:
+            state += " (not started)"
+        iterations = fmt_int(t["iterations"])
+        if not missing(t["max_iters"]) and iterations != DASH:
+            iterations += f" of {int(t['max_iters'])}"
+        best = DASH if missing(t["best"]) else f"{fmt(t['best'])} ({fmt_int(t['best_iteration'])})"
+        error = DASH
+        if not missing(t["error"]) and t["error"]:
+            error = f"{t['error']} — {t['error_file']}"
+            if t["state"] != ERROR:
+                error = f"recovered after {t['num_failures']} failure(s); last: {error}"
+        cells.append([t["trial"], t["variant"], t["lambda"] or DASH, fmt_int(t["seed"]), state, iterations,
+                      best, fmt(t["final"]), error])
+    return Table("Every trial", pd.DataFrame(cells, columns=header))
+
+
+# -- renderers -------------------------------------------------------------------------------------------
+def _cell(table: Table, index: int, column: str, wrap: tuple[str, str]) -> str:
+    value = str(table.frame.at[index, column])
+    return f"{wrap[0]}{value}{wrap[1]}" if (index, column) in table.bold else value
+
+
+def to_markdown(table: Table) -> str:
+    """A GitHub-flavoured Markdown table with its caption and notes."""
+    if table.empty:
+        return f"### {table.title}\n\n(none)\n"
+    columns = list(table.frame.columns)
+    lines = [f"### {table.title}", "", "| " + " | ".join(columns) + " |",
+             "| " + " | ".join("---" if i < 2 else "---:" for i in range(len(columns))) + " |"]
+    for index in table.frame.index:
+        cells = [_cell(table, index, c, ("**", "**")).replace("|", "\\|") for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
-    if budget_note:
-        lines.append("")
-        lines.append(budget_note)
-    return "\n".join(lines) + "\n"
+    lines += ["", *(f"{text}\n" for text in [table.caption, *table.notes] if text)]
+    return "\n".join(lines).rstrip() + "\n"
 
 
 def _latex_escape(text: str) -> str:
-    for char, repl in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("&", r"\&"), ("%", r"\%"), ("#", r"\#")):
+    for char, repl in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("&", r"\&"), ("%", r"\%"), ("#", r"\#"),
+                       ("±", r"$\pm$"), ("–", "--"), ("−", "$-$"), ("Δ", r"$\Delta$"), ("λ", r"$\lambda$"),
+                       ("α", r"$\alpha$")):
         text = text.replace(char, repl)
     return text
 
 
-def to_latex(
-    table: pd.DataFrame, caption: str = "Feature-alignment ablation on DSEC-Night (mIoU, 18 classes)."
-) -> str:
-    """A booktabs table (\\toprule, \\midrule, \\bottomrule); the best mean in bold."""
-    best = table["mean"].max() if len(table) else None
-    lines = [
-        r"\begin{table}[t]",
-        r"\centering",
-        r"\begin{tabular}{llrrrr}",
-        r"\toprule",
-        r"Variant & $\lambda$ & mIoU$_{18}$ & $n$ & $\Delta$ vs none & $p$ \\",
-        r"\midrule",
-    ]
-    for _, row in table.iterrows():
-        cells = [_latex_escape(c).replace("±", r"$\pm$").replace("–", "--") for c in _cells(row)]
-        if row["mean"] == best:
-            cells[2] = rf"\textbf{{{cells[2]}}}"
-        lines.append(" & ".join(cells) + r" \\")
+def to_latex(table: Table) -> str:
+    """A booktabs table (\\toprule, \\midrule, \\bottomrule) with the caption; bold cells in \\textbf."""
+    columns = list(table.frame.columns)
+    lines = [r"\begin{table}[t]", r"\centering", r"\small",
+             r"\begin{tabular}{" + "ll" + "r" * (len(columns) - 2) + "}", r"\toprule",
+             " & ".join(_latex_escape(c) for c in columns) + r" \\", r"\midrule"]
+    for index in table.frame.index:
+        cells = [_latex_escape(_cell(table, index, c, ("\x00", "\x01"))) for c in columns]
+        lines.append(" & ".join(c.replace("\x00", r"\textbf{").replace("\x01", "}") for c in cells) + r" \\")
+    caption = " ".join([table.caption, *table.notes]).strip()
     lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{_latex_escape(caption)}}}", r"\end{table}"]
     return "\n".join(lines) + "\n"
+
+
+def _td(value: str) -> str:
+    """Numbers right-aligned (the stylesheet's default), words left-aligned."""
+    numeric = value.removeprefix("<b>")[:1] in "0123456789+-–(<."
+    return f"<td>{value}</td>" if numeric else f"<td class='w'>{value}</td>"
+
+
+def to_html(table: Table) -> str:
+    """An HTML table with its caption and the notes under it (escaped)."""
+    if table.empty:
+        return "<p>None.</p>"
+    columns = list(table.frame.columns)
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = []
+    for index in table.frame.index:
+        cells = [html.escape(str(table.frame.at[index, c])) for c in columns]
+        cells = [f"<b>{v}</b>" if (index, c) in table.bold else v for v, c in zip(cells, columns)]
+        body.append("<tr>" + "".join(_td(v) for v in cells) + "</tr>")
+    caption = f"<caption>{html.escape(table.caption)}</caption>" if table.caption else ""
+    notes = "".join(f"<p class='note'>{html.escape(n)}</p>" for n in table.notes)
+    return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{notes}"

@@ -1,226 +1,393 @@
-"""Analysis from a fixture experiment folder written in Ray Tune's on-disk format with known numbers."""
+"""The analysis of an early-stopped, multi-seed ablation, from folders in Ray Tune's on-disk format with
+known numbers (tests/analysis_fixtures.py): the budget of each comparison, corrected p-values, bootstrap
+intervals, power notes, comparisons.csv and the report page."""
 
 from __future__ import annotations
 
-import json
+import csv
 import math
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from analysis_fixtures import STUDY_SWEEP, Trial, study_trials, write_experiment
 from scipy import stats as scipy_stats
+from statsmodels.stats.multitest import multipletests
 
-from analysis import figures
-from analysis.load import ExperimentError, load_experiments
-from analysis.report import FIGURES, build_report
-from analysis.stats import best_lambda, compare_to_baseline, summarize, trial_scores
-from analysis.tables import ablation_table, to_latex, to_markdown
-from cmda.data import CLASSES
+from analysis.cells import Cell, configuration_names
+from analysis.compare import CSV_COLUMNS, EXTRA_COLUMNS, Options, comparisons
+from analysis.load import load
+from analysis.report import FIGURES, build
+from analysis.setting import PUBLISHED_CMDA, Setting
+from analysis.stats import (
+    adjust_p_values,
+    bootstrap_ci,
+    detectable_difference,
+    pooled_sd,
+    power_note,
+    seeds_needed,
+)
+from analysis.tables import headline_table, to_markdown
+from cmda.data import targets
+from tune.experiment import ExperimentError
 
-# miou18 at iterations 10, 20, 30 per (variant, lambda, seed); fusion_st@0.5 seed 2 is stopped at 10
-CURVES = {
-    ("none", None, 0): [10.0, 20.0, 30.0],
-    ("none", None, 1): [11.0, 21.0, 29.0],
-    ("none", None, 2): [12.0, 22.0, 31.0],
-    ("fusion_st", 0.1, 0): [12.0, 24.0, 33.0],
-    ("fusion_st", 0.1, 1): [13.0, 23.0, 34.0],
-    ("fusion_st", 0.1, 2): [12.5, 26.0, 35.0],
-    ("fusion_st", 0.5, 0): [9.0, 18.0, 25.0],
-    ("fusion_st", 0.5, 1): [8.0, 17.0, 26.0],
-    ("fusion_st", 0.5, 2): [7.0],
-}
+RESOLVED = "data:\n  target: {name: dsec_night}\nmodel: {backbone: mit_b0}\ntrain: {max_iters: 80}\n"
+BASE = {0: [10, 20, 25, 30], 1: [11, 21, 26, 29], 2: [12, 22, 27, 31]}
 
 
-def write_trial(
-    root: Path, name: str, variant, lam, seed, curve, done=True, error=False, gpu_state="TERMINATED"
-):
-    folder = root / name
-    folder.mkdir(parents=True)
-    params = {
-        "ablation": {"variant": variant, "lambda": lam, "lambdas": {}},
-        "seed": seed,
-        "backbone": "mit_b2",
-        "base_config": "configs/cmda_cs2dsec_b2.yaml",
-        "overrides": {},
+def curve(values, step=20):
+    return {step * (i + 1): float(v) for i, v in enumerate(values)}
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """Per-configuration ASHA, grace 20 of 80, 3 seeds: two configurations ran to the end, one was stopped
+    at the first rung (20), one at the second (40)."""
+    root = tmp_path_factory.mktemp("exp") / "study"
+    return write_experiment(root, study_trials(), sweep=STUDY_SWEEP, resolved=RESOLVED)
+
+
+@pytest.fixture(scope="module")
+def report(study, tmp_path_factory):
+    return build(study, tmp_path_factory.mktemp("report"))
+
+
+def rows(frame: pd.DataFrame) -> dict[str, pd.Series]:
+    return {row["config"]: row for _, row in frame.iterrows()}
+
+
+# -- where each configuration is compared ----------------------------------------------------------------
+def test_survivors_are_compared_at_full_budget_and_stopped_configurations_at_their_rung(report):
+    got = rows(report.comparisons)
+    expected = {  # config: (budget, stopped_at, status, paired differences)
+        "fusion_st x1": (80, None, "complete", [4.0, 4.1, 3.9]),
+        "src_rgb_event x1": (80, None, "complete", [0.5, 0.0, 0.5]),
+        "rgb_st+event_st x1": (40, 40, "stopped", [-1.0, -0.5, -1.0]),
+        "fusion_st x0.5": (20, 20, "stopped", [-1.0, -3.0, -5.0]),
     }
-    (folder / "params.json").write_text(json.dumps(params))
-    lines = []
-    for index, value in enumerate(curve):
-        iteration = 10 * (index + 1)
-        row = {
-            "iteration": iteration,
-            "max_iters": 30,
-            "miou18": value,
-            "miou19": value * 18 / 19,
-            "loss/src_fusion": 1.0 / iteration,
-            "loss/fusion_st": 0.1 / iteration if variant != "none" else None,
-            "time/train_s": 60.0 * iteration,
-            "training_iteration": index + 1,
-            "time_total_s": 65.0 * iteration,
-            "done": done and index == len(curve) - 1,
-            "trial_id": name,
-            "config": params,
-        }
-        row.update({f"iou/{c}": value + i for i, c in enumerate(CLASSES)})
-        row = {k: v for k, v in row.items() if v is not None}
-        lines.append(json.dumps(row))
-    (folder / "result.json").write_text("\n".join(lines) + ("\n" if lines else ""))
-    if error:
-        (folder / "error.txt").write_text("Traceback: NonFiniteLossError")
-    return {"relative_logdir": name, "status": "ERROR" if error else gpu_state}
+    assert list(got) == list(expected)  # survivors first, then stopped configurations, later rungs first
+    for config, (budget, stopped_at, status, diffs) in expected.items():
+        row = got[config]
+        assert (row["budget"], row["status"], row["n_pairs"]) == (budget, status, 3)
+        assert (pd.isna(row["stopped_at"]) if stopped_at is None else row["stopped_at"] == stopped_at)
+        assert row["delta"] == pytest.approx(np.mean(diffs))
+        assert row["sd_diff"] == pytest.approx(np.std(diffs, ddof=1))
+    assert got["fusion_st x1"]["mean"] == pytest.approx(34.0) and got["fusion_st x1"]["baseline_mean"] == 30.0
+    # the scheduler's view of the rung where a configuration was stopped
+    at_40 = got["rgb_st+event_st x1"]  # means at 40: fusion_st x1 24.33, none 21, src 21, itself 20.17
+    assert (at_40["rank_at_stop"], at_40["rung_size"]) == (4, 4)
+    assert (at_40["survivors_low"], at_40["survivors_high"]) == pytest.approx((21.0, 73 / 3))
+    at_20 = got["fusion_st x0.5"]  # five configurations reached 20; it had the lowest mean (8)
+    assert (at_20["rank_at_stop"], at_20["rung_size"]) == (5, 5)
+    assert (at_20["survivors_low"], at_20["survivors_high"]) == pytest.approx((11.0, 12.5))
 
 
-@pytest.fixture()
-def experiment(tmp_path) -> Path:
-    root = tmp_path / "sweep"
-    root.mkdir()
-    trial_data = []
-    for i, ((variant, lam, seed), curve) in enumerate(CURVES.items()):
-        status = write_trial(root, f"{variant}_{lam}_s{seed}_{i:05d}", variant, lam, seed, curve)
-        trial_data.append([json.dumps(status), json.dumps({})])
-    (root / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps({"trial_data": trial_data}))
-    (root / "sweep.yaml").write_text("resources: {cpu: 4, gpu: 0.5}\n")
-    return root
+def test_plain_asha_compares_the_seeds_that_reached_the_budget_and_says_so(tmp_path):
+    trials = [Trial("none", s, curve(v)) for s, v in BASE.items()]
+    trials += [Trial("fusion_st", 0, curve([12, 24, 30, 34])), Trial("fusion_st", 1, curve([13])),
+               Trial("fusion_st", 2, curve([12.5]))]
+    root = write_experiment(tmp_path / "asha", trials, sweep=STUDY_SWEEP.replace("per_config_asha", "asha"))
+    loaded = load(root)
+    row = comparisons(loaded).iloc[0]
+    assert (row["status"], row["budget"], row["n_pairs"], row["delta"]) == ("complete", 80, 1, 4.0)
+    assert math.isnan(row["p_value"]) and math.isnan(row["ci_low"]) and math.isnan(row["sd"])
+    assert row["note"] == "paired on 1 of 3 seeds at 80: seed 1 was stopped at 20; seed 2 was stopped at 20"
+    table = headline_table(comparisons(loaded), {}, loaded.setting, Options(), effect=1.0)
+    text = to_markdown(table)
+    assert "| fusion_st | x1 | 80 | **34.00 (n=1)** | +4.00 | 1 | – | – |" in text
+    assert "paired on 1 of 3 seeds" in text and "nan" not in text.lower()
+    assert "there are no p-values" in text  # the power note for a table without spread
 
 
-def test_loader_builds_one_row_per_trial_with_censoring(experiment):
-    trials, history = load_experiments(experiment)
-    assert len(trials) == 9 and set(trials["variant"]) == {"none", "fusion_st"}
-    stopped = trials[trials["stopped_early"]]
-    assert stopped["trial"].tolist() == ["fusion_st_0.5_s2_00008"] and stopped["iterations"].item() == 10
-    row = trials[trials["trial"] == "none_None_s0_00000"].iloc[0]
-    assert row["best_miou18"] == 30.0 and row["iou/road"] == 30.0
-    assert row["gpu_hours"] == pytest.approx(65.0 * 30 * 0.5 / 3600)  # 0.5 GPU per trial from sweep.yaml
-    assert len(history) == 25 and set(history.columns) >= {"trial", "iteration", "miou18", "loss/src_fusion"}
+# -- significance ------------------------------------------------------------------------------------------
+def test_holm_and_benjamini_hochberg_match_statsmodels(study):
+    loaded = load(study)
+    raw = comparisons(loaded)["p_value"].to_numpy()
+    pairs = {"fusion_st x1": ([34, 33.1, 34.9], [30, 29, 31]), "fusion_st x0.5": ([9, 8, 7], [10, 11, 12])}
+    by_config = rows(comparisons(loaded))
+    wilcoxon = rows(comparisons(loaded, Options(test="wilcoxon")))
+    for config, (treated, base) in pairs.items():
+        assert by_config[config]["p_value"] == pytest.approx(scipy_stats.ttest_rel(treated, base).pvalue)
+        assert wilcoxon[config]["p_value"] == pytest.approx(scipy_stats.wilcoxon(treated, base).pvalue)
+    for option, method in (("holm", "holm"), ("bh", "fdr_bh")):
+        frame = comparisons(loaded, Options(correction=option))
+        reject, adjusted, _, _ = multipletests(raw, alpha=0.05, method=method)
+        np.testing.assert_allclose(frame["p_adjusted"], adjusted)
+        assert frame["significant"].tolist() == reject.tolist()
+    # by hand: Holm multiplies the k-th smallest by (m - k + 1) and keeps the sequence monotone
+    holm, _ = adjust_p_values([0.01, 0.04, 0.03, math.nan], "holm")
+    bh, _ = adjust_p_values([0.01, 0.04, 0.03, math.nan], "bh")
+    np.testing.assert_allclose(holm[:3], [0.03, 0.06, 0.06]) and math.isnan(holm[3])
+    np.testing.assert_allclose(bh[:3], [0.03, 0.04, 0.04])
 
 
-def test_equal_budget_aggregates_equal_hand_computed_values(experiment):
-    trials, history = load_experiments(experiment)
-    scores, limit = trial_scores(trials, history, budget="equal")
-    assert limit == 10  # the stopped trial reached only iteration 10
-    summary = summarize(scores).set_index(["variant", "lambda"])
-    values = np.array([12.0, 13.0, 12.5])
-    row = summary.loc[("fusion_st", "0.1")]
-    assert row["mean"] == pytest.approx(values.mean()) and row["std"] == pytest.approx(values.std(ddof=1))
-    assert row["ci95"] == pytest.approx(scipy_stats.t.ppf(0.975, 2) * values.std(ddof=1) / math.sqrt(3))
-    final_scores, _ = trial_scores(trials, history, budget="final")
-    final = summarize(final_scores).set_index(["variant", "lambda"])
-    assert final.loc[("fusion_st", "0.5"), "n"] == 2  # the stopped trial is excluded from finals
+def test_the_marker_is_only_on_what_survives_correction(report):
+    text = report.markdown
+    significant = rows(report.comparisons)["fusion_st x1"]
+    assert significant["significant"] and significant["p_value"] < 0.05 / 4
+    assert "| fusion_st | x1 | 80 | **34.00 ± 0.90 (n=3)** | +4.00 [+3.90, +4.10] * |" in text
+    # rgb_st+event_st has p < 0.05 uncorrected, but not after Holm over 4 comparisons: no marker
+    rgb = rows(report.comparisons)["rgb_st+event_st x1"]
+    assert rgb["p_value"] < 0.05 < rgb["p_adjusted"] and not rgb["significant"]
+    assert text.count(" * |") == 1
+    assert "adjusted with Holm over the 4 comparison(s)" in text
 
 
-def test_paired_test_against_the_baseline(experiment):
-    trials, history = load_experiments(experiment)
-    scores, _ = trial_scores(trials, history, budget="final")
-    comparison = compare_to_baseline(scores).set_index(["variant", "lambda"])
-    treated, base = np.array([33.0, 34.0, 35.0]), np.array([30.0, 29.0, 31.0])
-    row = comparison.loc[("fusion_st", "0.1")]
-    assert row["delta"] == pytest.approx((treated - base).mean()) and row["n_pairs"] == 3
-    assert row["p_value"] == pytest.approx(scipy_stats.ttest_rel(treated, base).pvalue)
-    assert best_lambda(summarize(scores)).set_index("variant").loc["fusion_st", "lambda"] == "0.1"
+def test_bootstrap_interval_is_scipys_percentile_bootstrap_on_a_fixed_seed(report):
+    diffs = np.array([-1.0, -3.0, -5.0])
+    low, high = bootstrap_ci(diffs, seed=0)
+    expected = scipy_stats.bootstrap((diffs,), np.mean, n_resamples=9999, method="percentile",
+                                     rng=np.random.default_rng(0)).confidence_interval
+    assert (low, high) == (expected.low, expected.high)
+    assert bootstrap_ci(diffs, seed=0) == (low, high)  # the same report every time
+    assert -5.0 <= low < diffs.mean() < high <= -1.0
+    row = rows(report.comparisons)["fusion_st x0.5"]
+    assert (row["ci_low"], row["ci_high"]) == (low, high)
+    assert all(math.isnan(v) for v in bootstrap_ci([2.0]))  # one pair: no interval
+    assert bootstrap_ci([2.0, 2.0, 2.0]) == (2.0, 2.0)
 
 
-def test_tables_carry_the_numbers(experiment):
-    trials, history = load_experiments(experiment)
-    scores, _ = trial_scores(trials, history, budget="final")
-    table = ablation_table(summarize(scores), compare_to_baseline(scores))
-    markdown = to_markdown(table)
-    assert "| fusion_st | 0.1 | **34.00 ± 1.00** | 3 | +4.00 |" in markdown
-    assert "| none | default | 30.00 ± 1.00 | 3 | – | – |" in markdown
-    latex = to_latex(table)
+def _power(d: float, n: int, alpha: float) -> float:
+    """Power of a two-sided one-sample (paired) t-test, from the noncentral t (independent of statsmodels)."""
+    critical = scipy_stats.t.ppf(1 - alpha / 2, n - 1)
+    nc = d * math.sqrt(n)
+    opposite = scipy_stats.nct.cdf(-critical, n - 1, nc)  # NaN in scipy where it underflows
+    return scipy_stats.nct.sf(critical, n - 1, nc) + np.nan_to_num(opposite)
+
+
+def test_power_note_on_a_known_variance():
+    sd, alpha = 2.0, 0.05 / 4
+    assert pooled_sd([1.0, 3.0], [3, 3]) == (pytest.approx(math.sqrt(5.0)), 4)
+    detectable = detectable_difference(sd, 3, alpha)
+    assert _power(detectable / sd, 3, alpha) == pytest.approx(0.8, abs=1e-6)
+    needed = seeds_needed(1.0, sd, alpha)
+    assert _power(1.0 / sd, needed, alpha) >= 0.8 > _power(1.0 / sd, needed - 1, alpha)
+    note = power_note([sd, sd], [3, 3], comparisons=4, effect=1.0, metric="mIoU18")
+    assert (note.sd, note.dof, note.n, note.alpha) == (pytest.approx(2.0), 4, 3, alpha)
+    assert note.detectable == pytest.approx(detectable) and note.seeds_for_effect == needed
+    assert f"a true difference of {detectable:.2f} points is found with 80% power" in note.text
+    assert f"a difference of 1 point would need {needed} seeds" in note.text and "α = 0.05/4" in note.text
+    lone = power_note([math.nan], [1], comparisons=0, effect=1.0, metric="mIoU18")
+    assert lone.dof == 0 and "cannot be estimated" in lone.text
+
+
+# -- what is written -----------------------------------------------------------------------------------
+def test_comparisons_csv_has_the_promised_columns(report):
+    path = report.index.parent / "comparisons.csv"
+    with path.open() as handle:
+        table = list(csv.DictReader(handle))
+    assert list(table[0])[: len(CSV_COLUMNS)] == list(CSV_COLUMNS) == [
+        "variant", "lambda", "budget", "delta", "ci_low", "ci_high", "n_pairs", "p_value", "p_adjusted",
+        "stopped_at"]
+    by_name = {(r["variant"], r["lambda"]): r for r in table}
+    assert len(table) == 4 and ("none", "") not in by_name  # one row per compared configuration
+    survivor, stopped = by_name[("fusion_st", "x1")], by_name[("rgb_st+event_st", "x1")]
+    assert (survivor["budget"], survivor["stopped_at"], survivor["n_pairs"]) == ("80", "", "3")
+    assert (stopped["budget"], stopped["stopped_at"]) == ("40", "40")
+    assert float(survivor["delta"]) == pytest.approx(4.0) and float(survivor["lambda/fusion_st"]) == 0.05
+
+
+def test_tables_and_figures_are_drawn_from_the_same_frames(report):
+    frame = report.comparisons
+    deltas = report.figures["deltas"]
+    assert sorted(deltas["delta"]) == pytest.approx(sorted(frame["delta"]))
+    ladder = report.figures["ladder"]
+    stopped = ladder[(ladder["config"] == "fusion_st x0.5")]
+    assert stopped[["iteration", "mean", "n"]].values.tolist() == [[20, 8.0, 3]] and stopped["end"].all()
+    assert ladder[ladder["config"] == "none"]["iteration"].tolist() == [20, 40, 60, 80]
+    # per-iteration loss curves come from the trainer's log.csv (every 10 iterations), not the 20-step reports
+    losses = report.figures["loss_curves"]
+    none = losses[(losses["variant"] == "none") & (losses["term"] == "loss/src_fusion")]
+    assert none["iteration"].tolist() == list(range(10, 81, 10))
+    assert none["value"].tolist() == pytest.approx([2.0 / i for i in range(10, 81, 10)])
+    heat = report.figures["class_iou"]
+    assert heat.shape == (5, 18) and "truck" not in heat.columns
+    assert heat.loc["fusion_st x0.5 (stopped, at 20)", "road"] == pytest.approx(8.0)
+    assert sorted(report.figures["lambda_sensitivity"]["lambda_scale"]) == [0.5, 1.0, 1.0, 1.0]
+
+
+def page_text(index: Path) -> str:
+    """The page without its embedded images, with a check that no number reads `nan`."""
+    text = re.sub(r"data:image/png;base64,[^']*", "", index.read_text())
+    assert not re.search(r"\bnan\b(?! at iteration)", text, flags=re.I)  # (the fixture's error message)
+    return text
+
+
+def test_report_page_is_readable(report):
+    page = report.index.read_text()
+    text = page_text(report.index)
+    for heading in ("Configurations that ran to the end", "Configurations stopped early", "Every trial",
+                    "Every configuration at every evaluation", "Training losses at every logged iteration",
+                    "How the experiment was set up"):
+        assert f"<h2>{heading}</h2>" in text
+    assert "–" in text
+    assert page.count("data:image/png;base64,") == len(FIGURES) == len(report.figures)
+    assert "scheduler: {type: per_config_asha" in text  # the sweep file
+    assert "Trainer config as resolved for trial none_s0_00000" in text and "max_iters: 80" in text
+    for trial in report.loaded.trials["trial"]:
+        assert f"<td class='w'>{trial}</td>" in text
+    assert "<td class='w'>stopped early</td><td>20 of 80</td><td>9.00 (20)</td><td>9.00</td>" in text
+    assert "60.05" not in text  # mit_b0 on 80 iterations is not the published setting
+    latex = (report.index.parent / "ablation.tex").read_text()
     assert all(rule in latex for rule in (r"\toprule", r"\midrule", r"\bottomrule"))
-    assert r"fusion\_st & 0.1 & \textbf{34.00 $\pm$ 1.00}" in latex
+    assert r"fusion\_st & x1 & 80 & \textbf{34.00 $\pm$ 0.90 (n=3)}" in latex
 
 
-def test_figures_plot_the_dataframes_data(experiment, tmp_path):
-    trials, history = load_experiments(experiment)
-    scores, _ = trial_scores(trials, history, budget="final")
-    summary = summarize(scores)
-    colors = figures.variant_colors(trials["variant"].unique())
-    out = tmp_path / "figs"
-    bars = figures.final_miou_bars(summary, out, colors)
-    assert bars.set_index("variant")["mean"].to_dict() == pytest.approx({"none": 30.0, "fusion_st": 34.0})
-    curves = figures.miou_curves(history, trials, out, colors)
-    pd.testing.assert_series_equal(
-        curves["miou18"],
-        history.dropna(subset=["miou18"])["miou18"].reset_index(drop=True),
-        check_names=False,
-    )
-    losses = figures.loss_curves(history, out, colors)
-    assert set(losses["term"]) == {"loss/src_fusion", "loss/fusion_st"}
-    heat = figures.class_heatmap(trials, out)
-    assert heat.shape == (2, 18) and "truck" not in heat.columns
-    assert heat.loc["none", "road"] == pytest.approx(trials[trials["variant"] == "none"]["iou/road"].mean())
-    sensitivity = figures.lambda_sensitivity(summary, out, colors)
-    assert sorted(sensitivity["lambda"]) == [0.1, 0.5]
-    cost = figures.miou_vs_cost(trials, out, colors, gpu=True)
-    assert cost["gpu_hours"].tolist() == trials["gpu_hours"].tolist()
-    for name in FIGURES:
-        assert (out / f"{name}.png").is_file() and (out / f"{name}.svg").is_file()
+# -- the setting comes from the experiment ----------------------------------------------------------------
+def test_headline_metric_comes_from_the_sweep_or_the_targets_registry(tmp_path, monkeypatch):
+    trials = [Trial("none", 0, curve([10, 20])), Trial("fusion_st", 0, curve([12, 24]))]
+    sweep = write_experiment(tmp_path / "a", trials, sweep="name: a\nmetric: miou19\n")
+    loaded = load(sweep)
+    assert (loaded.setting.metric, loaded.setting.metric_label) == ("miou19", "mIoU19")
+    assert comparisons(loaded)["delta"].iloc[0] == pytest.approx(4.0 * 18 / 19)
+    night = targets.TARGETS["dsec_night"]
+    monkeypatch.setitem(targets.TARGETS, "other_night", targets.TargetSpec(
+        name="other_night", description="test", second_modality="isr", headline_metric="miou19",
+        metrics={"miou19": night.metrics["miou19"]}, train_split="train", test_split="val"))
+    resolved = write_experiment(tmp_path / "b", trials, resolved="data: {target: {name: other_night}}\n")
+    setting = load(resolved).setting
+    assert (setting.metric, setting.target, setting.classes) == ("miou19", "other_night", tuple(range(19)))
+    bare = load(write_experiment(tmp_path / "c", trials))
+    assert bare.setting.metric == "miou18" and any("assuming 'dsec_night'" in m for m in bare.missing)
+    with pytest.raises(ExperimentError, match=r"metric is 'miou19' but .* uses 'miou18'"):
+        load([bare.locations[0], sweep])
 
 
-def test_html_report_embeds_every_figure(experiment, tmp_path):
-    index = build_report([experiment], tmp_path / "report", budget="equal")
-    page = index.read_text()
-    assert page.count("data:image/png;base64,") == len(FIGURES)
-    assert all(f'alt="{name}"' in page for name in FIGURES)
-    assert "equal budget of 10 iterations" in page and (tmp_path / "report" / "ablation.tex").is_file()
+def test_published_cmda_number_only_in_its_setting():
+    exact = Setting(metric="miou18", target="dsec_night", backbone="mit_b5", max_iters=40000)
+    assert exact.reference is PUBLISHED_CMDA and PUBLISHED_CMDA.value == 60.05
+    for other in ({"backbone": "mit_b2"}, {"max_iters": 4000}, {"metric": "miou19"}, {"target": "x"}):
+        assert Setting(**{**exact.__dict__, **other}).reference is None
+    frame = pd.DataFrame(columns=[*CSV_COLUMNS, *EXTRA_COLUMNS])
+    caption = headline_table(frame, {}, exact, Options(), 1.0).caption
+    assert "published CMDA (ICCV 2023, MiT-B5, 40k iterations) reports 60.05 mIoU18" in caption
 
 
-def test_partial_folder_is_analysed_with_what_exists(tmp_path):
-    root = tmp_path / "partial"
-    root.mkdir()
-    write_trial(root, "none_s0", "none", None, 0, [10.0, 20.0, 30.0])
-    write_trial(root, "fusion_s0", "fusion_st", 0.1, 0, [12.0], done=False)
-    write_trial(root, "fusion_s1", "fusion_st", 0.1, 1, [11.0, 19.0], done=False, error=True)
-    write_trial(root, "fusion_s2", "fusion_st", 0.1, 2, [], done=False)
-    result = load_experiments(root)
-    states = result.trials.set_index("trial")["state"].to_dict()
-    assert states == {
-        "fusion_s0": "RUNNING",
-        "fusion_s1": "ERROR",
-        "fusion_s2": "PENDING",
-        "none_s0": "TERMINATED",
-    }
-    text = "\n".join(result.warnings)
-    assert "fusion_s0: still running at iteration 10" in text
-    assert "fusion_s1: errored at iteration 20" in text and "fusion_s2: no results yet" in text
-    page = build_report(root, tmp_path / "report").read_text()
-    assert "Missing or incomplete" in page and "fusion_s1: errored" in page
+def test_configuration_is_variant_and_resolved_lambdas_with_a_readable_label():
+    scaled = Cell.from_params({"ablation": {"variant": "fusion_st", "lambda_scale": 1.0,
+                                            "lambdas": {"fusion_st": 0.05}}})
+    explicit = Cell.from_params({"ablation": {"variant": "fusion_st", "lambda_scale": None,
+                                              "lambdas": {"fusion_st": 0.05}}})
+    pair = Cell.from_params({"ablation": {"variant": "rgb_st+event_st", "lambdas": {"rgb_st": 0.1,
+                                                                                    "event_st": 0.05}}})
+    assert scaled.key == explicit.key and (scaled.label, explicit.label) == ("x1", "fusion_st=0.05")
+    assert pair.label == "event_st=0.05, rgb_st=0.1"
+    assert Cell.from_params({"ablation": {"variant": "none", "lambdas": {}}}).label == ""
+    half = Cell.from_params({"ablation": {"variant": "fusion_st", "lambda_scale": 0.5,
+                                          "lambdas": {"fusion_st": 0.025}}})
+    twin = Cell("fusion_st", 0.5, {"fusion_st": 0.03})  # same scale, other defaults: names must not clash
+    assert configuration_names({half.key: half, twin.key: twin}) == {
+        half.key: "fusion_st fusion_st=0.025", twin.key: "fusion_st fusion_st=0.03"}
+    broken = Cell.from_params({"seed": 0})
+    assert broken.variant == "unknown" and broken.problems
+    old = [Cell.from_params({"ablation": {"variant": "fusion_st", "lambda": w, "lambdas": {}}})
+           for w in (0.1, 1)]
+    assert old[0].key != old[1].key and old[0].label == "weight=0.1" and old[0].problems
 
 
-def test_bad_input_names_the_problem(tmp_path):
-    with pytest.raises(ExperimentError, match="not a folder"):
-        load_experiments(tmp_path / "missing")
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    with pytest.raises(ExperimentError, match="no trial folders with params.json"):
-        load_experiments(empty)
-    (empty / "t0").mkdir()
-    (empty / "t0" / "params.json").write_text("{not json")
-    with pytest.raises(ExperimentError, match=r"t0/params.json: cannot read JSON"):
-        load_experiments(empty)
-
-
-def test_wilcoxon_option_and_pending_trials_without_a_folder(experiment):
-    trials, history = load_experiments(experiment)
-    scores, _ = trial_scores(trials, history, budget="final")
-    comparison = compare_to_baseline(scores, test="wilcoxon").set_index(["variant", "lambda"])
-    treated, base = np.array([33.0, 34.0, 35.0]), np.array([30.0, 29.0, 31.0])
-    expected = scipy_stats.wilcoxon(treated, base).pvalue
-    assert comparison.loc[("fusion_st", "0.1"), "p_value"] == pytest.approx(expected)
-    state = experiment / "experiment_state-2026-01-01_00-00-00.json"
-    data = json.loads(state.read_text())
-    data["trial_data"].append([json.dumps({"relative_logdir": "queued_00009", "status": "PENDING"}), "{}"])
-    state.write_text(json.dumps(data))
-    assert "trial queued_00009: not started yet (pending), no folder" in load_experiments(experiment).warnings
-
-
-def test_cli_writes_the_report_and_rejects_a_bad_folder(experiment, tmp_path, capsys):
+# -- what Ray leaves behind ----------------------------------------------------------------------------------
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
     from analysis.cli import main
 
-    assert main([str(experiment), "--out", str(tmp_path / "r"), "--budget", "final"]) == 0
-    assert "| fusion_st | 0.1 | **34.00 ± 1.00** |" in capsys.readouterr().out
-    assert (tmp_path / "r" / "index.html").is_file()
-    assert main([str(tmp_path / "nothing"), "--out", str(tmp_path / "r2")]) == 2
-    assert "not a folder" in capsys.readouterr().err
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_nothing_to_analyse_exits_nonzero_with_one_message(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = run_cli(capsys, str(empty), "--out", str(tmp_path / "r"))
+    assert code == 2 and err.count("\n") == 1 and "not a Ray Tune experiment folder" in err
+    no_trials = write_experiment(tmp_path / "none_started", [])
+    code, _, err = run_cli(capsys, str(no_trials), "--out", str(tmp_path / "r"))
+    assert code == 2 and err.strip() == f"cmda-analyze: {no_trials}: no trials (Ray has not started any); " \
+                                        "nothing to analyse"
+    assert not (tmp_path / "r" / "index.html").exists()
+
+
+def test_every_trial_errored_gives_a_report_that_names_each_error(tmp_path, capsys):
+    trials = [Trial("none", 0, {}, status="ERROR", error=True),
+              Trial("fusion_st", 0, {}, status="ERROR", error=True),
+              Trial("fusion_st", 1, {}, status="PENDING", started=False)]
+    root = write_experiment(tmp_path / "errored", trials, sweep=STUDY_SWEEP)
+    code, out, err = run_cli(capsys, str(root), "--out", str(tmp_path / "r"), "--correction", "bh")
+    assert code == 0 and "no trial has reported a result yet" in err
+    page = page_text(tmp_path / "r" / "index.html")
+    for folder in ("none_s0_00000", "fusion_st_x1_s0_00001"):
+        assert f"trial {folder} (" in page and str(root / folder / "error.txt") in page
+    assert page.count("errored before its first report after 1 failure(s): cmda.uda.dacs.NonFiniteLossError: "
+                      "loss &#x27;fusion_st&#x27; is nan at iteration 30") == 2
+    with (tmp_path / "r" / "comparisons.csv").open() as handle:
+        table = list(csv.DictReader(handle))
+    assert [(r["variant"], r["budget"], r["n_pairs"]) for r in table] == [("fusion_st", "", "0")]
+
+
+def test_running_trial_and_truncated_result_file_are_analysed_as_far_as_they_go(tmp_path):
+    trials = [Trial("none", s, curve(v)) for s, v in BASE.items()]
+    trials[0].extra_lines = ['{"iteration": 100, "miou1']  # cut mid-line by a crash
+    trials += [Trial("fusion_st", 0, curve([12, 24]), status="RUNNING"),
+               Trial("fusion_st", 1, {}, status="PENDING", started=False),
+               Trial("rgb_st+event_st", 0, {}, status="RUNNING")]
+    root = write_experiment(tmp_path / "running", trials, sweep=STUDY_SWEEP)
+    loaded = load(root)
+    frame = comparisons(loaded)
+    assert frame["config"].tolist() == ["fusion_st x1", "rgb_st+event_st x1"]  # no result yet: last
+    assert frame["note"].iloc[1] == "no results" and frame["status"].iloc[1] == "running"
+    row = frame.iloc[0]
+    assert (row["status"], row["budget"], row["reached"], row["n_pairs"]) == ("running", 40, 40, 1)
+    assert row["delta"] == pytest.approx(24 - 20)
+    notes = "\n".join(loaded.missing)
+    assert "fusion_st_x1_s0_00003 (fusion_st x1, seed 0): still running at iteration 40 of 80" in notes
+    assert "fusion_st_x1_s1_00004 (fusion_st x1, seed 1): pending, not started yet (no trial folder)" in notes
+    assert f"{root / 'none_s0_00000' / 'result.json'}: line 5 is not valid JSON" in notes
+    assert loaded.trials.set_index("trial").loc["none_s0_00000", "final"] == 30.0
+
+
+def test_retried_trial_keeps_the_last_report_of_each_iteration(tmp_path):
+    first = Trial("none", 0, curve([10, 20, 25, 30]))
+    retried = Trial("fusion_st", 0, {20: 5.0, 40: 6.0})
+    # the retry resumed from the checkpoint at 20 and reported 40, 60 and 80 again
+    retried.extra_lines = ['{"iteration": 40, "max_iters": 80, "miou18": 24.0}',
+                           '{"iteration": 60, "max_iters": 80, "miou18": 30.0}',
+                           '{"iteration": 80, "max_iters": 80, "miou18": 34.0}']
+    retried.log_text = ("iteration,loss/src_fusion\n10,1.0\n20,0.9\n30,0.8\n40,0.7\n"  # crashed after 40
+                        "30,0.75\n40,0.65\n50,0.6\n")  # resumed from 20
+    root = write_experiment(tmp_path / "retried", [first, retried], sweep=STUDY_SWEEP)
+    loaded = load(root)
+    history = loaded.history[loaded.history["config"] == "fusion_st x1"]
+    assert history[["iteration", "miou18"]].values.tolist() == [[20, 5.0], [40, 24.0], [60, 30.0], [80, 34.0]]
+    log = loaded.train_log[loaded.train_log["config"] == "fusion_st x1"]
+    assert log[["iteration", "loss/src_fusion"]].values.tolist() == [
+        [10, 1.0], [20, 0.9], [30, 0.75], [40, 0.65], [50, 0.6]]
+    assert any("1 repeated iteration(s) from a retry" in m for m in loaded.missing)
+    assert any("2 repeated iteration(s) from a resumed run" in m for m in loaded.missing)
+    assert comparisons(loaded).iloc[0]["delta"] == pytest.approx(4.0)
+
+
+def test_analysis_imports_neither_ray_nor_torch():
+    code = ("import sys, analysis.cli, analysis.report; "
+            "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('ray', 'torch')); "
+            "print(heavy[:5]); sys.exit(1 if heavy else 0)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parents[1], timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_experiments_given_as_uris_or_in_parts_are_analysed_as_one(study, tmp_path):
+    by_path = comparisons(load(study))
+    by_uri = comparisons(load(f"file://{study}"))  # the same pyarrow.fs path an s3:// location takes
+    pd.testing.assert_frame_equal(by_path, by_uri)
+    # a study run in two sweeps: seeds 0-1 in one experiment, seed 2 (and a repeat of seed 1) in another
+    trials = study_trials()
+    first = write_experiment(tmp_path / "first", [t for t in trials if t.seed < 2], sweep=STUDY_SWEEP)
+    second = write_experiment(tmp_path / "second", [t for t in trials if t.seed >= 1], sweep=STUDY_SWEEP)
+    loaded = load([first, second])
+    assert loaded.trials["trial"].str.startswith(("first/", "second/")).all()
+    assert any("configuration none, seed 1: 2 trials" in m for m in loaded.missing)
+    combined = comparisons(loaded).set_index("config")
+    pd.testing.assert_series_equal(combined["delta"], by_path.set_index("config")["delta"])
