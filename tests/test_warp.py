@@ -51,7 +51,7 @@ def coordinate_image() -> np.ndarray:
 
 
 def sampling_coords() -> np.ndarray:
-    """The homography's map moved 2 frame pixels down, so its last rows leave the frame as a near scene's do."""
+    """The homography's map moved 2 frame pixels down: its last rows leave the frame, as a near scene's do."""
     return warp.homography_map(calibration()) + np.array([0.0, 2.0])
 
 
@@ -109,7 +109,8 @@ def test_homography_is_the_zero_disparity_limit() -> None:
     expected = warp.apply_homography(calib.homography(), xs, ys)
     np.testing.assert_allclose(warp.project_disparity(calib, xs, ys, np.zeros(4)), expected, atol=1e-12)
     # the smallest disparity DSEC can encode (1/256 px) is ~9 km away: indistinguishable from the homography
-    np.testing.assert_allclose(warp.project_disparity(calib, xs, ys, np.full(4, 1 / 256)), expected, atol=1e-3)
+    tiny = warp.project_disparity(calib, xs, ys, np.full(4, 1 / 256))
+    np.testing.assert_allclose(tiny, expected, atol=1e-3)
     # and a dense map of it warps like the homography, pixel for pixel
     image = np.random.default_rng(0).integers(0, 256, (FRAME_H, FRAME_W, 3), dtype=np.uint8)
     far = np.ones((EVENT_H, EVENT_W), dtype=np.uint16)
@@ -195,7 +196,8 @@ def test_corners_are_extrapolated_along_the_diagonals(cmda_v1: bool) -> None:
     exact = exact_map(calib, encoded)
     assert dense.fallback == ""
     assert np.isfinite(dense.coords[:, :, 0]).mean() > 0.998  # scipy's point location may miss a pixel
-    for (cx, cy), (dx, dy) in [((0, 0), (1, 1)), ((0, 47), (1, -1)), ((63, 47), (-1, -1)), ((63, 0), (-1, 1))]:
+    diagonals = [((0, 0), (1, 1)), ((0, 47), (1, -1)), ((63, 47), (-1, -1)), ((63, 0), (-1, 1))]
+    for (cx, cy), (dx, dy) in diagonals:
         first = exact[cy + 20 * dy, cx + 20 * dx]
         second = exact[cy + 30 * dy, cx + 30 * dx]
         np.testing.assert_allclose(dense.coords[cy, cx], first - (second - first) * 2, atol=1e-9)
@@ -228,7 +230,7 @@ def test_pixel_centre_sampling_reads_where_it_should() -> None:
     image = coordinate_image()
     exact = warp.sample_bilinear(image, coords)
     inside = (coords[..., 0] <= FRAME_W - 1) & (coords[..., 1] <= FRAME_H - 1) & (coords >= 0).all(-1)
-    np.testing.assert_allclose(exact[..., :2][inside], coords[inside], atol=1e-9)
+    np.testing.assert_allclose(exact[..., :2][inside], coords[inside], atol=1e-4)  # float32 weights
     warped, off_sensor = warp.sample_pixel_centres(image, coords)
     visible = warp.in_view(coords, (FRAME_W, FRAME_H))
     assert off_sensor == (~visible).sum() > 0  # the frame camera does not see the bottom rows
@@ -357,7 +359,8 @@ def test_bad_inputs_are_clear_errors_naming_the_file(tmp_path: Path, capsys) -> 
     (sequence / "calibration/cam_to_cam.yaml").write_text(yaml.safe_dump(data))
     assert main(["data", "warp-dsec", str(sequence), "--no-progress"]) == 2
     message = capsys.readouterr().err
-    assert f"{sequence / 'calibration/cam_to_cam.yaml'}: missing field intrinsics.camRect0.camera_matrix" in message
+    calibration_file = sequence / "calibration/cam_to_cam.yaml"
+    assert f"{calibration_file}: missing field intrinsics.camRect0.camera_matrix" in message
 
 
 def test_warp_dsec_on_the_synthetic_twin(synthetic_root: Path, tmp_path: Path, capsys) -> None:

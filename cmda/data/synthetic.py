@@ -357,15 +357,14 @@ def lidar_like_mask(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarr
     return mask
 
 
-def render_frame_view(event_view: np.ndarray, geometry: DsecGeometry) -> np.ndarray:
-    """The left frame camera's rectified image of the plane scene drawn in `event_view` (edges extended)."""
-    from cmda.data.warp import apply_homography, sample_bilinear
+def frame_view_taps(geometry: DsecGeometry, event_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Bilinear taps that draw the frame camera's rectified image from the event view (edges extended)."""
+    from cmda.data.warp import apply_homography, bilinear_taps
 
     width, height = geometry.frame_size
     ys, xs = np.mgrid[0:height, 0:width]
     back = apply_homography(np.linalg.inv(geometry.frame_from_event), xs.ravel(), ys.ravel())
-    image = sample_bilinear(event_view, back.reshape(height, width, 2))
-    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+    return bilinear_taps(back.reshape(height, width, 2), event_size)
 
 
 def write_dsec(
@@ -382,10 +381,12 @@ def write_dsec(
     images, and what `cmda data warp-dsec` reads: calibration/cam_to_cam.yaml, frame-camera images
     (images/left/rectified, 1440x1080 scaled like the events) and disparity/event at even frames."""
     from cmda.data import events as ev
+    from cmda.data.warp import apply_taps
     from cmda.io import write_yaml_atomic
 
     width, height = size
     geometry = dsec_geometry(size)
+    frame_taps = frame_view_taps(geometry, size)
     for seq_index, name in enumerate(DSEC_SEQUENCES[:sequences]):
         seq = root / name
         rng = np.random.default_rng([seed, 2, seq_index])
@@ -421,7 +422,7 @@ def write_dsec(
                     store.append(part)
             previous_log = log_now
             _write_bytes_atomic(seq / "warp_images" / f"{frame:06d}.png", _png_bytes(night))
-            frame_view = render_frame_view(night, geometry)
+            frame_view = np.clip(np.rint(apply_taps(night, frame_taps)), 0, 255).astype(np.uint8)
             _write_bytes_atomic(seq / "images/left/rectified" / f"{frame:06d}.png", _png_bytes(frame_view))
             if frame % 2 == 0:  # DSEC has disparity at even frame indices only
                 _write_bytes_atomic(seq / "disparity/event" / f"{frame:06d}.png", disparity_png)
