@@ -109,6 +109,7 @@ def main() -> None:
     calib = warp.Calibration.from_dict(calib_data, Path("zurich_city_09/cam_to_cam.yaml"))
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (1080, 1440, 3), dtype=np.uint8)
+    print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n")
     print("| valid disparities | variant | s/frame | frames/s per core | speed-up |")
     print("| ---: | --- | ---: | ---: | ---: |")
     for density in args.density:
@@ -133,6 +134,8 @@ def main() -> None:
             f"\nwhole sequence, default method, PNG I/O included: {one:.2f} frames/s with 1 worker, "
             f"{many:.2f} with {args.workers} ({many / one:.2f}x)"
         )
+
+    print(f"load average at end: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

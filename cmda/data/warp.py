@@ -23,12 +23,14 @@ Two sampling conventions (see docs/ARCHITECTURE.md, "Where we differ from the or
   align_corners=False, zero padding) on coordinates normalised by half the frame size, i.e. sampling half
   a frame pixel up-left of the computed position; coordinates clamped to the image, so pixels out of the
   frame camera's view get half the edge pixel's value; the result truncated to uint8. The densification
-  runs scipy's `LinearNDInterpolator` over the full grid twice, as the original did, so its arithmetic and
-  therefore its output bytes match.
+  evaluates scipy's `LinearNDInterpolator` over the full grid in both passes, with the original's points
+  in the original's order (x and y in one interpolator, where it built one each: same triangulation, same
+  arithmetic), so the output bytes match; checked against the original code, not part of the tests.
 - the default samples with OpenCV's pixel-centre convention (integer coordinates are pixel centres),
   rounds to the nearest integer and sets pixels out of the frame camera's view (the bottom rows with DSEC's
   calibration) to 0, counting them per file in `<sequence>/warp_images_log.csv`. Its densification uses one
-  incremental triangulation and interpolates only the pixels without disparity (about 2x faster).
+  incremental triangulation and rasterises only the pixels without disparity (1.5-2x faster than
+  `cmda_v1`, see benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -654,7 +656,8 @@ def _init_worker() -> None:
 def _run_jobs(plan: SequencePlan, cmda_v1: bool, workers: int, progress: bool) -> list[FrameResult]:
     from tqdm import tqdm
 
-    bar = tqdm(total=len(plan.jobs), desc=plan.sequence.name, unit="frame", disable=not progress, leave=True)
+    show = progress and bool(plan.jobs)
+    bar = tqdm(total=len(plan.jobs), desc=plan.sequence.name, unit="frame", disable=not show)
     results: list[FrameResult] = []
     try:
         if workers <= 1 or len(plan.jobs) <= 1:
@@ -715,7 +718,9 @@ class SequenceReport:
     log: Path | None
 
     def summary(self) -> str:
-        parts = [f"{self.sequence.name}: {len(self.written)} written, {self.kept} kept (exist; --overwrite)"]
+        parts = [f"{self.sequence.name}: {len(self.written)} written, {self.kept} kept"]
+        if self.kept:
+            parts[0] += " (already there; --overwrite replaces them)"
         if self.without_disparity:
             parts.append(
                 f"{self.without_disparity} frames without disparity map skipped (DSEC has them at even "
