@@ -343,6 +343,9 @@ def test_bad_inputs_are_clear_errors_naming_the_file(tmp_path: Path, capsys) -> 
     Image.fromarray(np.zeros((EVENT_H, EVENT_W + 2), np.uint16)).save(sequence / "disparity/event/000000.png")
     with pytest.raises(WarpError, match=r"event/000000.png: disparity map is 66x48, expected 64x48"):
         warp.warp_sequences([sequence], progress=False)
+    (sequence / "disparity/event/000000.png").write_bytes(b"not a png")
+    with pytest.raises(WarpError, match=r"event/000000.png: cannot read the image"):
+        warp.warp_sequences([sequence], progress=False)
 
     sequence = write_sequence(tmp_path / "no_disparity")
     shutil.rmtree(sequence / "disparity")

@@ -525,13 +525,22 @@ class FrameResult:
     fallback: str
 
 
-def read_frame_image(path: Path, calib: Calibration) -> np.ndarray:
+def _open_png(path: Path, writable: bool = False) -> tuple[np.ndarray, str]:
+    """Pixels and PIL mode of an image file; an unreadable file is a WarpError naming it."""
     from PIL import Image
 
-    with Image.open(path) as handle:
-        if handle.mode != "RGB":
-            raise WarpError(f"{path}: expected an 8-bit RGB image, got mode {handle.mode}")
-        image = np.array(handle)  # writable: torch.from_numpy warns on read-only arrays
+    try:
+        with Image.open(path) as handle:
+            # writable for the frame image: torch.from_numpy warns on read-only arrays
+            return (np.array(handle) if writable else np.asarray(handle)), handle.mode
+    except OSError as error:
+        raise WarpError(f"{path}: cannot read the image ({error})") from error
+
+
+def read_frame_image(path: Path, calib: Calibration) -> np.ndarray:
+    image, mode = _open_png(path, writable=True)
+    if mode != "RGB":
+        raise WarpError(f"{path}: expected an 8-bit RGB image, got mode {mode}")
     width, height = calib.frame_size
     if image.shape[:2] != (height, width):
         raise WarpError(
@@ -542,10 +551,7 @@ def read_frame_image(path: Path, calib: Calibration) -> np.ndarray:
 
 
 def read_disparity(path: Path, calib: Calibration) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as handle:
-        disparity = np.asarray(handle)
+    disparity, _ = _open_png(path)
     if disparity.ndim != 2 or disparity.dtype.kind not in "ui" or disparity.dtype.itemsize < 2:
         raise WarpError(
             f"{path}: expected a 16-bit single-channel disparity PNG, got {disparity.dtype} {disparity.shape}"
