@@ -1,4 +1,4 @@
-"""`cmda data ...` subcommands: synth, index-dsec, prepare-cityscapes.
+"""`cmda data ...` subcommands: synth, index-dsec, prepare-cityscapes, warp-dsec.
 
 `add_data_commands` is called by cmda/cli.py; `main` runs the same commands standalone
 (`python -m cmda.data.commands ...`).
@@ -32,6 +32,12 @@ def _run_synth(args: argparse.Namespace) -> None:
     run_synth(args)
 
 
+def _run_warp_dsec(args: argparse.Namespace) -> None:
+    from cmda.data.warp import run_warp_dsec
+
+    run_warp_dsec(args)
+
+
 def add_data_commands(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register `data` with its subcommands; each sets `func(args)` on the parsed namespace."""
     from cmda.data.synthetic import add_synth_arguments
@@ -49,6 +55,11 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> argparse.Argume
     prepare.add_argument("root", type=Path, help="Cityscapes root (holds gtFine/)")
     prepare.add_argument("--workers", type=int, default=4)
     prepare.set_defaults(func=_run_prepare_cityscapes)
+    from cmda.data.warp import add_warp_arguments
+
+    warp = commands.add_parser("warp-dsec", help="warp DSEC frame images into the event camera (warp_images)")
+    add_warp_arguments(warp)
+    warp.set_defaults(func=_run_warp_dsec)
     return data
 
 

@@ -313,6 +313,60 @@ def write_cityscapes(
             _write_bytes_atomic(gt_dir / f"{stem}_gtFine_color.png", _png_bytes(colour))
 
 
+SYNTHETIC_GROUND_DEPTH_M = (40.0, 6.0)  # depth of the synthetic ground plane at the top and bottom event rows
+
+
+@dataclass(frozen=True)
+class DsecGeometry:
+    """The synthetic DSEC rig: zurich_city_09's calibration scaled to the event size, looking at one plane
+    (a ground plane, far at the top of the event view, near at the bottom), so `cmda data warp-dsec` has a
+    calibration, disparity maps and frame-camera images whose exact warp is known."""
+
+    calibration: dict  # cam_to_cam.yaml content
+    disparity: np.ndarray  # float64 [H, W] event disparity of the plane, pixels
+    frame_from_event: np.ndarray  # 3x3 homography of the plane: event pixel -> frame pixel
+    frame_size: tuple[int, int]  # (W, H) of the rectified frame images
+
+
+def dsec_geometry(size: tuple[int, int]) -> DsecGeometry:
+    """Calibration, plane disparity and plane homography for an event view of `size` (W, H)."""
+    from cmda.data.warp import Calibration, reference_calibration
+
+    width, height = size
+    data = reference_calibration(scale=width / 640)
+    data["intrinsics"]["camRect0"]["resolution"] = [width, height]
+    calib = Calibration.from_dict(data, Path("cam_to_cam.yaml"))
+    far, near = SYNTHETIC_GROUND_DEPTH_M
+    # 1/Z of a plane is affine in pixel coordinates: here it depends on the row only
+    inverse_depth = np.array([0.0, (1 / near - 1 / far) / max(height - 1, 1), 1 / far])
+    baseline = 1.0 / calib.q_event[3, 2]
+    focal = calib.k_event[0, 0]
+    ys = np.arange(height, dtype=np.float64)
+    disparity = np.repeat((focal * baseline * (inverse_depth[1] * ys + inverse_depth[2]))[:, None], width, 1)
+    normal = inverse_depth @ calib.k_event  # plane n.X = 1 in camRect0 coordinates
+    motion = calib.t_10[:3, :3] @ np.linalg.inv(calib.r_rect0) + np.outer(calib.t_10[:3, 3], normal)
+    homography = calib.k_frame @ calib.r_rect1 @ motion @ np.linalg.inv(calib.k_event)
+    return DsecGeometry(data, disparity, homography, calib.frame_size)
+
+
+def lidar_like_mask(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
+    """Where a synthetic disparity map is valid: nothing in the top quarter (sky), 70% of pixels below."""
+    width, height = size
+    mask = rng.random((height, width)) < 0.7
+    mask[: height // 4] = False
+    return mask
+
+
+def frame_view_taps(geometry: DsecGeometry, event_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Bilinear taps that draw the frame camera's rectified image from the event view (edges extended)."""
+    from cmda.data.warp import apply_homography, bilinear_taps
+
+    width, height = geometry.frame_size
+    ys, xs = np.mgrid[0:height, 0:width]
+    back = apply_homography(np.linalg.inv(geometry.frame_from_event), xs.ravel(), ys.ravel())
+    return bilinear_taps(back.reshape(height, width, 2), event_size)
+
+
 def write_dsec(
     root: Path,
     seed: int,
@@ -323,10 +377,16 @@ def write_dsec(
     noise_events_per_window: int,
     sequences: int = len(DSEC_SEQUENCES),
 ) -> None:
-    """Up to five DSEC-Night sequences: events.h5 (Blosc-ZSTD), rectify_map.h5, timestamps, images, labels."""
+    """Up to five DSEC-Night sequences: events.h5 (Blosc-ZSTD), rectify_map.h5, timestamps, labels, warp
+    images, and what `cmda data warp-dsec` reads: calibration/cam_to_cam.yaml, frame-camera images
+    (images/left/rectified, 1440x1080 scaled like the events) and disparity/event at even frames."""
     from cmda.data import events as ev
+    from cmda.data.warp import apply_taps
+    from cmda.io import write_yaml_atomic
 
     width, height = size
+    geometry = dsec_geometry(size)
+    frame_taps = frame_view_taps(geometry, size)
     for seq_index, name in enumerate(DSEC_SEQUENCES[:sequences]):
         seq = root / name
         rng = np.random.default_rng([seed, 2, seq_index])
@@ -334,6 +394,9 @@ def write_dsec(
         textures = _class_textures(width, height, rng)
         noise = rng.normal(0.0, 3.0, (height, width, 3))
         rect_map = make_rectify_map(width, height, rng)
+        write_yaml_atomic(seq / "calibration/cam_to_cam.yaml", geometry.calibration)
+        valid = lidar_like_mask(np.random.default_rng([seed, 2, seq_index, 1]), size)
+        disparity_png = _png_bytes(np.where(valid, np.round(geometry.disparity * 256), 0).astype(np.uint16))
         t_offset = 50_000_000_000 + seq_index * 1_000_000_000
         timestamps = t_offset + 30_000 + 50_000 * np.arange(frames, dtype=np.int64)
         label_until = int(frames * rng.uniform(0.35, 0.55))
@@ -358,9 +421,11 @@ def write_dsec(
                 for part, store in zip(window, (xs, ys, ts, ps)):
                     store.append(part)
             previous_log = log_now
-            png = _png_bytes(night)
-            _write_bytes_atomic(seq / "warp_images" / f"{frame:06d}.png", png)
-            _write_bytes_atomic(seq / "images/left/rectified" / f"{frame:06d}.png", png)
+            _write_bytes_atomic(seq / "warp_images" / f"{frame:06d}.png", _png_bytes(night))
+            frame_view = np.clip(np.rint(apply_taps(night, frame_taps)), 0, 255).astype(np.uint8)
+            _write_bytes_atomic(seq / "images/left/rectified" / f"{frame:06d}.png", _png_bytes(frame_view))
+            if frame % 2 == 0:  # DSEC has disparity at even frame indices only
+                _write_bytes_atomic(seq / "disparity/event" / f"{frame:06d}.png", disparity_png)
             if frame in labelled:
                 label_name = f"{name}_{frame:06d}_grey_gtFine_labelTrainIds.png"
                 _write_bytes_atomic(seq / "labels" / label_name, _png_bytes(label))
