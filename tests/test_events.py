@@ -103,7 +103,7 @@ def reference_voxel_grid(x, y, t, p, bins, height, width):
                 for ct in (t0, t0 + 1):
                     if 0 <= cx < width and 0 <= cy < height and 0 <= ct < bins:
                         weight = (1 - abs(cx - xi)) * (1 - abs(cy - yi)) * (1 - abs(ct - t_norm))
-                        grid[ct, cy, cx] += (2 * pi - 1) * weight
+                        grid[ct, cy, cx] += (2 * int(pi) - 1) * weight
     return grid
 
 

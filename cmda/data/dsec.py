@@ -299,6 +299,7 @@ class DSECNightDataset(torch.utils.data.Dataset):
         self._event_index = {seq: read_event_index(seq / "images" / INDEX_FILE) for seq, _ in self.samples}
         for sequence, frame in self.samples:  # a stale list or index file fails here, not when drawn
             self.event_window(sequence, frame)
+        ev.warm_up_voxel_kernel()
         self.empty_windows = 0
         self._warned_empty = False
         self._pid = -1

@@ -341,6 +341,18 @@ def _check_sorted_times(times: torch.Tensor) -> None:
         raise ValueError(f"event times must be sorted: event {first + 1} is earlier than event {first}")
 
 
+def warm_up_voxel_kernel() -> None:
+    """Load the compiled kernel for DSEC's dtypes (uint16 pixels, uint8 polarity, int64 µs) in this process.
+
+    A dataset calls this when it is built, so DataLoader workers forked from the process inherit the
+    machine code instead of each importing numba and loading the on-disk cache (~1 s per worker).
+    """
+    pixels, one = np.zeros(1, np.uint16), np.zeros(1, np.uint8)
+    events_to_voxel_grid(
+        pixels, pixels, np.zeros(1, np.int64), one, 1, 1, 1, rectify_map=np.zeros((1, 1, 2), np.float32)
+    )
+
+
 def _splat_numba(x, y, t, p, num_bins, height, width, rectify_map) -> torch.Tensor:
     from cmda.data import voxel_kernel
 
