@@ -273,3 +273,34 @@ def test_cpu_default_is_the_compiled_kernel_and_device_tensors_stay_on_their_dev
         on_device = ev.events_to_voxel_grid(*(torch.as_tensor(a).cuda() for a in (x, y, t, p)), 1, 4, 4)
         assert on_device.device.type == "cuda" and len(calls) == 1
         torch.testing.assert_close(on_device.cpu(), grid)
+
+
+def test_verify_scans_the_whole_file_in_chunks(tmp_path, event_file):
+    path, (x, y, t, p) = event_file
+    with ev.EventSlicer(path) as slicer:
+        slicer.verify(chunk=777)  # a good file passes, chunk boundaries included
+    data = {}
+    with h5py.File(path, "r") as handle:
+        data = {key: handle[key][()] for key in ev.EVENT_KEYS}
+    shifted = dict(data, ms_to_idx=data["ms_to_idx"].copy())
+    shifted["ms_to_idx"][50] += 1  # still non-decreasing, but no longer the first event of millisecond 50
+    broken = tmp_path / "shifted.h5"
+    with h5py.File(broken, "w") as handle:
+        for key, value in shifted.items():
+            handle.create_dataset(key, data=value)
+    with (
+        ev.EventSlicer(broken) as slicer,
+        pytest.raises(ev.EventFileError, match=r"shifted.h5: ms_to_idx\[50\]"),
+    ):
+        slicer.verify(chunk=1000)
+    unsorted = dict(data, **{"events/t": data["events/t"].copy()})
+    unsorted["events/t"][2000] = unsorted["events/t"][1999] - 1  # decreasing exactly at a chunk boundary
+    broken = tmp_path / "unsorted.h5"
+    with h5py.File(broken, "w") as handle:
+        for key, value in unsorted.items():
+            handle.create_dataset(key, data=value)
+    with ev.EventSlicer(broken) as slicer:
+        with pytest.raises(ev.EventFileError, match=r"unsorted.h5: events/t is not sorted: event 2000 has t"):
+            slicer.verify(chunk=1000)
+        with pytest.raises(ev.EventFileError, match="events/t is not sorted"):
+            slicer.get_events_by_index(1990, 2010)  # every block read for a window is checked too
