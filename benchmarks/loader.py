@@ -1,15 +1,19 @@
-"""Loader throughput at the real resolutions: samples/s of ONE worker for source and target samples.
+"""Loader throughput at the paper's resolution: samples/s of ONE loader worker, and the workers a step needs.
 
 Generates a synthetic twin at 2048x1024 (Cityscapes) and 640x480 (DSEC) with about `--events` events per
-inter-frame window (real DSEC-Night windows hold ~0.9-1.4 M), then times `dataset[i]` in this process,
-which is what each DataLoader worker does. Multiply by num_workers for an upper bound of the loader's rate.
+inter-frame window (real DSEC-Night windows hold ~0.9-1.4 M), builds the datasets exactly as the trainer
+does (source resize 1024x512 + 512 crop, RCS; target 400 crop -> 512, events rectified and normalised; the
+ISR is computed batched on the training device, not in the loader), then times `dataset[i]` in this
+process with one torch thread, which is what each DataLoader worker does. The paired rate gives the number
+of workers that keep a step fed: ceil(batch x iterations/s / paired samples/s per worker).
 
-    .venv/bin/python benchmarks/loader.py [--samples 12] [--events 1000000] [--keep DIR]
+    python benchmarks/loader.py [--samples 12] [--events 1000000] [--batch 2] [--its 2] [--keep DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -23,14 +27,33 @@ from cmda.data.rcs import RareClassSampler
 from cmda.data.synthetic import generate
 
 
-def time_samples(dataset: torch.utils.data.Dataset, count: int) -> tuple[float, float]:
-    """(samples/s, ms/sample) of `count` samples after one warm-up sample (opens files, fills caches)."""
+def time_samples(dataset: torch.utils.data.Dataset, count: int) -> float:
+    """Samples/s over `count` samples after one warm-up sample (opens files, fills caches)."""
     dataset[0]
     start = time.perf_counter()
     for index in range(count):
         dataset[index % len(dataset)]
-    elapsed = time.perf_counter() - start
-    return count / elapsed, 1000 * elapsed / count
+    return count / (time.perf_counter() - start)
+
+
+def build(root: Path, events: int) -> dict[str, torch.utils.data.Dataset]:
+    paths = generate(
+        root, seed=0, cityscapes_size=(2048, 1024), cities=("aachen",), images_per_city=4,
+        dsec_size=(640, 480), frames_per_sequence=6, label_every=2, noise_events_per_window=events,
+        dsec_sequences=1,
+    )  # fmt: skip
+    source = CityscapesDataset(paths.cityscapes, resize=(1024, 512), crop=(512, 512), with_isr=False, seed=0)
+    target = DSECNightDataset(paths.dsec, crop=(400, 400), resize=(512, 512), with_isr=False, seed=0)
+    rcs = RareClassSampler.for_dataset(source, seed=0)
+    first, last = target.event_window(*target.samples[0])
+    return {
+        "source (Cityscapes 2048x1024 -> 1024x512 -> 512 crop, RCS)": source,
+        f"target train (DSEC 640x480, {last - first + 1:,} events, 400 crop -> 512)": target,
+        "target test (640x440 full frame, for evaluation)": DSECNightDataset(
+            paths.dsec, split="test", with_isr=False
+        ),
+        "paired source + target (one training sample)": SourceTargetDataset(source, target, rcs=rcs, seed=0),
+    }
 
 
 def main() -> None:
@@ -39,37 +62,26 @@ def main() -> None:
     )
     parser.add_argument("--samples", type=int, default=12)
     parser.add_argument("--events", type=int, default=1_000_000, help="background events per window")
+    parser.add_argument("--batch", type=int, default=2, help="paired samples per training step (paper: 2)")
+    parser.add_argument("--its", type=float, default=2.0, help="training steps per second to keep fed")
     parser.add_argument("--keep", type=Path, default=None, help="generate into this folder and keep it")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (a loader worker uses 1)")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(1)  # a loader worker runs with one thread
     with tempfile.TemporaryDirectory() as tmp:
-        root = args.keep or Path(tmp)
         start = time.perf_counter()
-        paths = generate(
-            root, seed=0, cityscapes_size=(2048, 1024), cities=("aachen",), images_per_city=4,
-            dsec_size=(640, 480), frames_per_sequence=6, label_every=2, noise_events_per_window=args.events,
-            dsec_sequences=1,
-        )  # fmt: skip
-        print(f"generated real-resolution twin in {time.perf_counter() - start:.1f} s")
-        source = CityscapesDataset(paths.cityscapes, resize=(1024, 512), crop=(512, 512), seed=0)
-        target = DSECNightDataset(paths.dsec, crop=(400, 400), resize=(512, 512), seed=0)
-        target_test = DSECNightDataset(paths.dsec, split="test", seed=0)
-        rcs = RareClassSampler(
-            paths.cityscapes / "sample_class_stats.json", label_wh=source.label_size(), resize_wh=(1024, 512)
-        )
-        paired = SourceTargetDataset(source, target, rcs=rcs, seed=0)
-        first, last = target.event_window(*target.samples[0])
-        rows = [
-            ("source (Cityscapes 2048x1024 -> 512 crop)", source),
-            (f"target train (DSEC 640x480, {last - first + 1:,} events -> 512)", target),
-            ("target test (640x440 full frame)", target_test),
-            ("paired source+target with RCS", paired),
-        ]
-        print(f"{'dataset':<58} {'samples/s':>10} {'ms/sample':>10}")
-        for name, dataset in rows:
-            rate, ms = time_samples(dataset, args.samples)
-            print(f"{name:<58} {rate:>10.2f} {ms:>10.1f}")
+        datasets = build(args.keep or Path(tmp), args.events)
+        print(f"generated the real-resolution twin in {time.perf_counter() - start:.1f} s\n")
+        print("| dataset | samples/s per worker | ms/sample |")
+        print("| --- | ---: | ---: |")
+        rate = 0.0
+        for name, dataset in datasets.items():
+            rate = time_samples(dataset, args.samples)
+            print(f"| {name} | {rate:.2f} | {1000 / rate:.0f} |")
+    needed = args.batch * args.its
+    print(
+        f"\na batch-{args.batch} step at {args.its:g} it/s needs {needed:g} paired samples/s: "
+        f"{math.ceil(needed / rate)} loader worker(s) at {rate:.2f} samples/s each"
+    )
 
 
 if __name__ == "__main__":

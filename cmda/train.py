@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from cmda.config import Config, config_from_dict, save_config
+from cmda.data.check import check_training_data
 from cmda.eval import evaluate
 from cmda.uda.dacs import DACSStep, NonFiniteLossError
 
@@ -309,6 +310,7 @@ def run(
 ) -> dict[str, float]:
     """Train CMDA as configured; returns the last evaluation's metrics."""
     cfg = config if isinstance(config, Config) else config_from_dict(dict(config))
+    check_training_data(cfg)  # seconds: a bad file stops the run now, not at the first draw or evaluation
     work_dir = Path(cfg.train.work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.train.device)

@@ -17,6 +17,7 @@ from cmda.data.cityscapes import CityscapesDataset, label_ids_to_train_ids, prep
 from cmda.data.commands import main as data_main
 from cmda.data.dark_zurich import DarkZurichDataset
 from cmda.data.dsec import DSECNightDataset, labelled_frames
+from cmda.data.errors import DataError
 from cmda.data.paired import SourceTargetDataset
 from cmda.data.rcs import RareClassSampler, class_probabilities, redraw_crop_for_class
 from cmda.data.transforms import AlignedAugment, compute_isr, label_crop_is_balanced, to_uint8
@@ -221,7 +222,7 @@ def test_cityscapes_bad_inputs(synthetic_root: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=rf"{label_path.name}: label size 256x126 .* does not match"):
         dataset[0]
     dataset.motion_path(1).unlink()
-    with pytest.raises(FileNotFoundError, match=rf"{dataset.motion_path(1).name}: file not found"):
+    with pytest.raises(DataError, match=rf"{dataset.motion_path(1).name}: file not found"):
         dataset[1]
     with pytest.raises(FileNotFoundError, match="image folder not found"):
         CityscapesDataset(root, split="val")
@@ -252,8 +253,9 @@ def test_index_files_follow_the_rules(synthetic_root: Path) -> None:
             t = handle["events/t"][:].astype(np.int64) + int(handle["t_offset"][()])
         for frame, stamp in enumerate(stamps):  # last event at or before the frame timestamp
             assert t[index[frame]] <= stamp < (t[index[frame] + 1] if index[frame] + 1 < len(t) else np.inf)
-        expected_train = [f for f in range(len(stamps)) if f >= 2 and f > max(labelled) and index[f] > 0]
-        expected_test = [f for f in labelled if f >= 2 and index[f] > 0]
+        usable = [f for f in range(2, len(stamps)) if index[f] > 0 and index[f - 1] >= 0]
+        expected_train = [f for f in usable if f > max(labelled)]
+        expected_test = [f for f in labelled if f in usable]
         assert [f for s, f, _ in train if s == seq_name] == expected_train
         assert [f for s, f, _ in test if s == seq_name] == expected_test
         assert all(i == index[f] for s, f, i in train + test if s == seq_name)
@@ -330,16 +332,18 @@ def test_dsec_bad_inputs(synthetic_root: Path, tmp_path: Path) -> None:
     train = DSECNightDataset(root, crop=(64, 64), resize=(64, 64), seed=0)
     sequence, frame = train.samples[0]
     index_path = sequence / "images/images_to_events_index.txt"
-    index = index_path.read_text().splitlines()
+    original = index_path.read_text()
+    index = original.splitlines()
     index[frame - 1] = "-1"
     index_path.write_text("\n".join(index) + "\n")
-    with pytest.raises(ValueError, match=rf"{index_path}: frame {frame} .* outside the event recording"):
-        DSECNightDataset(root, crop=(64, 64), resize=(64, 64))[0]
+    with pytest.raises(DataError, match=rf"{index_path}: frame {frame} .* outside the event recording"):
+        DSECNightDataset(root, crop=(64, 64), resize=(64, 64))  # rejected when the dataset is built
+    index_path.write_text(original)
     (sequence / "warp_images" / f"{frame + 1:06d}.png").unlink()
     broken = DSECNightDataset(root, crop=(64, 64), resize=(64, 64))
-    with pytest.raises(FileNotFoundError, match=rf"warp_images/{frame + 1:06d}.png: file not found"):
+    with pytest.raises(DataError, match=rf"warp_images/{frame + 1:06d}.png: file not found"):
         broken[1]
-    with pytest.raises(FileNotFoundError, match="index-dsec"):
+    with pytest.raises(DataError, match="index-dsec"):
         DSECNightDataset(root, index_file=root / "missing.txt")
 
 
@@ -405,3 +409,34 @@ def test_prepare_cityscapes_parallel_matches_serial(synthetic_root: Path, tmp_pa
     (root / "sample_class_stats.json").unlink()
     prepare_cityscapes(root, workers=2)
     assert (root / "sample_class_stats.json").read_text() == reference
+
+
+# --- DSEC training list: the original's fixed ranges ---------------------------------------------------
+
+
+def test_training_list_uses_the_original_ranges_for_the_five_sequences(tmp_path: Path) -> None:
+    """09_a..e exclude the original's fixed frame ranges (09_a 0..797, 09_b 0..149, ...); any other
+    sequence excludes frames up to its last label file."""
+    from cmda.data.dsec import ORIGINAL_TRAIN_EXCLUSIONS, build_index_files
+    from cmda.data.synthetic import DSEC_SEQUENCES, write_dsec
+
+    assert ORIGINAL_TRAIN_EXCLUSIONS == {
+        "zurich_city_09_a": (0, 797),
+        "zurich_city_09_b": (0, 149),
+        "zurich_city_09_c": (0, 581),
+        "zurich_city_09_d": (0, 743),
+        "zurich_city_09_e": (0, 365),
+    }
+    write_dsec(tmp_path, 0, (24, 16), 160, 6, 0.15, 20, sequences=3)
+    names = {DSEC_SEQUENCES[0]: "zurich_city_09_a", DSEC_SEQUENCES[1]: "zurich_city_09_b"}
+    for old, new in names.items():
+        (tmp_path / old).rename(tmp_path / new)
+    summary = build_index_files(tmp_path)
+    train, test = _read_list(summary.train), _read_list(summary.test)
+    frames = {name: [f for s, f, _ in train if s == name] for name in (*names.values(), DSEC_SEQUENCES[2])}
+    assert frames["zurich_city_09_a"] == []  # all 160 frames lie in 0..797
+    assert frames["zurich_city_09_b"] == list(range(150, 160))
+    last_label = max(labelled_frames(tmp_path / DSEC_SEQUENCES[2]))
+    assert last_label < 100 and frames[DSEC_SEQUENCES[2]] == list(range(last_label + 1, 160))
+    for name in frames:  # the test split is the labelled frames, whatever the training rule
+        assert [f for s, f, _ in test if s == name] == labelled_frames(tmp_path / name)

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import h5py
 import hdf5plugin  # noqa: F401 - registers the Blosc filter
+import numba
 import numpy as np
 import pytest
 import torch
 
 from cmda.data import events as ev
 
-REAL_EVENTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_events" / "evt3_sample.npy"
+REAL_EVENTS_NAME = Path("shared/data/real_events/evt3_sample.npy")
+REAL_EVENTS = next(
+    (p / REAL_EVENTS_NAME for p in Path(__file__).resolve().parents if (p / REAL_EVENTS_NAME).is_file()),
+    Path(__file__).resolve().parents[2] / REAL_EVENTS_NAME,
+)
+"""The real recording in the project's shared/ folder (beside the checkout or above a worktree)."""
 
 
 def random_events(n: int, seed: int = 0, width: int = 64, height: int = 48, duration_us: int = 200_000):
@@ -98,30 +103,62 @@ def reference_voxel_grid(x, y, t, p, bins, height, width):
                 for ct in (t0, t0 + 1):
                     if 0 <= cx < width and 0 <= cy < height and 0 <= ct < bins:
                         weight = (1 - abs(cx - xi)) * (1 - abs(cy - yi)) * (1 - abs(ct - t_norm))
-                        grid[ct, cy, cx] += (2 * pi - 1) * weight
+                        grid[ct, cy, cx] += (2 * int(pi) - 1) * weight
     return grid
 
 
+@pytest.mark.parametrize("backend", ["numba", "torch"])
 @pytest.mark.parametrize("bins", [1, 3, 5])
-def test_voxel_grid_equals_per_event_reference(bins):
+def test_voxel_grid_equals_per_event_reference(bins, backend):
     rng = np.random.default_rng(bins)
     n, width, height = 400, 20, 15
-    x = rng.uniform(-0.9, width + 0.5, n).astype(np.float32)  # includes (-1, 0) and beyond the border
-    y = rng.uniform(-0.9, height + 0.5, n).astype(np.float32)
+    x = rng.uniform(-2.5, width + 0.5, n).astype(np.float32)  # includes (-2, 0), where weights turn negative
+    y = rng.uniform(-2.5, height + 0.5, n).astype(np.float32)
     t = np.sort(rng.integers(0, 50_000, n))
     p = rng.integers(0, 2, n)
-    got = ev.events_to_voxel_grid(x, y, t, p, bins, height, width)
+    got = ev.events_to_voxel_grid(x, y, t, p, bins, height, width, backend=backend)
     expected = reference_voxel_grid(x, y, t, p, bins, height, width)
     assert got.shape == (bins, height, width) and got.dtype == torch.float32
     np.testing.assert_allclose(got.numpy(), expected, atol=1e-4)
     normalized = ev.events_to_voxel_grid(
-        torch.from_numpy(x), torch.from_numpy(y), t, p, bins, height, width, normalize=True
+        torch.from_numpy(x), torch.from_numpy(y), t, p, bins, height, width, normalize=True, backend=backend
     )
     nonzero = expected != 0
     values = expected[nonzero]
     reference = np.zeros_like(expected)
     reference[nonzero] = (values - values.mean()) / values.std(ddof=1)
     np.testing.assert_allclose(normalized.numpy(), reference, atol=1e-3)
+
+
+@pytest.mark.parametrize("bins", [1, 4])
+def test_rectification_inside_the_splat_equals_lookup_then_splat(bins):
+    """The default path looks raw pixels up in the rectify map inside the compiled loop."""
+    rng = np.random.default_rng(11)
+    height, width, n = 24, 32, 3000
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    rect_map = np.stack([xs * 1.07 - 1.5, ys * 0.95 + 0.7], axis=-1)  # pushes some events off the grid
+    x_raw = rng.integers(0, width, n).astype(np.uint16)
+    y_raw = rng.integers(0, height, n).astype(np.uint16)
+    t = np.sort(rng.integers(0, 10_000, n))
+    p = rng.integers(0, 2, n).astype(np.uint8)
+    x_rect, y_rect = ev.rectify_events(x_raw, y_raw, rect_map)
+    expected = reference_voxel_grid(x_rect, y_rect, t, p, bins, height, width)
+    for backend in ("numba", "torch"):
+        got = ev.events_to_voxel_grid(
+            x_raw, y_raw, t, p, bins, height, width, rectify_map=rect_map, backend=backend
+        )
+        np.testing.assert_allclose(got.numpy(), expected, atol=1e-4)
+    with pytest.raises(ValueError, match=r"do not fit the rectify map of shape \(32, 24, 2\)"):
+        ev.events_to_voxel_grid(
+            x_raw, y_raw, t, p, bins, height, width, rectify_map=rect_map.transpose(1, 0, 2)
+        )
+
+
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+def test_voxel_grid_rejects_unsorted_times(backend):
+    x, y, p = np.array([1.0, 2.0, 3.0]), np.array([1.0, 1.0, 1.0]), np.array([1, 0, 1])
+    with pytest.raises(ValueError, match="event times must be sorted: event 2 is earlier than event 1"):
+        ev.events_to_voxel_grid(x, y, np.array([0, 500, 100]), p, 2, 4, 5, backend=backend)
 
 
 def test_voxel_grid_handles_empty_and_constant_time():
@@ -221,21 +258,49 @@ def test_real_recording_through_the_dsec_pipeline(tmp_path):
     assert normalized.abs().max() <= 1 and (normalized[grid == 0] == 0).all()
 
 
-@pytest.mark.skipif(
-    shutil.which("g++") is None and shutil.which("c++") is None,
-    reason="torch.compile on CPU needs a C++ compiler",
-)
-def test_compiled_voxelizer_equals_eager():
-    """The opt-in torch.compile path must give the same grid (it compiles once, ~15 s on CPU)."""
-    rng = np.random.default_rng(7)
-    x = rng.uniform(-0.9, 30.5, 2000).astype(np.float32)
-    y = rng.uniform(-0.9, 20.5, 2000).astype(np.float32)
-    t = np.sort(rng.integers(0, 10_000, 2000))
-    p = rng.integers(0, 2, 2000)
-    eager = ev.events_to_voxel_grid(x, y, t, p, 1, 20, 30)
-    try:
-        ev.use_compiled_voxelizer(True)
-        compiled = ev.events_to_voxel_grid(x, y, t, p, 1, 20, 30)
-    finally:
-        ev.use_compiled_voxelizer(False)
-    torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=1e-5)
+def test_cpu_default_is_the_compiled_kernel_and_device_tensors_stay_on_their_device(monkeypatch):
+    """CPU data takes the numba loop without any opt-in; tensors on an accelerator keep the tensor path."""
+    from cmda.data import voxel_kernel
+
+    calls = []
+    compiled = voxel_kernel.splat
+    monkeypatch.setattr(voxel_kernel, "splat", lambda *args: calls.append(args) or compiled(*args))
+    x, y, t, p = np.array([1.5], np.float32), np.array([2.25], np.float32), np.array([0]), np.array([1])
+    grid = ev.events_to_voxel_grid(torch.from_numpy(x), torch.from_numpy(y), t, p, 1, 4, 4)
+    assert len(calls) == 1 and isinstance(compiled, numba.core.registry.CPUDispatcher)
+    assert grid[0, 2, 1] == pytest.approx(0.5 * 0.75) and grid[0, 3, 2] == pytest.approx(0.5 * 0.25)
+    if torch.cuda.is_available():
+        on_device = ev.events_to_voxel_grid(*(torch.as_tensor(a).cuda() for a in (x, y, t, p)), 1, 4, 4)
+        assert on_device.device.type == "cuda" and len(calls) == 1
+        torch.testing.assert_close(on_device.cpu(), grid)
+
+
+def test_verify_scans_the_whole_file_in_chunks(tmp_path, event_file):
+    path, (x, y, t, p) = event_file
+    with ev.EventSlicer(path) as slicer:
+        slicer.verify(chunk=777)  # a good file passes, chunk boundaries included
+    data = {}
+    with h5py.File(path, "r") as handle:
+        data = {key: handle[key][()] for key in ev.EVENT_KEYS}
+    shifted = dict(data, ms_to_idx=data["ms_to_idx"].copy())
+    shifted["ms_to_idx"][50] += 1  # still non-decreasing, but no longer the first event of millisecond 50
+    broken = tmp_path / "shifted.h5"
+    with h5py.File(broken, "w") as handle:
+        for key, value in shifted.items():
+            handle.create_dataset(key, data=value)
+    with (
+        ev.EventSlicer(broken) as slicer,
+        pytest.raises(ev.EventFileError, match=r"shifted.h5: ms_to_idx\[50\]"),
+    ):
+        slicer.verify(chunk=1000)
+    unsorted = dict(data, **{"events/t": data["events/t"].copy()})
+    unsorted["events/t"][2000] = unsorted["events/t"][1999] - 1  # decreasing exactly at a chunk boundary
+    broken = tmp_path / "unsorted.h5"
+    with h5py.File(broken, "w") as handle:
+        for key, value in unsorted.items():
+            handle.create_dataset(key, data=value)
+    with ev.EventSlicer(broken) as slicer:
+        with pytest.raises(ev.EventFileError, match=r"unsorted.h5: events/t is not sorted: event 2000 has t"):
+            slicer.verify(chunk=1000)
+        with pytest.raises(ev.EventFileError, match="events/t is not sorted"):
+            slicer.get_events_by_index(1990, 2010)  # every block read for a window is checked too

@@ -57,7 +57,7 @@ def test_real_layout_is_written(synthetic_root: Path) -> None:
     label_ids = np.asarray(Image.open(cs / "gtFine/train/aachen/aachen_000000_000000_gtFine_labelIds.png"))
     assert set(np.unique(label_ids)) <= {1, 7, 8, 11, 17, 20, 21, 22, 23, 24, 26, 27}
     assert (cs / "gtFine/train/aachen/aachen_000000_000000_gtFine_color.png").is_file()
-    seq = synthetic_root / "DSEC_Night/zurich_city_09_c"
+    seq = synthetic_root / "DSEC_Night/zurich_city_synth_c"
     with h5py.File(seq / "events/left/events.h5", "r") as handle:
         assert {"events", "ms_to_idx", "t_offset"} <= set(handle)
         assert handle["events/x"].dtype == np.uint16
@@ -128,4 +128,4 @@ def test_synth_command_writes_a_ready_tree(tmp_path: Path) -> None:
     assert len(list((tmp_path / "cityscapes/leftImg8bit/train").glob("*/*.png"))) == 3
     assert (tmp_path / "cityscapes/sample_class_stats.json").is_file()
     train_list = (tmp_path / "DSEC_Night/night_dataset_warp.txt").read_text().splitlines()
-    assert train_list and all(line.startswith("zurich_city_09_") for line in train_list)
+    assert train_list and all(line.startswith("zurich_city_synth_") for line in train_list)

@@ -13,15 +13,13 @@ valid wherever the dataset is mounted (the original stored full paths and matche
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from cmda.data.errors import reports_data_errors
 from cmda.data.extractors import CITYSCAPES_ISR, ISRParams
 from cmda.data.rcs import redraw_crop_for_class
 from cmda.data.transforms import (
@@ -38,6 +36,7 @@ from cmda.data.transforms import (
     resize,
     to_uint8,
 )
+from cmda.io import atomic_path, write_json_atomic
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_IDS_SUFFIX = "_gtFine_labelIds.png"
@@ -59,33 +58,6 @@ def label_ids_to_train_ids(label_ids: np.ndarray) -> np.ndarray:
     return table[label_ids.astype(np.uint8)]
 
 
-def write_png_atomic(path: Path, array: np.ndarray) -> None:
-    """Write a PNG through a temp file in the same folder so readers never see a half-written file."""
-    from PIL import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".png")
-    os.close(fd)
-    try:
-        Image.fromarray(array).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: Path, obj: object) -> None:
-    """Write JSON through a temp file in the same folder (atomic replace)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(obj, handle, indent=1, sort_keys=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _convert_one(label_ids_path: str) -> tuple[str, dict[str, int] | None]:
     """Worker: write the trainIds PNG next to a labelIds PNG; return per-class counts for train labels."""
     from PIL import Image
@@ -97,7 +69,8 @@ def _convert_one(label_ids_path: str) -> tuple[str, dict[str, int] | None]:
         raise ValueError(f"{source}: labelIds PNG must be single-channel, got shape {label_ids.shape}")
     train_ids = label_ids_to_train_ids(label_ids)
     target = source.with_name(source.name[: -len(LABEL_IDS_SUFFIX)] + TRAIN_IDS_SUFFIX)
-    write_png_atomic(target, train_ids)
+    with atomic_path(target) as tmp:
+        Image.fromarray(train_ids).save(tmp, format="PNG")
     if source.parent.parent.name != "train":
         return target.name, None
     counts = np.bincount(train_ids.ravel(), minlength=256)[:NUM_CLASSES]
@@ -201,6 +174,7 @@ class CityscapesDataset(torch.utils.data.Dataset):
         with Image.open(self.label_path(0)) as image:
             return image.size
 
+    @reports_data_errors
     def __getitem__(self, index: int) -> dict:
         rng = np.random.default_rng(None if self.seed is None else [self.seed, index])
         return self.get_sample(index, rng)

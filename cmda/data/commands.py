@@ -1,4 +1,4 @@
-"""`cmda data ...` subcommands: synth, index-dsec, prepare-cityscapes, warp-dsec.
+"""`cmda data ...` subcommands: synth, index-dsec, prepare-cityscapes, warp-dsec, check.
 
 `add_data_commands` is called by cmda/cli.py; `main` runs the same commands standalone
 (`python -m cmda.data.commands ...`).
@@ -7,16 +7,37 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
 def _run_index_dsec(args: argparse.Namespace) -> None:
     from cmda.data.dsec import build_index_files
 
-    train, test = build_index_files(args.root, out_dir=args.out_dir)
-    for path in (train, test):
-        count = sum(1 for line in path.read_text().splitlines() if line.strip())
-        print(f"wrote {path} ({count} samples)")
+    summary = build_index_files(args.root, out_dir=args.out_dir, skip_incomplete=args.skip_incomplete)
+    for name, why in summary.skipped.items():
+        print(f"skipped {name}: {why}")
+    for why, count in summary.dropped.items():
+        print(f"left out {count} frame(s): {why}")
+    print(f"wrote {summary.train} ({summary.train_count} samples)")
+    print(f"wrote {summary.test} ({summary.test_count} samples)")
+
+
+def _run_check(args: argparse.Namespace) -> int:
+    from cmda.data.check import check_tree
+
+    reports = check_tree(
+        args.root,
+        kind=args.kind,
+        thorough=not args.fast,
+        decode_images=args.decode_images,
+        window_frames=args.window_frames,
+    )
+    for report in reports:
+        print(f"checked {report.summary()}")
+        for problem in report.problems:
+            print(f"  {problem}")
+    return 0 if all(report.ok for report in reports) else 1
 
 
 def _run_prepare_cityscapes(args: argparse.Namespace) -> None:
@@ -50,6 +71,12 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> argparse.Argume
     index = commands.add_parser("index-dsec", help="write DSEC event index and train/test list files")
     index.add_argument("root", type=Path, help="DSEC_Night root (holds zurich_city_09_*)")
     index.add_argument("--out-dir", type=Path, default=None, help="where the list files go (default: ROOT)")
+    index.add_argument(
+        "--skip-incomplete",
+        action="store_true",
+        help="leave out sequences that lack events, rectify map, timestamps or warp images (printed) "
+        "instead of failing; the splits then differ from the full DSEC-Night ones",
+    )
     index.set_defaults(func=_run_index_dsec)
     prepare = commands.add_parser("prepare-cityscapes", help="labelIds -> trainIds and RCS statistics")
     prepare.add_argument("root", type=Path, help="Cityscapes root (holds gtFine/)")
@@ -60,6 +87,16 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> argparse.Argume
     warp = commands.add_parser("warp-dsec", help="warp DSEC frame images into the event camera (warp_images)")
     add_warp_arguments(warp)
     warp.set_defaults(func=_run_warp_dsec)
+    check = commands.add_parser(
+        "check",
+        help="find missing, unreadable or inconsistent files in Cityscapes / DSEC-Night / Dark Zurich",
+    )
+    check.add_argument("root", type=Path, help="a dataset root, or a folder holding several (e.g. data/)")
+    check.add_argument("--kind", choices=("auto", "cityscapes", "dsec_night", "dark_zurich"), default="auto")
+    check.add_argument("--fast", action="store_true", help="headers and metadata only (what training runs)")
+    check.add_argument("--decode-images", action="store_true", help="also decode every image (slow)")
+    check.add_argument("--window-frames", type=int, default=1, help="DSEC event window in frames (config)")
+    check.set_defaults(func=_run_check)
     return data
 
 
@@ -68,16 +105,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cmda")
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_data_commands(subparsers)
-    argv = list(argv) if argv is not None else None
-    if argv is None:
-        import sys
-
-        argv = sys.argv[1:]
+    argv = list(argv) if argv is not None else sys.argv[1:]
     if argv and argv[0] != "data":
         argv = ["data", *argv]
     args = parser.parse_args(argv)
-    args.func(args)
-    return 0
+    return run_data_command(args)
+
+
+def run_data_command(args: argparse.Namespace) -> int:
+    """Run a parsed `cmda data ...` command: its exit code, or 2 with the message for bad data."""
+    from cmda.data.errors import DataError
+
+    try:
+        return int(args.func(args) or 0)
+    except (DataError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

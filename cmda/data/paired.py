@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from cmda.data.errors import reports_data_errors
 from cmda.data.rcs import RareClassSampler
 
 
@@ -40,6 +41,7 @@ class SourceTargetDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return self.length
 
+    @reports_data_errors
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < self.length:
             raise IndexError(f"index {index} outside 0..{self.length - 1}")

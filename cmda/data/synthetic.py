@@ -32,7 +32,9 @@ ROAD, SIDEWALK, BUILDING, POLE, SIGN, VEGETATION, TERRAIN, SKY, PERSON, CAR, TRU
 )  # fmt: skip
 SYNTHETIC_CLASSES = (ROAD, SIDEWALK, BUILDING, POLE, SIGN, VEGETATION, TERRAIN, SKY, PERSON, CAR, TRUCK)
 MOVING_CLASSES = (PERSON, CAR, TRUCK)
-DSEC_SEQUENCES = tuple(f"zurich_city_09_{s}" for s in "abcde")
+DSEC_SEQUENCES = tuple(f"zurich_city_synth_{s}" for s in "abcde")
+"""Not the real names zurich_city_09_a..e: those get the original's fixed training exclusions (frames
+0..797, ...), which would leave a synthetic sequence of 40 frames without any training frame."""
 EGO_VEHICLE_LABEL_ID = 1  # Cityscapes "ego vehicle": a labelId that maps to ignore (255)
 
 # Day colour (RGB) per trainId; textures below make classes separable even where colours are close.

@@ -192,6 +192,20 @@ def to_uint8(image_255: torch.Tensor) -> torch.Tensor:
     return image_255.round().clamp(0, 255).to(torch.uint8)
 
 
+def read_image_header(path: Path) -> tuple[tuple[int, int], str]:
+    """((width, height), PIL mode) from the file header, without decoding the pixels (fast checks)."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: file not found")
+    try:
+        with Image.open(path) as image:
+            return image.size, image.mode
+    except (UnidentifiedImageError, OSError) as error:
+        raise ValueError(f"{path}: not a readable image ({error})") from error
+
+
 def _open_image(path: Path):
     """Open a PNG with a clear error for a missing or unreadable file."""
     from PIL import Image, UnidentifiedImageError
