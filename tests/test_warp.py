@@ -371,9 +371,10 @@ def test_warp_dsec_on_the_synthetic_twin(synthetic_root: Path, tmp_path: Path, c
     recovers the event view (the twin's warp_images) better than the homography does."""
     from cmda.cli import main
     from cmda.data.dsec import build_index_files
+    from cmda.data.synthetic import DSEC_SEQUENCES
 
     root = tmp_path / "DSEC_Night"
-    shutil.copytree(synthetic_root / "DSEC_Night/zurich_city_09_b", root / "zurich_city_10_a")
+    shutil.copytree(synthetic_root / "DSEC_Night" / DSEC_SEQUENCES[1], root / "zurich_city_10_a")
     sequence = root / "zurich_city_10_a"
     event_view = sequence / "event_view"
     (sequence / "warp_images").rename(event_view)
@@ -398,6 +399,6 @@ def test_warp_dsec_on_the_synthetic_twin(synthetic_root: Path, tmp_path: Path, c
     homography_error = np.abs(by_homography.astype(int) - truth)[seen].mean()
     assert disparity_error < 1.6 and disparity_error < 0.6 * homography_error
 
-    train, test = build_index_files(root)  # then `cmda data index-dsec` lists the new sequence
-    listed = [line.split()[0] for line in (train.read_text() + test.read_text()).splitlines()]
+    index = build_index_files(root)  # then `cmda data index-dsec` lists the new sequence
+    listed = [line.split()[0] for line in (index.train.read_text() + index.test.read_text()).splitlines()]
     assert listed and all(int(Path(name).stem) % 2 == 0 for name in listed)
