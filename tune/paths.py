@@ -77,7 +77,7 @@ def parse_path_map(raw: Any, source: str, fieldname: str = "path_map") -> dict[s
             raise PathError(f"{where}: expected folder names on both sides, got {local!r}: {remote!r}")
         local_path = os.path.abspath(os.path.expanduser(local))
         if not PurePosixPath(remote).is_absolute():
-            raise PathError(f"{where}: the cluster side must be an absolute path, got {remote!r}")
+            raise PathError(f"{where}: the cluster side must be absolute, got {remote!r}")
         out[local_path] = os.path.normpath(remote)
     return out
 

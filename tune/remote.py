@@ -32,7 +32,8 @@ def fits(node: dict[str, Any], cpu: float, gpu: float) -> bool:
 def _check_on_node(paths: Sequence[TrialPath]) -> tuple[str, list[str]]:
     import ray
 
-    return ray.util.get_node_ip_address(), missing_paths(paths)
+    node = f"{ray.util.get_node_ip_address()} ({ray.get_runtime_context().get_node_id()[:8]})"
+    return node, missing_paths(paths)
 
 
 def check_paths_where_trials_run(paths: Sequence[TrialPath], *, cpu: float, gpu: float, client: bool = False,
