@@ -51,3 +51,21 @@ def test_fractional_gpus_get_a_memory_share_whole_ones_do_not() -> None:
     assert [memory_share(g) for g in (0.0, 0.25, 0.5, 1.0, 2.0)] == [None, 0.25, 0.5, None, None]
     assert [gpus_in_request(g) for g in (0.0, 0.25, 1.0, 2.0)] == [0, 1, 1, 2]
     assert Placement(gpu_ids=(), gpus=0.5).limit_memory("cpu") is None  # nothing to cap on the CPU
+
+
+def test_trial_threads_follow_the_cpu_request_without_importing_torch_first() -> None:
+    """The trainable hands torch the trial's CPU count through the environment; torch honours it on import."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core: a 1-thread limit is indistinguishable from torch's default here")
+    code = ("import sys; from tune.trainable import limit_threads; limit_threads(1); "
+            "assert 'torch' not in sys.modules; import torch; print(torch.get_num_threads())")
+    repo = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=120,
+                         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(repo)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1"]  # torch's own default would be every core

@@ -76,6 +76,20 @@ def _trial_cpus(context: Any) -> int:
     return max(1, int(cpus))
 
 
+def limit_threads(cpus: int) -> None:
+    """Give torch the trial's CPU count (it would otherwise use every core of the node).
+
+    Through the OpenMP/MKL variables when torch is not imported yet: torch reads them when it loads, and the
+    trial does not pay for importing torch before the trainer does (seconds per trial; benchmarks/README).
+    """
+    import sys
+
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(cpus)
+        return
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(cpus)
+
+
 def _trial_gpus(context: Any) -> float:
     """GPUs Ray reserved for this trial (fractions allowed)."""
     try:
@@ -119,9 +133,7 @@ def make_trainable(train_fn: TrainFn | None = None) -> Callable[[dict[str, Any]]
         # Small files reach storage from any node (tune.trial_files), not only from the driver's.
         files = TrialFiles.for_current_trial(trial_file_map(trial_dir, work_dir))
         files.upload()  # the resolved config, even if the trial fails before its first report
-        import torch
-
-        torch.set_num_threads(_trial_cpus(context))
+        limit_threads(_trial_cpus(context))
         placement.limit_memory(device)
 
         def report(metrics: Mapping[str, float | int], checkpoint_dir: str | None) -> None:
