@@ -2,22 +2,24 @@
 
 Each trial is a stand-in that sleeps for its compute (`--trial-s` in `--reports` equal parts) and reports
 after each part with a checkpoint of `--checkpoint-mb`, through the real trainable (placement, resolved
-config, trial files, Ray's checkpoint upload). The wall time of every trial, from the driver starting it to
-the driver seeing it complete, is split into:
+config, trial files, Ray's checkpoint upload). Inside a trial:
 
-- launch: the driver starts the trial -> the trainer function is called (placing the trial actor, the worker
-  process and Ray's worker init, importing the trainable and torch, GPU placement, writing the resolved
-  config and its first copy to storage);
+- launch: the driver sees the trial actor running -> the trainer function is called (resolving the config,
+  GPU placement, writing the resolved config and its first copy to storage);
 - reports: time spent inside `report` (copying the trial's files, Ray persisting the checkpoint, the
   blocking round trip to the driver), summed over the trial;
 - end: the trainer returns -> the driver records the trial complete.
+
+Per sweep: start = the sweep is called -> its first trainer runs; relaunch = a trial frees its slot -> the
+next trial's trainer runs (Ray places and starts a new actor process, which imports ray.tune, then our
+launch); per-trial overhead = relaunch + reports + end, and its share of a trial's slot.
 
 "bare Ray" runs the same trials as a plain function trainable straight on `tune.Tuner` (no cmda-tune code,
 no torch import), the floor any Ray Tune platform pays; the difference to it is ours.
 
 The one-node run is a local Ray with 2 CPUs; the two-node run is a head and a worker as separate Ray
 processes (`ray.cluster_utils.Cluster`), the worker with its own temp folder, 1 CPU each, so one trial runs
-on each node. Storage is a local folder (a shared file system) or, with `--s3`, a moto S3 server.
+on each node. Storage is a local folder (what a shared file system looks like to Ray).
 
     python benchmarks/cluster_overhead.py                       # 4 trials of 60 s, 2 at a time, per setup
     python benchmarks/cluster_overhead.py --trial-s 10 --trials 2   # a quick look
@@ -238,26 +240,21 @@ def main() -> int:
     print(f"\n{args.trials} trials of {args.trial_s:g} s, {args.reports} reports each with a "
           f"{args.checkpoint_mb:g} MB checkpoint, 2 at a time; load average {load:.1f} on "
           f"{os.cpu_count()} CPUs\n")
-    print("| setup | nodes used | sweep wall (s) | ideal (s) | sweep overhead | per trial: launch (s) | "
-          "reports (s) | end (s) | total (s) | share of trial wall |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| setup | nodes used | sweep wall (s) | ideal (s) | sweep overhead | start (s) | per trial: "
+          "relaunch (s) | of it, launch (s) | reports (s) | end (s) | overhead (s) | share |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in results:
-        t = r["trials"]
+        t, p = r["trials"], r["phases"]
 
         def mean(key: str, trials: list[dict[str, Any]] = t) -> float:
             return statistics.mean(x[key] for x in trials)
 
-        per_trial = mean("wall") - mean("compute")
-        share = per_trial / mean("wall")
+        per_trial = p["relaunch"] + mean("reports") + mean("end")
+        share = per_trial / (mean("compute") + per_trial)
         print(f"| {r['label']} | {r['nodes']} | {r['wall']:.1f} | {r['ideal']:.1f} | "
-              f"{1 - r['ideal'] / r['wall']:.1%} | {mean('launch'):.2f} | "
-              f"{mean('reports'):.2f} | {mean('end'):.2f} | {per_trial:.2f} | {share:.1%} |")
-    print("\n| setup | sweep start -> first trial runs (s) | a freed slot -> next trial runs (s) | "
-          "last trial done -> sweep returns (s) |")
-    print("| --- | ---: | ---: | ---: |")
-    for r in results:
-        p = r["phases"]
-        print(f"| {r['label']} | {p['startup']:.2f} | {p['relaunch']:.2f} | {p['finish']:.2f} |")
+              f"{1 - r['ideal'] / r['wall']:.1%} | {p['startup']:.2f} | {p['relaunch']:.2f} | "
+              f"{mean('launch'):.2f} | {mean('reports'):.2f} | {mean('end'):.2f} | {per_trial:.2f} | "
+              f"{share:.1%} |")
     print("\nStorage written per experiment (bytes), and per report:")
     for r in results:
         total = sum(r["storage"].values())
