@@ -64,7 +64,9 @@ def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: i
     runtime_env = {"env_vars": dict(TRIAL_ENV)}
     os.environ.update(TRIAL_ENV)
     if address is None:
-        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, runtime_env=runtime_env, include_dashboard=False)
+        # "local": a Ray of our own, never a cluster that happens to run on this machine (Ray would join it)
+        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, runtime_env=runtime_env,
+                 include_dashboard=False)
         return
     try:
         ray.init(address=address, runtime_env=runtime_env)
