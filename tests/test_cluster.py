@@ -23,7 +23,7 @@ from cluster_helpers import records, standin_trainer, write_sweep
 from s3_server import list_objects, s3_bucket  # noqa: F401 - fixture
 
 from tune.driver import experiment_dir, resume_sweep, run_sweep
-from tune.experiment import open_experiment
+from tune.experiment import ExperimentError, open_experiment
 from tune.paths import FILE, FOLDER, PathError, TrialPath
 from tune.remote import check_paths_where_trials_run
 from tune.sweep import load_sweep
@@ -139,17 +139,30 @@ def test_sweep_into_a_bucket_survives_a_killed_driver(cluster: Any, tmp_path: Pa
     read the bucket directly."""
     record = tmp_path / "starts.jsonl"
     path = write_sweep(tmp_path, "bucket", s3_bucket, max_concurrent_trials=1,
-                       overrides={"test.sleep_s": 0.2, "test.record": str(record)},
+                       overrides={"test.sleep_s": 0.5, "test.record": str(record)},
                        search={"grid": {"variants": ["fusion_st"], "lambdas": [0.1, 0.5], "seeds": [0]}})
     spec = load_sweep(path, known_variants=VARIANTS)
     uri = experiment_dir(spec)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(TESTS)])}
+    # Snapshots once a second rather than every 0.1 s: Ray rewrites its state file in place while it may
+    # be uploading it, and a kill during that upload leaves it cut short (see check_restorable_state).
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(TESTS)]),
+           "TUNE_GLOBAL_CHECKPOINT_S": "1"}
     driver = subprocess.Popen([sys.executable, str(TESTS / "cluster_helpers.py"), str(path), cluster.address],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def first_done_in_bucket() -> bool:
+        try:
+            return any(t.status == "TERMINATED" for t in open_experiment(uri).trials())
+        except ExperimentError:  # not there yet, or caught mid-upload
+            return False
+
     try:
-        deadline = time.monotonic() + 60
-        while len(records(record)) < 2 and driver.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.1)  # the first trial has finished once the second one starts
+        deadline = time.monotonic() + 90
+        while driver.poll() is None and time.monotonic() < deadline:
+            # kill while the second trial starts: between reports, with the first one recorded as done
+            if len(records(record)) >= 2 and first_done_in_bucket():
+                break
+            time.sleep(0.1)
         assert driver.poll() is None, "the driver ended before it could be killed"
         driver.send_signal(signal.SIGKILL)
     finally:
@@ -158,6 +171,12 @@ def test_sweep_into_a_bucket_survives_a_killed_driver(cluster: Any, tmp_path: Pa
     objects = list_objects(uri)
     assert "sweep.yaml" in objects and "tuner.pkl" in objects, sorted(objects)
     first = records(record)[0]["trial"]
+    try:
+        open_experiment(uri).state()
+    except ExperimentError:  # the kill still hit Ray's upload of its state: resume must refuse, not restart
+        with pytest.raises(ExperimentError, match="Ray cannot resume from it"):
+            resume_sweep(uri, train_fn=standin_trainer)
+        return
 
     resumed = resume_sweep(uri, train_fn=standin_trainer)  # the sweep comes from the bucket's sweep.yaml
     assert resumed.num_errors == 0 and len(resumed) == 2

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from tune.experiment import Experiment, normalize_location, open_experiment
+from tune.experiment import Experiment, ExperimentError, normalize_location, open_experiment
 from tune.paths import FILE, TrialPath, resolve_sweep_paths, sweep_paths
 from tune.remote import check_paths_where_trials_run, is_client_address
 from tune.status import TrialStatus, experiment_status, format_status  # noqa: F401 - re-exported
@@ -289,6 +289,27 @@ def load_experiment_sweep(path: str | Path, sweep_file: str | Path | None = None
     return parse_sweep(raw, Path(experiment.where(SWEEP_COPY_NAME)))
 
 
+def check_restorable_state(location: str) -> None:
+    """Refuse to resume from an experiment state Ray cannot read.
+
+    Ray 2.60 rewrites `experiment_state-*.json` in place while its background sync may be uploading the
+    previous version, so a driver killed at that moment can leave the file empty or cut short in storage.
+    `Tuner.restore` then does not fail: it silently starts a new experiment with one empty trial. The trials'
+    own folders (results, checkpoints) are intact; only the experiment state is lost.
+    """
+    experiment = open_experiment(location)
+    try:
+        state = experiment.state()
+    except ExperimentError as error:
+        raise ExperimentError(
+            f"{error}. Ray cannot resume from it (the driver died while Ray was saving it); the trials' "
+            f"results and checkpoints are intact (`cmda-tune status {location}` reads them); to finish the "
+            "study, run the sweep again under a new name (its trials start over)."
+        ) from error
+    if state is None:
+        raise ExperimentError(f"{location}: no experiment_state-*.json yet; Ray has nothing to resume from")
+
+
 def resume_sweep(path: str | Path, *, address: str | None = None, train_fn: TrainFn | None = None,
                  sweep_file: str | Path | None = None, num_cpus: int | None = None) -> Any:
     """Finish an interrupted sweep: unfinished and errored trials continue, finished ones are kept."""
@@ -297,6 +318,7 @@ def resume_sweep(path: str | Path, *, address: str | None = None, train_fn: Trai
     path_text = normalize_location(path)
     if not tune.Tuner.can_restore(path_text):
         raise FileNotFoundError(f"{path_text}: not a Ray Tune experiment folder (no tuner.pkl)")
+    check_restorable_state(path_text)
     spec = load_experiment_sweep(path_text, sweep_file)
     connect(address, num_cpus=num_cpus)
     check_cluster_resources(spec)
