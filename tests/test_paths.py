@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cmda.config import Config
+from cmda.config import apply_overrides, config_from_dict
 from tune.paths import (
     FILE,
     FOLDER,
@@ -25,13 +25,12 @@ from tune.sweep import SweepError, parse_sweep
 
 
 def test_every_path_key_is_a_trainer_config_key() -> None:
-    """If the trainer renames a path field, this registry must follow (or trials read relative paths)."""
-    defaults = Config().to_dict()
+    """If the trainer renames a path field, this registry must follow (or trials read relative paths):
+    the trainer's own config validation, which rejects unknown keys, must accept every key."""
     for key in PATH_KEYS:
-        node = defaults
-        for part in key.split("."):
-            assert isinstance(node, dict) and part in node, key
-            node = node[part]
+        config_from_dict(apply_overrides({}, {key: "/mnt/shared/x"}))
+    with pytest.raises(ValueError, match="unknown key"):
+        config_from_dict(apply_overrides({}, {"data.source.rooot": "/x"}))  # ...and would reject a stale one
 
 
 @pytest.fixture()
