@@ -114,3 +114,17 @@ def test_error_summary_without_exception_line_falls_back_to_last_line() -> None:
 def test_parse_results_without_iterations_keeps_report_order() -> None:
     rows, problems = parse_results('{"a": 1}\n{"a": 2}\n', "r.json")
     assert [r["a"] for r in rows] == [1, 2] and problems == []
+
+
+def test_resume_refuses_a_state_file_cut_short(experiment: Path) -> None:
+    """A driver killed while Ray uploads its state can leave it empty; Ray would then silently start a new
+    experiment with one empty trial, so `resume` stops first (before any Ray starts) and says why."""
+    from tune.driver import resume_sweep
+
+    (experiment / "tuner.pkl").write_bytes(b"")
+    (experiment / "experiment_state-2026-11-25_12-00-00.json").write_text("")
+    with pytest.raises(ExperimentError) as error:
+        resume_sweep(experiment)
+    message = str(error.value)
+    assert "experiment_state-2026-11-25_12-00-00.json: not valid JSON" in message
+    assert "Ray cannot resume from it" in message and f"cmda-tune status {experiment}" in message

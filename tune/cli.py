@@ -7,6 +7,8 @@ import dataclasses
 import sys
 from collections.abc import Sequence
 
+from tune.experiment import ExperimentError
+from tune.paths import parse_path_map_options
 from tune.sweep import GridSearch, SweepError, SweepSpec, load_sweep
 
 
@@ -22,6 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--storage", default=None,
                        help="results folder or URI shared by all nodes (overrides storage_path)")
     sweep.add_argument("--check", action="store_true", help="validate the sweep file and exit")
+    sweep.add_argument("--path-map", action="append", default=[], metavar="LOCAL=CLUSTER",
+                       help="data/weights under folder LOCAL are at CLUSTER on the cluster's nodes "
+                            "(repeatable; adds to the sweep's path_map)")
 
     resume = sub.add_parser("resume", help="finish an interrupted sweep without re-running finished trials")
     resume.add_argument("experiment_dir")
@@ -47,6 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         spec = load_sweep(args.sweep_file)
         changes = {k: v for k, v in (("name", args.name), ("storage_path", args.storage)) if v is not None}
+        if args.path_map:
+            changes["path_map"] = {**spec.path_map, **parse_path_map_options(args.path_map)}
         spec = dataclasses.replace(spec, **changes)
         if args.check:
             print(f"{spec.path}: OK ({_describe(spec)})")
@@ -55,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(driver.format_status(driver.experiment_status(driver.experiment_dir(spec))))
         print(f"experiment folder: {driver.experiment_dir(spec)}")
         return 0
-    except (SweepError, driver.ClusterError, FileNotFoundError, ImportError) as exc:
+    except (SweepError, driver.ClusterError, ExperimentError, FileNotFoundError, ImportError) as exc:
         print(f"cmda-tune: error: {exc}", file=sys.stderr)
         return 2
 

@@ -6,9 +6,8 @@ plus the resolved base config path) so that `resume` and `status` need nothing b
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
-import json
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +16,10 @@ from typing import Any
 
 import yaml
 
+from tune.experiment import Experiment, ExperimentError, normalize_location, open_experiment
+from tune.paths import FILE, TrialPath, resolve_sweep_paths, sweep_paths
+from tune.remote import check_paths_where_trials_run, is_client_address
+from tune.status import TrialStatus, experiment_status, format_status  # noqa: F401 - re-exported
 from tune.sweep import (
     GridSearch,
     OptunaSpec,
@@ -25,8 +28,9 @@ from tune.sweep import (
     common_params,
     grid_param_space,
     load_sweep,
+    parse_sweep,
 )
-from tune.trainable import TrainFn, make_trainable, resolve_trial_config, write_yaml_atomic
+from tune.trainable import TrainFn, make_trainable, resolve_trial_config
 
 SWEEP_COPY_NAME = "sweep.yaml"
 # Trials resolve relative data paths against the driver's cwd: keep Ray from chdir-ing into trial folders.
@@ -60,7 +64,9 @@ def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: i
     runtime_env = {"env_vars": dict(TRIAL_ENV)}
     os.environ.update(TRIAL_ENV)
     if address is None:
-        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, runtime_env=runtime_env, include_dashboard=False)
+        # "local": a Ray of our own, never a cluster that happens to run on this machine (Ray would join it)
+        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, runtime_env=runtime_env,
+                 include_dashboard=False)
         return
     try:
         ray.init(address=address, runtime_env=runtime_env)
@@ -205,15 +211,14 @@ def experiment_dir(spec: SweepSpec) -> str:
 
 
 def _save_sweep_copy(spec: SweepSpec) -> None:
-    """Keep the sweep next to its results so `resume`/`status` need only the experiment folder."""
-    target = experiment_dir(spec)
-    if "://" in target:
-        return  # remote storage: `resume` then needs --sweep; Ray's own tuner.pkl is still there
+    """Keep the sweep next to its results (a folder or a bucket) so `resume`/`status` need only the
+    experiment location. The overrides are the settled ones (absolute data paths, tune.paths)."""
     raw = yaml.safe_load(spec.path.read_text())
     raw["base_config"] = str(spec.base_config)
     raw["storage_path"] = resolve_storage(spec.storage_path)
     raw["name"] = spec.name
-    write_yaml_atomic(Path(target) / SWEEP_COPY_NAME, raw)
+    raw["overrides"] = dict(spec.overrides)
+    Experiment(experiment_dir(spec)).write_text(yaml.safe_dump(raw, sort_keys=False), SWEEP_COPY_NAME)
 
 
 def check_trainer_config(spec: SweepSpec) -> None:
@@ -241,29 +246,68 @@ def check_trainer_config(spec: SweepSpec) -> None:
             ) from exc
 
 
+def settle_paths(spec: SweepSpec, address: str | None) -> tuple[SweepSpec, list[TrialPath]]:
+    """Data and weight paths as every node must see them (tune.paths), joined to the overrides; plus the
+    list of paths the trials read (the base config included), for the check where trials run."""
+    settled = resolve_sweep_paths(spec.base_config, spec.overrides, spec.path, path_map=spec.path_map,
+                                  client=is_client_address(address))
+    spec = dataclasses.replace(spec, overrides={**spec.overrides, **settled})
+    base = TrialPath("base_config", str(spec.base_config), FILE, f"{spec.path}: field 'base_config'")
+    return spec, [base, *sweep_paths(spec.base_config, spec.overrides, spec.path)]
+
+
 def run_sweep(spec: SweepSpec, *, address: str | None = None, train_fn: TrainFn | None = None,
               extra_callbacks: Sequence[Any] = (), num_cpus: int | None = None, verbose: int = 1) -> Any:
     """Connect, check the cluster can host the trials, and run every trial. Returns Ray's ResultGrid.
 
     `train_fn` replaces cmda.train.run (tests); the trainer-config check only applies to the real trainer.
     """
+    spec, paths = settle_paths(spec, address)
     if train_fn is None:
         check_trainer_config(spec)
     connect(address, num_cpus=num_cpus)
     check_cluster_resources(spec)
+    for note in check_paths_where_trials_run(paths, cpu=spec.cpu, gpu=spec.gpu,
+                                             client=is_client_address(address)):
+        print(f"cmda-tune: note: {note}")
     tuner = build_tuner(spec, train_fn=train_fn, extra_callbacks=extra_callbacks, verbose=verbose)
     _save_sweep_copy(spec)
     return tuner.fit()
 
 
 def load_experiment_sweep(path: str | Path, sweep_file: str | Path | None = None) -> SweepSpec:
-    """The sweep an experiment folder was started from (its saved copy, or an explicit file)."""
-    source = Path(sweep_file) if sweep_file is not None else Path(path) / SWEEP_COPY_NAME
-    if not source.is_file():
+    """The sweep an experiment (folder or URI) was started from: its saved copy, or an explicit file."""
+    if sweep_file is not None:
+        return load_sweep(sweep_file)
+    experiment = open_experiment(path)
+    raw = experiment.sweep()
+    if raw is None:
         raise FileNotFoundError(
-            f"{source}: no sweep copy in the experiment folder; pass the original sweep file with --sweep"
+            f"{experiment.where(SWEEP_COPY_NAME)}: no sweep copy in the experiment; pass the original sweep "
+            "file with --sweep"
         )
-    return load_sweep(source)
+    return parse_sweep(raw, Path(experiment.where(SWEEP_COPY_NAME)))
+
+
+def check_restorable_state(location: str) -> None:
+    """Refuse to resume from an experiment state Ray cannot read.
+
+    Ray 2.60 rewrites `experiment_state-*.json` in place while its background sync may be uploading the
+    previous version, so a driver killed at that moment can leave the file empty or cut short in storage.
+    `Tuner.restore` then does not fail: it silently starts a new experiment with one empty trial. The trials'
+    own folders (results, checkpoints) are intact; only the experiment state is lost.
+    """
+    experiment = open_experiment(location)
+    try:
+        state = experiment.state()
+    except ExperimentError as error:
+        raise ExperimentError(
+            f"{error}. Ray cannot resume from it (the driver died while Ray was saving it); the trials' "
+            f"results and checkpoints are intact (`cmda-tune status {location}` reads them); to finish the "
+            "study, run the sweep again under a new name (its trials start over)."
+        ) from error
+    if state is None:
+        raise ExperimentError(f"{location}: no experiment_state-*.json yet; Ray has nothing to resume from")
 
 
 def resume_sweep(path: str | Path, *, address: str | None = None, train_fn: TrainFn | None = None,
@@ -271,98 +315,12 @@ def resume_sweep(path: str | Path, *, address: str | None = None, train_fn: Trai
     """Finish an interrupted sweep: unfinished and errored trials continue, finished ones are kept."""
     from ray import tune
 
-    path_text = str(path) if "://" in str(path) else str(Path(path).expanduser().resolve())
+    path_text = normalize_location(path)
     if not tune.Tuner.can_restore(path_text):
         raise FileNotFoundError(f"{path_text}: not a Ray Tune experiment folder (no tuner.pkl)")
+    check_restorable_state(path_text)
     spec = load_experiment_sweep(path_text, sweep_file)
     connect(address, num_cpus=num_cpus)
     check_cluster_resources(spec)
     tuner = tune.Tuner.restore(path_text, trainable=with_trial_resources(spec, train_fn), resume_errored=True)
     return tuner.fit()
-
-
-@dataclass(frozen=True)
-class TrialStatus:
-    """One row of `cmda-tune status`."""
-
-    name: str
-    variant: str
-    weight: float | None
-    seed: int
-    state: str
-    iteration: int | None
-    max_iters: int | None
-    best_miou18: float | None
-    num_failures: int
-
-
-def _latest_state_file(path: Path) -> Path:
-    # The timestamp in the name, not the mtime: Ray re-syncs every file of the folder at the end of a run.
-    files = sorted(path.glob("experiment_state-*.json"), key=lambda f: f.name)
-    if not files:
-        raise FileNotFoundError(f"{path}: no experiment_state-*.json; is this a Ray Tune experiment folder?")
-    return files[-1]
-
-
-def _read_results(result_file: Path) -> list[dict[str, Any]]:
-    """Ray's result.json is one JSON object per line; a line cut by a crash is skipped."""
-    rows: list[dict[str, Any]] = []
-    if not result_file.is_file():
-        return rows
-    for line in result_file.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
-
-
-def experiment_status(path: str | Path, metric: str = "miou18") -> list[TrialStatus]:
-    """Trial table read straight from the experiment folder: no Ray started, safe while a sweep runs."""
-    path = Path(path).expanduser().resolve()
-    state = json.loads(_latest_state_file(path).read_text())
-    rows: list[TrialStatus] = []
-    for trial_json, runtime_json in state.get("trial_data", []):
-        trial = json.loads(trial_json)
-        runtime = json.loads(runtime_json) if isinstance(runtime_json, str) else runtime_json
-        params = trial.get("evaluated_params") or {}
-        trial_dir = path / trial.get("relative_logdir", "")
-        if (trial_dir / "params.json").is_file():
-            params = json.loads((trial_dir / "params.json").read_text())
-        ablation = params.get("ablation", {})
-        results = _read_results(trial_dir / "result.json")
-        scores = [float(r[metric]) for r in results if isinstance(r.get(metric), (int, float))]
-        scores = [s for s in scores if not math.isnan(s)]
-        last = results[-1] if results else (runtime.get("last_result") or {})
-        rows.append(TrialStatus(
-            name=trial.get("custom_trial_name") or trial.get("trial_id", "?"),
-            variant=str(ablation.get("variant", "?")), weight=ablation.get("lambda"),
-            seed=int(params.get("seed", -1)), state=str(trial.get("status", "?")),
-            iteration=last.get("iteration"), max_iters=last.get("max_iters"),
-            best_miou18=max(scores) if scores else None,
-            num_failures=int(runtime.get("num_failures", 0)),
-        ))
-    return sorted(rows, key=lambda r: (-(r.best_miou18 if r.best_miou18 is not None else -1.0), r.name))
-
-
-def format_status(rows: Sequence[TrialStatus]) -> str:
-    """Fixed-width table, best trial first; `TERMINATED*` marks a trial stopped before max_iters."""
-    header = ("trial", "variant", "lambda", "seed", "state", "iteration", "best miou18", "failures")
-    lines = [header]
-    for r in rows:
-        state = r.state
-        if state == "TERMINATED" and r.iteration is not None and r.max_iters and r.iteration < r.max_iters:
-            state = "TERMINATED*"
-        lines.append((
-            r.name, r.variant, "-" if r.weight is None else f"{r.weight:g}", str(r.seed), state,
-            "-" if r.iteration is None else f"{r.iteration}/{r.max_iters or '?'}",
-            "-" if r.best_miou18 is None else f"{r.best_miou18:.4f}", str(r.num_failures),
-        ))
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    text = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines]
-    counts: dict[str, int] = {}
-    for r in rows:
-        counts[r.state] = counts.get(r.state, 0) + 1
-    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    text.append(f"{len(rows)} trials: {summary}; * = stopped early by the scheduler")
-    return "\n".join(text)

@@ -22,7 +22,7 @@ CALLBACK_TYPES = ("wandb", "mlflow")
 
 _TOP_KEYS = {
     "name", "base_config", "overrides", "search", "scheduler", "resources", "max_concurrent_trials",
-    "storage_path", "failure", "checkpoint", "callbacks",
+    "storage_path", "failure", "checkpoint", "callbacks", "path_map",
 }
 _GRID_KEYS = {"variants", "lambdas", "seeds"}
 _GRID_ENTRY_KEYS = {"variant", "lambdas", "terms"}
@@ -116,6 +116,8 @@ class SweepSpec:
     callbacks: dict[str, dict[str, Any]]
     metric: str = "miou18"
     mode: str = "max"
+    path_map: dict[str, str] = field(default_factory=dict)
+    """Driver folder -> folder the cluster's nodes mount it as (tune.paths)."""
 
 
 def valid_variants() -> tuple[str, ...]:
@@ -381,8 +383,14 @@ def parse_sweep(raw: Any, path: Path, *, known_variants: Sequence[str] | None = 
         overrides=dict(overrides), search=search, scheduler=scheduler, cpu=cpu, gpu=gpu,
         max_concurrent_trials=mct, storage_path=storage, max_failures=max_failures,
         num_to_keep=num_to_keep, callbacks=_parse_callbacks(path, top.get("callbacks")),
-        metric=metric, mode=mode,
+        metric=metric, mode=mode, path_map=_parse_path_map(path, top.get("path_map")),
     )
+
+
+def _parse_path_map(path: Path, raw: Any) -> dict[str, str]:
+    from tune.paths import parse_path_map  # tune.paths builds on this module's SweepError
+
+    return parse_path_map(raw, str(path))
 
 
 def load_sweep(path: str | Path, *, known_variants: Sequence[str] | None = None) -> SweepSpec:

@@ -17,6 +17,9 @@ from typing import Any
 
 import yaml
 
+from tune.placement import place_trial
+from tune.trial_files import TrialFiles
+
 TrainFn = Callable[..., Any]
 RESOLVED_CONFIG_NAME = "resolved_config.yaml"
 
@@ -73,6 +76,34 @@ def _trial_cpus(context: Any) -> int:
     return max(1, int(cpus))
 
 
+def limit_threads(cpus: int) -> None:
+    """Give torch the trial's CPU count (it would otherwise use every core of the node).
+
+    Through the OpenMP/MKL variables when torch is not imported yet: torch reads them when it loads, and the
+    trial does not pay for importing torch before the trainer does (seconds per trial; benchmarks/README).
+    """
+    import sys
+
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(cpus)
+        return
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(cpus)
+
+
+def _trial_gpus(context: Any) -> float:
+    """GPUs Ray reserved for this trial (fractions allowed)."""
+    try:
+        return float(context.get_trial_resources().required_resources.get("GPU", 0))
+    except Exception:  # noqa: BLE001 - no resource info: the assignment itself still decides the device
+        return 0.0
+
+
+def trial_file_map(trial_dir: Path, work_dir: Path) -> dict[str, Path]:
+    """Name in the trial's storage folder -> local file or folder, for every small file a trial keeps."""
+    return {RESOLVED_CONFIG_NAME: trial_dir / RESOLVED_CONFIG_NAME, "log.csv": work_dir / "log.csv",
+            "tensorboard": work_dir / "tensorboard"}
+
+
 def default_train_fn() -> TrainFn:
     """The real trainer, imported inside the worker so the driver does not pay for torch models."""
     from cmda.train import run
@@ -95,13 +126,19 @@ def make_trainable(train_fn: TrainFn | None = None) -> Callable[[dict[str, Any]]
         trial_dir = Path(context.get_trial_dir())
         work_dir = trial_dir / "work"
         config = resolve_trial_config(params, work_dir=work_dir, name=context.get_trial_name())
+        # GPU placement (tune.placement): see only Ray's GPUs, and name the device that follows from them.
+        placement, device = place_trial(config.get("train", {}).get("device", "auto"), _trial_gpus(context))
+        config.setdefault("train", {})["device"] = device
         write_yaml_atomic(trial_dir / RESOLVED_CONFIG_NAME, config)
-        import torch
-
-        torch.set_num_threads(_trial_cpus(context))
+        # Small files reach storage from any node (tune.trial_files), not only from the driver's.
+        files = TrialFiles.for_current_trial(trial_file_map(trial_dir, work_dir))
+        files.upload()  # the resolved config, even if the trial fails before its first report
+        limit_threads(_trial_cpus(context))
+        placement.limit_memory(device)
 
         def report(metrics: Mapping[str, float | int], checkpoint_dir: str | None) -> None:
             clean = {k: (v if isinstance(v, (int, float)) else float(v)) for k, v in metrics.items()}
+            files.upload()
             if checkpoint_dir is None:
                 tune.report(clean)
                 return
@@ -110,12 +147,19 @@ def make_trainable(train_fn: TrainFn | None = None) -> Callable[[dict[str, Any]]
 
         fn = train_fn if train_fn is not None else default_train_fn()
         checkpoint = tune.get_checkpoint()
-        if checkpoint is None:
-            fn(config, report=report, resume_from=None)
-            return
-        # A private copy: the trainer may read it lazily, and Ray's copy must stay untouched.
-        with tempfile.TemporaryDirectory(prefix="resume_", dir=trial_dir) as resume_dir:
-            checkpoint.to_directory(resume_dir)
-            fn(config, report=report, resume_from=resume_dir)
+        try:
+            if checkpoint is None:
+                fn(config, report=report, resume_from=None)
+                return
+            files.restore()  # a retry on another node: continue the log from storage
+            # A private copy: the trainer may read it lazily, and Ray's copy must stay untouched.
+            with tempfile.TemporaryDirectory(prefix="resume_", dir=trial_dir) as resume_dir:
+                checkpoint.to_directory(resume_dir)
+                fn(config, report=report, resume_from=resume_dir)
+        finally:
+            try:
+                files.upload()  # what the trainer logged after its last report
+            except Exception as error:  # noqa: BLE001 - never hide the trial's own exception behind this one
+                logging.getLogger(__name__).warning("could not copy the trial's files to storage: %s", error)
 
     return cmda_trial

@@ -1,0 +1,179 @@
+"""Paths that mean the same on every node: data roots and weight files, made absolute on the driver.
+
+A trainer config names its data and weights relative to the working directory (`data/cityscapes`,
+`pretrained/mit_b2.pth`), as `cmda train` reads them. Under Ray the trials run in worker processes whose
+working directory differs between the driver, the nodes of a launcher cluster and KubeRay pods, so the
+driver settles every path before any trial starts:
+
+1. A relative path is made absolute against the driver's working directory, lexically (`os.path.abspath`):
+   a link such as `data -> /mnt/shared/data` is kept as a link, because every node of the examples has it.
+2. `path_map` (sweep field, or `cmda-tune sweep --path-map LOCAL=CLUSTER`) rewrites a leading folder for
+   clusters that mount the data somewhere else than the driver sees it. Whole path components only; the
+   longest matching folder wins.
+3. When the driver is not a node of the cluster (Ray Client, `--address ray://...`), a relative path that no
+   `path_map` entry covers is rejected with the reason: nothing on the cluster can know this machine's
+   working directory.
+
+The result is a mapping of dotted config keys to absolute paths that joins the sweep's overrides, so each
+trial's params.json and resolved_config.yaml name the paths that trial used. Unset weights (`none`) and
+URIs are left alone. Whether the paths exist is checked where the trials run (`tune.remote`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from tune.sweep import SweepError
+
+FOLDER, FILE = "folder", "file"
+PATH_KEYS: dict[str, str] = {
+    "data.source.root": FOLDER,
+    "data.target.root": FOLDER,
+    "model.pretrained": FILE,
+    "model.cyclegan": FILE,
+}
+"""Trainer config keys that hold a path, and what must exist there."""
+
+
+class PathError(SweepError):
+    """A path a trial needs that cannot mean the same on every node; the message names file and field."""
+
+
+@dataclass(frozen=True)
+class TrialPath:
+    """A path a trial reads: the config key, the path, what must exist there, and where it was set."""
+
+    key: str
+    path: str
+    kind: str
+    origin: str  # "<file>: field '<dotted field>'", for messages
+
+
+def _unset(value: Any) -> bool:
+    from cmda.models.segmentor import is_unset
+
+    return is_unset(value)
+
+
+def is_uri(text: str) -> bool:
+    return "://" in text
+
+
+def parse_path_map(raw: Any, source: str, fieldname: str = "path_map") -> dict[str, str]:
+    """Validate a {driver folder: cluster folder} mapping; both sides absolute (`~` expands on the driver)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise PathError(f"{source}: field '{fieldname}': expected a mapping of driver folder -> cluster "
+                        f"folder, got {raw!r}")
+    out: dict[str, str] = {}
+    for local, remote in raw.items():
+        where = f"{source}: field '{fieldname}.{local}'"
+        if not isinstance(local, str) or not isinstance(remote, str) or not local or not remote:
+            raise PathError(f"{where}: expected folder names on both sides, got {local!r}: {remote!r}")
+        local_path = os.path.abspath(os.path.expanduser(local))
+        if not PurePosixPath(remote).is_absolute():
+            raise PathError(f"{where}: the cluster side must be absolute, got {remote!r}")
+        out[local_path] = os.path.normpath(remote)
+    return out
+
+
+def parse_path_map_options(items: Sequence[str]) -> dict[str, str]:
+    """`--path-map LOCAL=CLUSTER` options (repeatable) as a path map."""
+    raw: dict[str, str] = {}
+    for item in items:
+        local, sep, remote = item.partition("=")
+        if not sep or not local or not remote:
+            raise PathError(f"--path-map: expected LOCAL=CLUSTER (two folders), got {item!r}")
+        raw[local] = remote
+    return parse_path_map(raw, "--path-map", fieldname="--path-map")
+
+
+def map_path(path: str, path_map: Mapping[str, str]) -> tuple[str, bool]:
+    """(path with its longest mapped leading folder replaced, whether a mapping applied)."""
+    candidate = Path(path)
+    for local in sorted(path_map, key=len, reverse=True):
+        if candidate == Path(local) or candidate.is_relative_to(local):
+            rest = candidate.relative_to(local).as_posix()
+            target = path_map[local] if rest == "." else f"{path_map[local].rstrip('/')}/{rest}"
+            return target, True
+    return path, False
+
+
+def resolve_path(value: str, origin: str, *, cwd: str | os.PathLike[str], path_map: Mapping[str, str],
+                 client: bool) -> str:
+    """One path as every node must see it (see the module docstring for the rules)."""
+    expanded = os.path.expanduser(value)
+    relative = not os.path.isabs(expanded)
+    absolute = os.path.normpath(os.path.join(cwd, expanded)) if relative else os.path.normpath(expanded)
+    mapped, applied = map_path(absolute, path_map)
+    if relative and client and not applied:
+        raise PathError(
+            f"{origin}: {value!r} is a relative path, and the trials run on a remote cluster (Ray Client) "
+            "whose working directory this machine cannot know; give the absolute path the cluster nodes "
+            f"mount, or map this machine's folder with path_map / --path-map {os.path.dirname(absolute)}"
+            "=/CLUSTER/FOLDER"
+        )
+    return mapped
+
+
+def config_paths(config: Mapping[str, Any], origin_of: Any) -> list[TrialPath]:
+    """The set path-valued keys of a trainer config dict; `origin_of(key)` names where each was set."""
+    found = []
+    for key, kind in PATH_KEYS.items():
+        node: Any = config
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, Mapping) else None
+        if node is None or _unset(node) or not isinstance(node, str | os.PathLike) or is_uri(str(node)):
+            continue
+        found.append(TrialPath(key, str(node), kind, origin_of(key)))
+    return found
+
+
+def sweep_paths(base_config: str | os.PathLike[str], overrides: Mapping[str, Any],
+                sweep_file: str | os.PathLike[str]) -> list[TrialPath]:
+    """Path-valued keys of the base config with the sweep's overrides applied, each with its origin."""
+    from cmda.config import apply_overrides
+    from cmda.io import load_yaml
+
+    base = load_yaml(base_config) or {}
+    merged = apply_overrides(base if isinstance(base, dict) else {}, dict(overrides))
+
+    def origin_of(key: str) -> str:
+        if key in overrides:
+            return f"{sweep_file}: field 'overrides.{key}'"
+        return f"{base_config}: field '{key}'"
+
+    return config_paths(merged, origin_of)
+
+
+def resolve_sweep_paths(base_config: str | os.PathLike[str], overrides: Mapping[str, Any],
+                        sweep_file: str | os.PathLike[str], *, path_map: Mapping[str, str] | None = None,
+                        client: bool = False, cwd: str | os.PathLike[str] | None = None) -> dict[str, str]:
+    """Dotted key -> absolute path (mapped for the cluster) for every path the sweep's trials read.
+
+    Merge the result into the sweep's overrides; keys whose value does not change are left out.
+    """
+    where = os.getcwd() if cwd is None else cwd
+    out: dict[str, str] = {}
+    for entry in sweep_paths(base_config, overrides, sweep_file):
+        resolved = resolve_path(entry.path, entry.origin, cwd=where, path_map=path_map or {}, client=client)
+        if resolved != entry.path:
+            out[entry.key] = resolved
+    return out
+
+
+def missing_paths(paths: Sequence[TrialPath]) -> list[str]:
+    """One line per path that does not exist as the kind it must be, on the machine this runs on."""
+    problems = []
+    for entry in paths:
+        target = Path(entry.path)
+        ok = target.is_dir() if entry.kind == FOLDER else target.is_file()
+        if not ok:
+            state = "does not exist" if not target.exists() else f"is not a {entry.kind}"
+            problems.append(f"{entry.origin}: {entry.path} {state}")
+    return problems
