@@ -199,10 +199,7 @@ def test_analysis_reads_the_bucket(cluster: Any, tmp_path: Path, s3_bucket: str)
     uri = f"{s3_bucket}/bucket"
     if not open_experiment(uri, must_exist=False).is_experiment():
         pytest.skip("needs the experiment of test_sweep_into_a_bucket_survives_a_killed_driver")
-    code = analyze_main([uri, "--out", str(tmp_path / "report")])
-    if code != 0 and "tune.experiment" not in Path(REPO / "analysis" / "load.py").read_text():
-        pytest.xfail("analysis/ reads local folders only until it moves onto tune.experiment (ANALYSIS)")
-    assert code == 0
+    assert analyze_main([uri, "--out", str(tmp_path / "report")]) == 0
     assert (tmp_path / "report" / "index.html").is_file()
 
 
