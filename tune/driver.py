@@ -1,67 +1,74 @@
-"""Sweep spec -> Ray Tune Tuner: construction, cluster checks, run and resume.
+"""Sweep spec -> Ray Tune Tuner: pre-flight checks, construction, run, resume, and the failure summary.
 
-The experiment folder is Ray Tune's own on-disk format; we add `sweep.yaml` (a copy of the sweep file,
-plus the resolved base config path) so that `resume` and `status` need nothing but the folder.
+The experiment folder is Ray Tune's own layout; we add `sweep.yaml` (the validated sweep with its resolved
+`metric`, `mode` and `target`) so that `resume`, `status` and the analysis need nothing but the folder.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import json
-import math
+import logging
 import os
+import shutil
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
+from cmda.io import clean_stale_tmp, write_yaml_atomic
+from tune import preflight
+from tune.preflight import ClusterError
+from tune.progress import LiveTable
+from tune.status import SWEEP_COPY_NAME
+from tune.sweep import SweepError, SweepSpec, load_sweep
+from tune.trainable import TrainFn, make_trainable
 
-from tune.sweep import (
-    GridSearch,
-    OptunaSpec,
-    SweepError,
-    SweepSpec,
-    common_params,
-    grid_param_space,
-    load_sweep,
-)
-from tune.trainable import TrainFn, make_trainable, resolve_trial_config, write_yaml_atomic
-
-SWEEP_COPY_NAME = "sweep.yaml"
+log = logging.getLogger(__name__)
 # Trials resolve relative data paths against the driver's cwd: keep Ray from chdir-ing into trial folders.
 TRIAL_ENV = {"RAY_CHDIR_TO_TRIAL_DIR": "0"}
-
-
-class ClusterError(RuntimeError):
-    """No cluster to connect to, or one that cannot host the sweep's trials."""
+__all__ = [
+    "ClusterError",
+    "SweepError",
+    "run_sweep",
+    "resume_sweep",
+    "failed_trials",
+    "format_failures",
+    "experiment_dir",
+    "trial_label",
+]
 
 
 def trial_label(config: dict[str, Any]) -> str:
     """Readable trial name: variant, lambda and seed are what a person scans a table for."""
     ablation = config.get("ablation", {})
+    seed = config.get("seed", 0)
     if ablation.get("variant") == "none":
-        return f"none_s{config.get('seed', 0)}"
-    lam = ablation.get("lambda")
-    lam_text = "default" if lam is None else f"{lam:g}"
-    return f"{ablation.get('variant', 'trial')}_l{lam_text}_s{config.get('seed', 0)}"
+        return f"none_s{seed}"
+    scale = ablation.get("lambda_scale")
+    lam = (
+        f"x{scale:g}"
+        if scale is not None
+        else "l" + "-".join(f"{v:g}" for _, v in sorted((ablation.get("lambdas") or {}).items()))
+    )
+    return f"{ablation.get('variant', 'trial')}_{lam}_s{seed}"
 
 
 def trial_name_creator(trial: Any) -> str:
     return f"{trial_label(trial.config)}_{trial.trial_id}"
 
 
-def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None) -> None:
-    """Start a local Ray (address None) or join a running cluster ('auto', 'ray://host:10001', ...)."""
+def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None) -> bool:
+    """Start a local Ray (address None) or join a running cluster; True when this call started Ray."""
     import ray
 
     if ray.is_initialized():
-        return
+        return False
     runtime_env = {"env_vars": dict(TRIAL_ENV)}
     os.environ.update(TRIAL_ENV)
     if address is None:
         ray.init(num_cpus=num_cpus, num_gpus=num_gpus, runtime_env=runtime_env, include_dashboard=False)
-        return
+        return True
     try:
         ray.init(address=address, runtime_env=runtime_env)
     except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -70,75 +77,23 @@ def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: i
             "Start one first (`ray start --head`, `ray up configs/cluster/cluster.yaml`) or drop --address "
             "to run locally."
         ) from exc
-
-
-def check_cluster_resources(spec: SweepSpec, resources: dict[str, float] | None = None) -> None:
-    """Refuse a sweep whose trials can never be placed (e.g. GPUs asked on a CPU-only cluster)."""
-    if resources is None:
-        import ray
-
-        resources = ray.cluster_resources()
-    have_gpu = float(resources.get("GPU", 0.0))
-    have_cpu = float(resources.get("CPU", 0.0))
-    if spec.gpu > have_gpu:
-        raise ClusterError(
-            f"{spec.path}: field 'resources.gpu': each trial asks for {spec.gpu:g} GPU but the cluster has "
-            f"{have_gpu:g}; set resources.gpu: 0 to train on CPU or connect to a GPU cluster (--address)"
-        )
-    if spec.cpu > have_cpu:
-        raise ClusterError(
-            f"{spec.path}: field 'resources.cpu': each trial asks for {spec.cpu:g} CPUs but the cluster "
-            f"has {have_cpu:g}"
-        )
+    return True
 
 
 def build_scheduler(spec: SweepSpec) -> Any:
-    """Ray's (stopping) ASHA or our per-configuration ASHA on the `iteration` metric, or no scheduler."""
-    if spec.scheduler.type == "none":
-        return None
+    from tune.schedulers import build_scheduler as make
+
     s = spec.scheduler
-    if s.type == "per_config_asha":
-        from tune.schedulers import PerConfigASHA
-
-        seeds = len(spec.search.seeds) if isinstance(spec.search, GridSearch) else 1
-        return PerConfigASHA(time_attr=s.time_attr, grace_period=s.grace_period, max_t=s.max_t,
-                             reduction_factor=s.reduction_factor, seeds_per_config=seeds)
-    from ray.tune.schedulers import ASHAScheduler
-
-    return ASHAScheduler(time_attr=s.time_attr, max_t=s.max_t, grace_period=s.grace_period,
-                         reduction_factor=s.reduction_factor)
-
-
-@dataclass(frozen=True)
-class OptunaSpace:
-    """Define-by-run space: lambda is only sampled for variants that have one (the baseline has none).
-
-    A module-level class rather than a closure: Ray saves the searcher with plain pickle.
-    """
-
-    opt: OptunaSpec
-    common: dict[str, Any]
-
-    def __call__(self, trial: Any) -> dict[str, Any]:
-        variant = trial.suggest_categorical("optuna/variant", list(self.opt.variants))
-        weight = None
-        if variant in self.opt.ranges:
-            rng = self.opt.ranges[variant]
-            weight = trial.suggest_float(f"optuna/lambda_{variant}", rng.low, rng.high, log=True)
-        ablation = {"variant": variant, "lambda": weight, "lambdas": dict(self.opt.terms.get(variant, {}))}
-        return {"ablation": ablation, "seed": self.opt.trial_seed, **self.common}
-
-
-def build_search(spec: SweepSpec) -> tuple[dict[str, Any], Any, int]:
-    """(param_space, search_alg, num_samples) for the sweep's search section."""
-    if isinstance(spec.search, GridSearch):
-        return grid_param_space(spec), None, 1
-    from ray.tune.search.optuna import OptunaSearch
-
-    opt = spec.search
-    search = OptunaSearch(space=OptunaSpace(opt, common_params(spec)), metric=spec.metric, mode=spec.mode,
-                          seed=opt.seed)
-    return {}, search, opt.num_samples
+    return make(
+        s.type,
+        metric=spec.metric,
+        mode=spec.mode,
+        time_attr=s.time_attr,
+        grace_period=s.grace_period,
+        max_t=s.max_t,
+        reduction_factor=s.reduction_factor,
+        seeds=len(spec.seeds),
+    )
 
 
 def build_callbacks(spec: SweepSpec) -> list[Any]:
@@ -171,32 +126,62 @@ def resolve_storage(storage: str) -> str:
 def with_trial_resources(spec: SweepSpec, train_fn: TrainFn | None) -> Any:
     from ray import tune
 
-    resources = {"cpu": spec.cpu, "gpu": spec.gpu}
-    return tune.with_resources(make_trainable(train_fn), resources)
+    return tune.with_resources(make_trainable(train_fn), {"cpu": spec.cpu, "gpu": spec.gpu})
 
 
-def build_tuner(spec: SweepSpec, *, train_fn: TrainFn | None = None, extra_callbacks: Sequence[Any] = (),
-                verbose: int = 1) -> Any:
-    """The Tuner for a validated sweep (no Ray calls beyond object construction)."""
+def run_config(spec: SweepSpec, callbacks: Sequence[Any], verbose: int) -> Any:
+    """Storage: the kept checkpoints are the best `num_to_keep` by the sweep's metric plus the latest (Ray
+    never deletes the latest); small files reach storage through Ray's artifact sync, from any node."""
     from ray import tune
 
-    # Ray warns on every forced snapshot when num_to_keep is small; with one report per evaluation that is
-    # expected, and the warning only buries the progress table.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    param_space, search_alg, num_samples = build_search(spec)
-    tune_config = tune.TuneConfig(
-        metric=spec.metric, mode=spec.mode, scheduler=build_scheduler(spec), search_alg=search_alg,
-        num_samples=num_samples, max_concurrent_trials=spec.max_concurrent_trials,
-        trial_name_creator=trial_name_creator, trial_dirname_creator=trial_name_creator,
-    )
-    run_config = tune.RunConfig(
-        name=spec.name, storage_path=resolve_storage(spec.storage_path), verbose=verbose,
-        callbacks=[*build_callbacks(spec), *extra_callbacks],
+    return tune.RunConfig(
+        name=spec.name,
+        storage_path=resolve_storage(spec.storage_path),
+        verbose=verbose,
+        callbacks=list(callbacks),
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.num_to_keep),
+        checkpoint_config=tune.CheckpointConfig(
+            num_to_keep=spec.num_to_keep,
+            checkpoint_score_attribute=spec.metric,
+            checkpoint_score_order=spec.mode,
+        ),
+        sync_config=tune.SyncConfig(sync_artifacts=True),
     )
-    return tune.Tuner(with_trial_resources(spec, train_fn), param_space=param_space,
-                      tune_config=tune_config, run_config=run_config)
+
+
+def build_tuner(
+    spec: SweepSpec,
+    *,
+    train_fn: TrainFn | None = None,
+    extra_callbacks: Sequence[Any] = (),
+    verbose: int = 0,
+    live_interval_s: float = 30.0,
+) -> Any:
+    """The Tuner for a validated sweep (no Ray calls beyond object construction). Ray's own table is off
+    (verbose 0): `LiveTable` prints variant, lambda, seed, iteration and the metric instead."""
+    from ray import tune
+
+    from tune.searchers import build_searcher
+
+    searcher = build_searcher(spec)
+    tune_config = tune.TuneConfig(
+        metric=spec.metric,
+        mode=spec.mode,
+        scheduler=build_scheduler(spec),
+        search_alg=searcher,
+        num_samples=spec.search.num_trials,
+        max_concurrent_trials=spec.max_concurrent_trials,
+        trial_name_creator=trial_name_creator,
+        trial_dirname_creator=trial_name_creator,
+    )
+    live = [LiveTable(spec.metric, spec.mode, interval_s=live_interval_s)] if live_interval_s > 0 else []
+    callbacks = [*build_callbacks(spec), *live, *extra_callbacks]
+    return tune.Tuner(
+        with_trial_resources(spec, train_fn),
+        param_space={},
+        tune_config=tune_config,
+        run_config=run_config(spec, callbacks, verbose),
+    )
 
 
 def experiment_dir(spec: SweepSpec) -> str:
@@ -204,60 +189,89 @@ def experiment_dir(spec: SweepSpec) -> str:
     return resolve_storage(spec.storage_path).rstrip("/") + "/" + spec.name
 
 
-def _save_sweep_copy(spec: SweepSpec) -> None:
-    """Keep the sweep next to its results so `resume`/`status` need only the experiment folder."""
+def saved_sweep(spec: SweepSpec) -> dict[str, Any]:
+    """The sweep as saved in the experiment folder: the file's fields with paths made absolute, plus the
+    resolved `metric`, `mode` and `target` (read by `status` and the analysis)."""
+    raw = dict(spec.raw)
+    raw.update(
+        name=spec.name,
+        base_config=str(spec.base_config),
+        storage_path=resolve_storage(spec.storage_path),
+        metric=spec.metric,
+        mode=spec.mode,
+        target=spec.target,
+    )
+    return raw
+
+
+def save_sweep_copy(spec: SweepSpec) -> None:
     target = experiment_dir(spec)
     if "://" in target:
-        return  # remote storage: `resume` then needs --sweep; Ray's own tuner.pkl is still there
-    raw = yaml.safe_load(spec.path.read_text())
-    raw["base_config"] = str(spec.base_config)
-    raw["storage_path"] = resolve_storage(spec.storage_path)
-    raw["name"] = spec.name
-    write_yaml_atomic(Path(target) / SWEEP_COPY_NAME, raw)
+        import pyarrow.fs
+        import yaml
+
+        fs, path = pyarrow.fs.FileSystem.from_uri(target)
+        fs.create_dir(path, recursive=True)
+        with fs.open_output_stream(f"{path}/{SWEEP_COPY_NAME}") as handle:
+            handle.write(yaml.safe_dump(saved_sweep(spec), sort_keys=False).encode())
+        return
+    write_yaml_atomic(Path(target) / SWEEP_COPY_NAME, saved_sweep(spec))
 
 
-def check_trainer_config(spec: SweepSpec) -> None:
-    """Let the trainer's own config schema judge base config + overrides + each cell, before Ray starts.
-
-    A typo in an override key (`train.max_iter`) would otherwise surface only inside every trial.
-    """
-    from cmda.config import config_from_dict
-
-    if isinstance(spec.search, GridSearch):
-        cells = [p.as_param() for p in spec.search.points]
-        seed = spec.search.seeds[0]
-    else:
-        cells = [{"variant": v, "lambda": None, "lambdas": spec.search.terms.get(v, {})}
-                 for v in spec.search.variants]
-        seed = spec.search.trial_seed
-    for cell in cells:
-        params = {"ablation": cell, "seed": seed, **common_params(spec)}
-        try:
-            config_from_dict(resolve_trial_config(params))
-        except Exception as exc:  # noqa: BLE001 - any rejection is reported with the file and the cell
-            raise SweepError(
-                f"{spec.path}: fields 'base_config'/'overrides' with variant {cell['variant']!r}: "
-                f"the trainer rejects the resolved config: {exc}"
-            ) from exc
+def preflight_checks(
+    spec: SweepSpec, *, validate_trainer: bool, address: str | None, num_cpus: int | None = None
+) -> None:
+    """Everything that can be checked before Ray starts (see tune.preflight)."""
+    if validate_trainer:
+        preflight.check_files(spec, preflight.check_trial_configs(spec))
+    preflight.check_storage(spec, resolve_storage(spec.storage_path))
+    if address is None:
+        preflight.check_node_fit(spec, [preflight.local_node(num_cpus)])
 
 
-def run_sweep(spec: SweepSpec, *, address: str | None = None, train_fn: TrainFn | None = None,
-              extra_callbacks: Sequence[Any] = (), num_cpus: int | None = None, verbose: int = 1) -> Any:
-    """Connect, check the cluster can host the trials, and run every trial. Returns Ray's ResultGrid.
-
-    `train_fn` replaces cmda.train.run (tests); the trainer-config check only applies to the real trainer.
-    """
-    if train_fn is None:
-        check_trainer_config(spec)
-    connect(address, num_cpus=num_cpus)
-    check_cluster_resources(spec)
-    tuner = build_tuner(spec, train_fn=train_fn, extra_callbacks=extra_callbacks, verbose=verbose)
-    _save_sweep_copy(spec)
-    return tuner.fit()
+def check_cluster(spec: SweepSpec, address: str | None) -> None:
+    """After joining a cluster (its nodes are only known then), before any trial is created."""
+    if address is not None:
+        preflight.check_node_fit(spec, preflight.cluster_nodes(), autoscaling=preflight.autoscaling_cluster())
 
 
-def load_experiment_sweep(path: str | Path, sweep_file: str | Path | None = None) -> SweepSpec:
+def run_sweep(
+    spec: SweepSpec,
+    *,
+    address: str | None = None,
+    train_fn: TrainFn | None = None,
+    extra_callbacks: Sequence[Any] = (),
+    num_cpus: int | None = None,
+    verbose: int = 0,
+    resume_existing: bool = False,
+    live_interval_s: float = 30.0,
+) -> Any:
+    """Check, connect, and run every trial; returns Ray's ResultGrid. An existing experiment folder is
+    refused (or continued with `resume_existing`). `train_fn` replaces cmda.train.run in tests, which
+    also skips the trainer-config and data checks (they only apply to the real trainer)."""
+    exp = experiment_dir(spec)
+    if preflight.experiment_exists(exp):
+        if not resume_existing:
+            preflight.refuse_existing(spec, exp)
+        return resume_sweep(exp, address=address, train_fn=train_fn, num_cpus=num_cpus)
+    preflight_checks(spec, validate_trainer=train_fn is None, address=address, num_cpus=num_cpus)
+    started_ray = connect(address, num_cpus=num_cpus)
+    check_cluster(spec, address)
+    tuner = build_tuner(
+        spec,
+        train_fn=train_fn,
+        extra_callbacks=extra_callbacks,
+        verbose=verbose,
+        live_interval_s=live_interval_s,
+    )
+    save_sweep_copy(spec)
+    return _fit(tuner, spec.name, started_ray)
+
+
+def load_experiment_sweep(path: str, sweep_file: str | Path | None = None) -> SweepSpec:
     """The sweep an experiment folder was started from (its saved copy, or an explicit file)."""
+    if sweep_file is None and "://" in path:
+        raise FileNotFoundError(f"{path}: pass the original sweep file with --sweep for remote experiments")
     source = Path(sweep_file) if sweep_file is not None else Path(path) / SWEEP_COPY_NAME
     if not source.is_file():
         raise FileNotFoundError(
@@ -266,103 +280,96 @@ def load_experiment_sweep(path: str | Path, sweep_file: str | Path | None = None
     return load_sweep(source)
 
 
-def resume_sweep(path: str | Path, *, address: str | None = None, train_fn: TrainFn | None = None,
-                 sweep_file: str | Path | None = None, num_cpus: int | None = None) -> Any:
-    """Finish an interrupted sweep: unfinished and errored trials continue, finished ones are kept."""
+def resume_sweep(
+    path: str | Path,
+    *,
+    address: str | None = None,
+    train_fn: TrainFn | None = None,
+    sweep_file: str | Path | None = None,
+    num_cpus: int | None = None,
+    restart_errored: bool = False,
+) -> Any:
+    """Finish an interrupted sweep: unfinished trials continue from their last checkpoint, finished ones
+    are kept; errored ones continue from their checkpoint, or start over with `restart_errored`."""
     from ray import tune
 
     path_text = str(path) if "://" in str(path) else str(Path(path).expanduser().resolve())
     if not tune.Tuner.can_restore(path_text):
         raise FileNotFoundError(f"{path_text}: not a Ray Tune experiment folder (no tuner.pkl)")
     spec = load_experiment_sweep(path_text, sweep_file)
-    connect(address, num_cpus=num_cpus)
-    check_cluster_resources(spec)
-    tuner = tune.Tuner.restore(path_text, trainable=with_trial_resources(spec, train_fn), resume_errored=True)
-    return tuner.fit()
+    if "://" not in path_text:
+        clean_stale_tmp(path_text)
+    if address is None:
+        preflight.check_node_fit(spec, [preflight.local_node(num_cpus)])
+    started_ray = connect(address, num_cpus=num_cpus)
+    check_cluster(spec, address)
+    tuner = tune.Tuner.restore(
+        path_text,
+        trainable=with_trial_resources(spec, train_fn),
+        resume_errored=not restart_errored,
+        restart_errored=restart_errored,
+    )
+    return _fit(tuner, spec.name, started_ray)
+
+
+def _fit(tuner: Any, name: str, started_ray: bool) -> Any:
+    started = time.time()
+    try:
+        return tuner.fit()
+    finally:
+        remove_driver_staging(name, since=started)
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+
+
+def remove_driver_staging(name: str, since: float) -> list[Path]:
+    """Delete this run's staging copies under Ray's session folder on the driver node (`artifacts/<time>/
+    <name>`): storage holds everything once `fit` returns. Worker nodes' staging stays (Ray owns it)."""
+    try:
+        from ray.train._internal.storage import _get_ray_train_session_dir
+
+        root = Path(_get_ray_train_session_dir())
+    except Exception:  # noqa: BLE001 - no session (Ray not started): nothing to clean
+        return []
+    removed = []
+    for folder in root.glob(f"*/{name}"):
+        if folder.is_dir() and folder.stat().st_mtime >= since - 5:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
 
 
 @dataclass(frozen=True)
-class TrialStatus:
-    """One row of `cmda-tune status`."""
-
+class FailedTrial:
     name: str
-    variant: str
-    weight: float | None
-    seed: int
-    state: str
-    iteration: int | None
-    max_iters: int | None
-    best_miou18: float | None
-    num_failures: int
+    last_line: str
+    error_file: str
 
 
-def _latest_state_file(path: Path) -> Path:
-    # The timestamp in the name, not the mtime: Ray re-syncs every file of the folder at the end of a run.
-    files = sorted(path.glob("experiment_state-*.json"), key=lambda f: f.name)
-    if not files:
-        raise FileNotFoundError(f"{path}: no experiment_state-*.json; is this a Ray Tune experiment folder?")
-    return files[-1]
+def _error_text(result: Any) -> tuple[str, str]:
+    """(error file path, its text) of a Ray Result, through the Result's own filesystem."""
+    path = f"{result.path.rstrip('/')}/error.txt"
+    try:
+        with result.filesystem.open_input_stream(path) as handle:
+            return path, handle.readall().decode("utf-8", errors="replace")
+    except Exception:  # noqa: BLE001 - fall back to the error object Ray kept
+        return path, str(result.error or "")
 
 
-def _read_results(result_file: Path) -> list[dict[str, Any]]:
-    """Ray's result.json is one JSON object per line; a line cut by a crash is skipped."""
-    rows: list[dict[str, Any]] = []
-    if not result_file.is_file():
-        return rows
-    for line in result_file.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
+def failed_trials(grid: Any) -> list[FailedTrial]:
+    """Trials that ended in error, with the last line of their error (the exception's message)."""
+    out = []
+    for result in grid:
+        if result.error is None:
             continue
-    return rows
+        path, text = _error_text(result)
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        name = Path(result.path).name
+        out.append(FailedTrial(name, lines[-1] if lines else type(result.error).__name__, path))
+    return out
 
 
-def experiment_status(path: str | Path, metric: str = "miou18") -> list[TrialStatus]:
-    """Trial table read straight from the experiment folder: no Ray started, safe while a sweep runs."""
-    path = Path(path).expanduser().resolve()
-    state = json.loads(_latest_state_file(path).read_text())
-    rows: list[TrialStatus] = []
-    for trial_json, runtime_json in state.get("trial_data", []):
-        trial = json.loads(trial_json)
-        runtime = json.loads(runtime_json) if isinstance(runtime_json, str) else runtime_json
-        params = trial.get("evaluated_params") or {}
-        trial_dir = path / trial.get("relative_logdir", "")
-        if (trial_dir / "params.json").is_file():
-            params = json.loads((trial_dir / "params.json").read_text())
-        ablation = params.get("ablation", {})
-        results = _read_results(trial_dir / "result.json")
-        scores = [float(r[metric]) for r in results if isinstance(r.get(metric), (int, float))]
-        scores = [s for s in scores if not math.isnan(s)]
-        last = results[-1] if results else (runtime.get("last_result") or {})
-        rows.append(TrialStatus(
-            name=trial.get("custom_trial_name") or trial.get("trial_id", "?"),
-            variant=str(ablation.get("variant", "?")), weight=ablation.get("lambda"),
-            seed=int(params.get("seed", -1)), state=str(trial.get("status", "?")),
-            iteration=last.get("iteration"), max_iters=last.get("max_iters"),
-            best_miou18=max(scores) if scores else None,
-            num_failures=int(runtime.get("num_failures", 0)),
-        ))
-    return sorted(rows, key=lambda r: (-(r.best_miou18 if r.best_miou18 is not None else -1.0), r.name))
-
-
-def format_status(rows: Sequence[TrialStatus]) -> str:
-    """Fixed-width table, best trial first; `TERMINATED*` marks a trial stopped before max_iters."""
-    header = ("trial", "variant", "lambda", "seed", "state", "iteration", "best miou18", "failures")
-    lines = [header]
-    for r in rows:
-        state = r.state
-        if state == "TERMINATED" and r.iteration is not None and r.max_iters and r.iteration < r.max_iters:
-            state = "TERMINATED*"
-        lines.append((
-            r.name, r.variant, "-" if r.weight is None else f"{r.weight:g}", str(r.seed), state,
-            "-" if r.iteration is None else f"{r.iteration}/{r.max_iters or '?'}",
-            "-" if r.best_miou18 is None else f"{r.best_miou18:.4f}", str(r.num_failures),
-        ))
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    text = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines]
-    counts: dict[str, int] = {}
-    for r in rows:
-        counts[r.state] = counts.get(r.state, 0) + 1
-    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    text.append(f"{len(rows)} trials: {summary}; * = stopped early by the scheduler")
-    return "\n".join(text)
+def format_failures(failures: Sequence[FailedTrial]) -> str:
+    return "\n".join(f"FAILED {f.name}: {f.last_line}  ({f.error_file})" for f in failures)
