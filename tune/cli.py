@@ -127,7 +127,7 @@ def _plan(args: argparse.Namespace) -> int:
     if sec_per_iter is not None and not sec_per_iter > 0:
         raise SweepError(f"--sec-per-iter: expected a number > 0, got {sec_per_iter}")
     if args.measure:
-        sec_per_iter = measure_seconds_per_iter(check_trial_configs(spec)[0])
+        sec_per_iter = measure_seconds_per_iter(check_trial_configs(spec)[0], threads=int(spec.cpu))
     plan = make_plan(spec, sec_per_iter=sec_per_iter)
     print(json.dumps(plan.as_json(), indent=1) if args.json else format_plan(plan))
     return 0

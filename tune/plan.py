@@ -107,10 +107,22 @@ def checkpoint_bytes(config: dict[str, Any]) -> int:
     return 4 * params + 2 * buffers
 
 
-def measure_seconds_per_iter(config: dict[str, Any], steps: int = 3) -> float:
+def measure_seconds_per_iter(config: dict[str, Any], steps: int = 3, threads: int = 1) -> float:
     """Median seconds of one training step (source pass, teacher, ClassMix, mixed pass, both backwards and
     the optimizer) of the sweep's first trial on this machine's device, on one real batch held fixed, so
-    that data loading is not included; one warm-up step first."""
+    that data loading is not included; one warm-up step first. torch uses `threads` CPU threads, as a
+    trial does with its `resources.cpu`."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads))
+    try:
+        return _median_step_seconds(config, steps)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _median_step_seconds(config: dict[str, Any], steps: int) -> float:
     import torch
 
     from cmda.config import apply_overrides, config_from_dict
@@ -173,7 +185,7 @@ def make_plan(spec: SweepSpec, sec_per_iter: float | None = None, ckpt_bytes: in
         max_iters=spec.max_iters,
         iterations_to_end=to_end,
         iterations_expected=expected,
-        expected_share=expected / to_end if to_end else 1.0,
+        expected_share=per_trial / spec.max_iters,
         sec_per_iter=sec_per_iter,
         gpus_per_trial=spec.gpu,
         gpu_hours_to_end=hours(to_end, spec.gpu),
