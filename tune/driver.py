@@ -6,6 +6,7 @@ The experiment folder is Ray Tune's own layout; we add `sweep.yaml` (the validat
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
@@ -338,6 +339,8 @@ def remove_driver_staging(name: str, since: float) -> list[Path]:
         if folder.is_dir() and folder.stat().st_mtime >= since - 5:
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
+            with contextlib.suppress(OSError):
+                folder.parent.rmdir()  # the run's timestamp folder, when nothing else is in it
     return removed
 
 
