@@ -34,8 +34,9 @@ def contract_trainer(config: dict[str, Any], report: Any = None, resume_from: st
     """Stand-in for cmda.train.run: deterministic mIoU from the lambdas, a checkpoint per evaluation.
 
     `config["test"]` steers it: `sleep_s` per evaluation, `fail_marker` (raise once, after the 2nd evaluation,
-    when the file is absent), `nan_at` (raise the trainer's NonFiniteLossError at that iteration), `log`
-    (append every call's start iteration to this file), `slow_by_lambda`.
+    when the file is absent), `nan_at` (raise the trainer's NonFiniteLossError at that iteration; only while
+    the file `nan_marker` is absent, when given), `log` (append every call's start iteration to this file),
+    `slow_by_lambda`.
     """
     options = config.get("test", {})
     max_iters, interval = config["train"]["max_iters"], config["train"]["eval_interval"]
@@ -55,9 +56,12 @@ def contract_trainer(config: dict[str, Any], report: Any = None, resume_from: st
     for iteration in range(start + interval, max_iters + 1, interval):
         time.sleep(sleep_s)
         train_s += sleep_s
-        if options.get("nan_at") == iteration:
+        nan_marker = options.get("nan_marker")
+        if options.get("nan_at") == iteration and not (nan_marker and os.path.exists(nan_marker)):
             from cmda.uda.dacs import NonFiniteLossError
 
+            if nan_marker:
+                Path(nan_marker).touch()
             raise NonFiniteLossError(f"loss 'src_fusion' is nan at iteration {iteration}")
         with open(work_dir / "log.csv", "a") as handle:
             handle.write(f"{iteration},{quality}\n")
@@ -213,29 +217,35 @@ def test_asha_stops_weak_trials_and_storage_keeps_only_checkpoints_and_small_fil
 
 
 def test_retries_transient_failures_but_not_deterministic_ones(cluster, tmp_path: Path, capsys) -> None:
-    """A RuntimeError is retried from its checkpoint; a non-finite loss ends its trial at once, and the
-    command reports it (one line per failed trial) and exits non-zero."""
+    """A non-finite loss ends its trial at once although max_failures allows retries, and the command
+    reports it (one line per failed trial) and exits non-zero; `resume --restart-errored` starts the errored
+    trial over. A RuntimeError is retried from the trial's checkpoint."""
     overrides = {
         "test.sleep_s": 0.05,
-        "test.fail_marker": str(tmp_path / "failed_once"),
         "test.log": str(tmp_path / "starts.log"),
         "test.nan_at": 4,
+        "test.nan_marker": str(tmp_path / "nan_once"),
     }
     grid = {"grid": {"variants": [{"variant": "fusion_st", "lambda_scales": [1.0]}], "seeds": [0]}}
     spec = load_sweep(
-        write_sweep(tmp_path, "retry", overrides=overrides, search=grid, failure={"max_failures": 3})
+        write_sweep(tmp_path, "nan", overrides=overrides, search=grid, failure={"max_failures": 3})
     )
     result = run(spec)
     assert result.num_errors == 1
-    (trial_dir,) = trial_dirs(Path(experiment_dir(spec))).values()
+    exp = Path(experiment_dir(spec))
+    (trial_dir,) = trial_dirs(exp).values()
     assert [row["iteration"] for row in result_rows(trial_dir)] == [2]
-    starts = (tmp_path / "starts.log").read_text().splitlines()
-    assert len(starts) == 1  # the NaN was not retried although max_failures is 3
+    assert len((tmp_path / "starts.log").read_text().splitlines()) == 1  # not retried, max_failures 3
     (failed,) = failed_trials(result)
     assert failed.last_line.endswith("NonFiniteLossError: loss 'src_fusion' is nan at iteration 4")
     assert Path(failed.error_file).is_file()
     assert _exit_for(result) == 1
     assert f"FAILED {trial_dir.name}: " in capsys.readouterr().err
+
+    resumed = resume_sweep(exp, train_fn=contract_trainer, restart_errored=True)
+    assert resumed.num_errors == 0 and _exit_for(resumed) == 0
+    starts = [int(line.split()[1]) for line in (tmp_path / "starts.log").read_text().splitlines()]
+    assert starts == [0, 0]  # started over from scratch, not from its checkpoint of iteration 2
 
     spec = load_sweep(
         write_sweep(
@@ -409,23 +419,21 @@ def test_real_trainer_on_synthetic_data(cluster, tmp_path: Path, synthetic_root:
                 "name": "real",
                 "base_config": str(repo / "configs" / "demo.yaml"),
                 "overrides": overrides,
-                "search": {"grid": {"variants": ["none", "fusion_st"], "seeds": [0]}},
+                "search": {"grid": {"variants": ["fusion_st"], "seeds": [0]}},
                 "resources": {"cpu": 1},
-                "max_concurrent_trials": 2,
                 "storage_path": str(tmp_path / "results"),
             }
         )
     )
     spec = load_sweep(sweep_file)
-    grid = run_sweep(spec, num_cpus=2, live_interval_s=0)
+    grid = run_sweep(spec, live_interval_s=0)
     assert grid.num_errors == 0, [r.error for r in grid]
     for result in grid:
         history = result.metrics_dataframe
         assert list(history["iteration"]) == [2, 4]
         assert history["miou18"].between(0.0, 100.0).all()  # percent, like the paper's tables
-        if result.config["ablation"]["variant"] == "fusion_st":
-            assert "loss/fusion_st" in history.columns
-            assert result.config["ablation"]["lambdas"] == {"fusion_st": 0.05}
+        assert "loss/fusion_st" in history.columns
+        assert result.config["ablation"]["lambdas"] == {"fusion_st": 0.05}
         with result.checkpoint.as_directory() as ckpt:
             resolved = yaml.safe_load((Path(ckpt) / "resolved_config.yaml").read_text())
         assert resolved["uda"]["feature_loss"]["variant"] == result.config["ablation"]["variant"]
@@ -436,3 +444,6 @@ def test_real_trainer_on_synthetic_data(cluster, tmp_path: Path, synthetic_root:
     checkpoints = sum(p.stat().st_size for p in exp.rglob("checkpoint_*/**/*") if p.is_file())
     assert checkpoints <= total <= 1.10 * checkpoints, (total, checkpoints)
     assert not left_in_scratch(scratch, exp)
+    from ray.train._internal.storage import _get_ray_train_session_dir
+
+    assert not list(Path(_get_ray_train_session_dir()).glob("*/real"))  # the driver's staging copies are gone
