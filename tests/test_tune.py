@@ -266,6 +266,8 @@ def test_retries_transient_failures_but_not_deterministic_ones(cluster, tmp_path
     starts = [int(line.split()[1]) for line in (tmp_path / "starts2.log").read_text().splitlines()]
     assert starts == [0, 4]  # restarted once, from the checkpoint of iteration 4
     assert experiment_status(Path(experiment_dir(spec)))[0].num_failures == 1
+    logged = [line.split(",")[0] for line in (trial_dir / "log.csv").read_text().splitlines()]
+    assert logged == ["2", "4", "6", "8"]  # the retry continued the log it carried in its checkpoint
 
 
 class InterruptOnce(tune.Callback):

@@ -40,6 +40,9 @@ RESOLVED_CONFIG_NAME = "resolved_config.yaml"
 SMALL_FILES = ("log.csv", "tensorboard")
 """What of the trainer's work dir reaches the experiment folder (besides Ray's kept checkpoints)."""
 SCRATCH_ENV = "CMDA_SCRATCH"
+LOGS_IN_CHECKPOINT = "trial_logs"
+"""The small files also travel inside each reported checkpoint: a trial resumed from a checkpoint (on any
+node, in a fresh scratch folder) continues its log.csv from there instead of starting a new, shorter one."""
 
 
 class DeterministicTrialError(RuntimeError):
@@ -149,8 +152,9 @@ def artifact_dir(context: Any) -> Path:
 
 
 def publish_small_files(work_dir: Path, destination: Path) -> None:
-    """Copy the trainer's log.csv and TensorBoard events into the artifact folder (each copy replaces the
-    previous one atomically, so a concurrent upload sees a whole file)."""
+    """Copy the trainer's log.csv and TensorBoard events to `destination` (the artifact folder, or a
+    checkpoint's LOGS_IN_CHECKPOINT folder); each copy replaces the previous one atomically, so a concurrent
+    upload sees a whole file."""
     for name in SMALL_FILES:
         source = work_dir / name
         if source.is_file():
@@ -202,26 +206,30 @@ def make_trainable(train_fn: TrainFn | None = None) -> Callable[[dict[str, Any]]
                     tune.report(clean)
                     return
                 write_yaml_atomic(Path(checkpoint_dir) / RESOLVED_CONFIG_NAME, config)
+                publish_small_files(work_dir, Path(checkpoint_dir) / LOGS_IN_CHECKPOINT)
                 tune.report(clean, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
                 if _inside(Path(checkpoint_dir), work_dir):
                     shutil.rmtree(checkpoint_dir, ignore_errors=True)  # Ray holds its copy in storage now
 
             try:
-                run_trainer(fn, config, report, tune.get_checkpoint())
+                run_trainer(fn, config, report, tune.get_checkpoint(), work_dir)
             finally:
                 publish_small_files(work_dir, artifacts)
 
     return cmda_trial
 
 
-def run_trainer(fn: TrainFn, config: dict[str, Any], report: Callable[..., None], checkpoint: Any) -> None:
-    """Train (from `checkpoint` when Ray restores one); deterministic failures are re-raised as
-    DeterministicTrialError."""
+def run_trainer(
+    fn: TrainFn, config: dict[str, Any], report: Callable[..., None], checkpoint: Any, work_dir: Path
+) -> None:
+    """Train (from `checkpoint` when Ray restores one, with the logs it carries put back into the work dir);
+    deterministic failures are re-raised as DeterministicTrialError."""
     try:
         if checkpoint is None:
             fn(config, report=report, resume_from=None)
             return
         with checkpoint.as_directory() as resume_dir:
+            publish_small_files(Path(resume_dir) / LOGS_IN_CHECKPOINT, work_dir)
             fn(config, report=report, resume_from=resume_dir)
     except Exception as exc:
         if is_deterministic(exc):
