@@ -97,12 +97,16 @@ def cluster(scratch: Path):
     processes inherit this environment (set before they start)."""
     from ray.cluster_utils import Cluster
 
-    os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = "0.1"
-    os.environ["RAY_CHDIR_TO_TRIAL_DIR"] = "0"
-    os.environ["CMDA_SCRATCH"] = str(scratch)
-    # These trials checkpoint every few milliseconds, so Ray's (correct) excessive-sync warning would
-    # fire on every report here; a real sweep evaluates every few minutes.
-    os.environ["TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S"] = "0"
+    environment = {
+        "TUNE_GLOBAL_CHECKPOINT_S": "0.1",
+        "RAY_CHDIR_TO_TRIAL_DIR": "0",
+        "CMDA_SCRATCH": str(scratch),
+        # These trials checkpoint every few milliseconds, so Ray's (correct) excessive-sync warning would
+        # fire on every report here; a real sweep evaluates every few minutes.
+        "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+    }
+    saved = {key: os.environ.get(key) for key in environment}
+    os.environ.update(environment)
     if ray.is_initialized():
         ray.shutdown()
     sim = Cluster(
@@ -113,6 +117,11 @@ def cluster(scratch: Path):
     finally:
         ray.shutdown()
         sim.shutdown()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def write_sweep(tmp_path: Path, name: str, **fields: Any) -> Path:
