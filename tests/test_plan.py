@@ -107,3 +107,19 @@ def test_measure_times_a_training_step(tiny_sweep: Path, capsys) -> None:
     plan = json.loads(capsys.readouterr().out)
     assert 0 < plan["sec_per_iter"] < 60
     assert plan["trial_hours_to_end"] == pytest.approx(2 * plan["sec_per_iter"] / 3600)
+
+
+def test_plan_rejects_a_trial_config_the_trainer_would_reject(tmp_path: Path, capsys) -> None:
+    sweep = tmp_path / "typo.yaml"
+    sweep.write_text(
+        yaml.safe_dump(
+            {
+                "base_config": str(REPO / "configs" / "demo.yaml"),
+                "overrides": {"train.max_iter": 10},
+                "search": {"grid": {"variants": ["none"]}},
+            }
+        )
+    )
+    assert main(["plan", str(sweep), "--json"]) == 2
+    err = capsys.readouterr().err
+    assert "max_iter" in err and str(sweep) in err and "trial none" in err

@@ -119,16 +119,17 @@ def _status(path: str) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from tune.plan import format_plan, make_plan, measure_seconds_per_iter
+    from tune.plan import checkpoint_bytes, format_plan, make_plan, measure_seconds_per_iter
     from tune.preflight import check_trial_configs
 
     spec = load_sweep(args.sweep_file)
     sec_per_iter = args.sec_per_iter
     if sec_per_iter is not None and not sec_per_iter > 0:
         raise SweepError(f"--sec-per-iter: expected a number > 0, got {sec_per_iter}")
+    first = check_trial_configs(spec)[0]  # every trial's config is valid, or the error names it
     if args.measure:
-        sec_per_iter = measure_seconds_per_iter(check_trial_configs(spec)[0], threads=int(spec.cpu))
-    plan = make_plan(spec, sec_per_iter=sec_per_iter)
+        sec_per_iter = measure_seconds_per_iter(first, threads=int(spec.cpu))
+    plan = make_plan(spec, sec_per_iter=sec_per_iter, ckpt_bytes=checkpoint_bytes(first))
     print(json.dumps(plan.as_json(), indent=1) if args.json else format_plan(plan))
     return 0
 
