@@ -60,7 +60,7 @@ def trial_name_creator(trial: Any) -> str:
 
 
 def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None) -> bool:
-    """Start a local Ray (address None) or join a running cluster; True when this call started Ray."""
+    """Start a private local Ray (address None) or join a running cluster; True when this call connected."""
     import ray
 
     if ray.is_initialized():
@@ -68,7 +68,15 @@ def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: i
     runtime_env = {"env_vars": dict(TRIAL_ENV)}
     os.environ.update(TRIAL_ENV)
     if address is None:
-        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, runtime_env=runtime_env, include_dashboard=False)
+        # "local" always starts a private instance: without it ray.init() attaches to whatever Ray was
+        # last started on this machine (another user's sweep, a test cluster) and dies with it.
+        ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            runtime_env=runtime_env,
+            include_dashboard=False,
+        )
         return True
     try:
         ray.init(address=address, runtime_env=runtime_env)
