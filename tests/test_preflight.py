@@ -148,3 +148,13 @@ def test_optuna_sweeps_validate_each_variant_at_both_ends_of_its_range(tmp_path:
         ("fusion_st", {"fusion_st": 0.2}, 1),
     ]
     assert len(preflight.check_trial_configs(spec)) == 6
+
+
+def test_a_local_sweep_starts_its_own_ray_never_one_found_on_the_machine(monkeypatch) -> None:
+    from tune.driver import connect
+
+    calls: list[dict] = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))
+    assert connect(None, num_cpus=2) is True
+    assert calls[0]["address"] == "local" and calls[0]["num_cpus"] == 2
