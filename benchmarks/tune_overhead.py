@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tune.driver import experiment_dir, run_sweep  # noqa: E402
-from tune.sweep import SchedulerSpec, SweepSpec, load_sweep  # noqa: E402
+from tune.sweep import SchedulerSpec, SweepSpec, lambda_text, load_sweep  # noqa: E402
 
 
 def standin_trainer(config: dict[str, Any], report: Any = None, resume_from: str | None = None) -> dict:
@@ -36,7 +36,8 @@ def standin_trainer(config: dict[str, Any], report: Any = None, resume_from: str
     train = config["train"]
     seconds_per_iter = float(config.get("bench", {}).get("seconds_per_iter", 0.02))
     variant = config["uda"]["feature_loss"]["variant"]
-    weight = config["uda"]["feature_loss"]["weight"] or 0.1
+    lambdas = config["uda"]["feature_loss"]["lambdas"] or {"none": 0.05}
+    weight = max(lambdas.values()) or 0.05
     quality = 0.3 + 0.2 * (zlib.crc32(variant.encode()) % 100) / 100 - 0.1 * abs(math.log10(weight) + 1.3)
     start = 0 if resume_from is None else json.loads((Path(resume_from) / "state.json").read_text())["it"]
     train_s = 0.0
@@ -54,7 +55,7 @@ def standin_trainer(config: dict[str, Any], report: Any = None, resume_from: str
 
 def measure(spec: SweepSpec, train_fn: Any) -> dict[str, Any]:
     started = time.perf_counter()
-    grid = run_sweep(spec, train_fn=train_fn, verbose=0)
+    grid = run_sweep(spec, train_fn=train_fn, live_interval_s=0)
     wall = time.perf_counter() - started
     train_s = sum(r.metrics["time/train_s"] for r in grid)
     iterations = sum(r.metrics["iteration"] for r in grid)
@@ -63,7 +64,7 @@ def measure(spec: SweepSpec, train_fn: Any) -> dict[str, Any]:
     concurrency = spec.max_concurrent_trials or 1
     return {"wall_s": wall, "train_s": train_s, "ideal_s": train_s / concurrency, "iterations": iterations,
             "trials": len(grid), "errors": grid.num_errors,
-            "best": f"{ablation['variant']} (lambda {ablation['lambda']})",
+            "best": f"{ablation['variant']} (lambda {lambda_text(ablation)})",
             "best_miou18": best.metrics["miou18"]}
 
 

@@ -68,7 +68,7 @@ def write_sweep(folder: Path, name: str, storage: str, **fields: Any) -> Path:
                                     "train": {"max_iters": 8, "eval_interval": 2, "device": "auto"}}))
     raw: dict[str, Any] = {
         "name": name, "base_config": str(base), "overrides": {"test.sleep_s": 0.2},
-        "search": {"grid": {"variants": ["fusion_st"], "lambdas": [0.1, 0.5, 0.9], "seeds": [0]}},
+        "search": {"grid": {"variants": ["fusion_st"], "lambda_scales": [1.0, 5.0, 9.0], "seeds": [0]}},
         "scheduler": {"type": "none"}, "resources": {"cpu": 1}, "max_concurrent_trials": 2,
         "storage_path": storage, "failure": {"max_failures": 2}, "checkpoint": {"num_to_keep": 1},
     }
@@ -88,7 +88,7 @@ def main(argv: list[str]) -> int:
     from tune.sweep import load_sweep
 
     sweep_file, address = argv
-    run_sweep(load_sweep(sweep_file, known_variants=("none", "fusion_st")), address=address,
+    run_sweep(load_sweep(sweep_file), address=address,
               train_fn=standin_trainer, verbose=0)
     return 0
 

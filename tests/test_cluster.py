@@ -90,8 +90,9 @@ def test_trials_on_both_nodes_survive_losing_the_worker_and_keep_every_file(
     record = tmp_path / "starts.jsonl"
     path = write_sweep(tmp_path, "two_nodes", f"{s3_bucket}/two_nodes",
                        overrides={"test.sleep_s": 0.5, "test.record": str(record), "train.max_iters": 12},
-                       search={"grid": {"variants": ["fusion_st"], "lambdas": [0.1, 0.5], "seeds": [0]}})
-    spec = load_sweep(path, known_variants=VARIANTS)
+                       search={"grid": {"variants": ["fusion_st"], "lambda_scales": [1.0, 5.0],
+                                        "seeds": [0]}})
+    spec = load_sweep(path)
     uri = experiment_dir(spec)
 
     def kill_worker_mid_trial() -> None:
@@ -140,8 +141,9 @@ def test_sweep_into_a_bucket_survives_a_killed_driver(cluster: Any, tmp_path: Pa
     record = tmp_path / "starts.jsonl"
     path = write_sweep(tmp_path, "bucket", s3_bucket, max_concurrent_trials=1,
                        overrides={"test.sleep_s": 0.5, "test.record": str(record)},
-                       search={"grid": {"variants": ["fusion_st"], "lambdas": [0.1, 0.5], "seeds": [0]}})
-    spec = load_sweep(path, known_variants=VARIANTS)
+                       search={"grid": {"variants": ["fusion_st"], "lambda_scales": [1.0, 5.0],
+                                        "seeds": [0]}})
+    spec = load_sweep(path)
     uri = experiment_dir(spec)
     # Snapshots once a second rather than every 0.1 s: Ray rewrites its state file in place while it may
     # be uploading it, and a kill during that upload leaves it cut short (see check_restorable_state).
@@ -226,14 +228,13 @@ def test_trials_see_exactly_the_gpus_ray_assigned(cluster: Any, tmp_path: Path) 
     add_worker(cluster, "gpu", num_cpus=2, num_gpus=2)
     record = tmp_path / "gpus.jsonl"
     overrides = {"test.sleep_s": 0.0, "test.record": str(record), "train.max_iters": 2}
-    one = {"grid": {"variants": ["fusion_st"], "lambdas": [0.1], "seeds": [0]}}
+    one = {"grid": {"variants": ["fusion_st"], "lambda_scales": [1.0], "seeds": [0]}}
+    # 2 CPUs: only the GPU node can hold it
     cpu_only = load_sweep(write_sweep(tmp_path, "cpu_on_gpu_node", str(tmp_path / "results"), search=one,
-                                      overrides=overrides, resources={"cpu": 2, "gpu": 0}),
-                          known_variants=VARIANTS)  # 2 CPUs: only the GPU node can hold it
+                                      overrides=overrides, resources={"cpu": 2, "gpu": 0}))
     assert run_sweep(cpu_only, train_fn=standin_trainer, verbose=0).num_errors == 0
     halves = load_sweep(write_sweep(tmp_path, "half_gpus", str(tmp_path / "results"), overrides=overrides,
-                                    resources={"cpu": 0.5, "gpu": 0.5}, max_concurrent_trials=3),
-                        known_variants=VARIANTS)
+                                    resources={"cpu": 0.5, "gpu": 0.5}, max_concurrent_trials=3))
     assert run_sweep(halves, train_fn=standin_trainer, verbose=0).num_errors == 0
     seen = records(record)
     assert len(seen) == 4

@@ -1,37 +1,81 @@
-"""`cmda-tune`: run a sweep file, resume an interrupted one, or print the status of an experiment folder."""
+"""`cmda-tune`: plan a sweep file, run it, resume an interrupted one, or print an experiment's status.
+
+Exit status: 0 when everything asked for succeeded; 1 when a trial ended in error (one line per failed trial
+is printed: its name, the error's last line and the path of its error file); 2 when the sweep file, the
+trainer configs, the data, the storage or the cluster were rejected before anything ran.
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from tune.experiment import ExperimentError
 from tune.paths import parse_path_map_options
-from tune.sweep import GridSearch, SweepError, SweepSpec, load_sweep
+from tune.sweep import SweepError, describe, load_sweep
+
+EXIT_TRIAL_ERRORS = 1
+EXIT_REJECTED = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cmda-tune", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="cmda-tune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     sweep = sub.add_parser("sweep", help="run every trial of a sweep file")
     sweep.add_argument("sweep_file", help="configs/sweeps/*.yaml")
-    sweep.add_argument("--address", default=None,
-                       help="Ray cluster to join: 'auto' or 'ray://host:10001' (default: a local Ray)")
+    sweep.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster to join: 'auto' or 'ray://host:10001' (default: a local Ray)",
+    )
     sweep.add_argument("--name", default=None, help="experiment name (overrides the sweep file's)")
-    sweep.add_argument("--storage", default=None,
-                       help="results folder or URI shared by all nodes (overrides storage_path)")
-    sweep.add_argument("--check", action="store_true", help="validate the sweep file and exit")
-    sweep.add_argument("--path-map", action="append", default=[], metavar="LOCAL=CLUSTER",
-                       help="data/weights under folder LOCAL are at CLUSTER on the cluster's nodes "
-                            "(repeatable; adds to the sweep's path_map)")
+    sweep.add_argument(
+        "--storage", default=None, help="results folder or URI shared by all nodes (overrides storage_path)"
+    )
+    sweep.add_argument(
+        "--check",
+        action="store_true",
+        help="run every pre-flight check (sweep, trainer configs, data, storage) and exit",
+    )
+    sweep.add_argument(
+        "--resume",
+        action="store_true",
+        help="if the experiment folder exists, continue it instead of refusing",
+    )
+    sweep.add_argument(
+        "--path-map",
+        action="append",
+        default=[],
+        metavar="LOCAL=CLUSTER",
+        help="data/weights under folder LOCAL are at CLUSTER on the cluster's nodes (repeatable; adds to "
+        "the sweep's path_map)",
+    )
+
+    plan = sub.add_parser("plan", help="trials in launch order, compute and storage, without starting Ray")
+    plan.add_argument("sweep_file")
+    plan.add_argument("--json", action="store_true", help="print one JSON object")
+    speed = plan.add_mutually_exclusive_group()
+    speed.add_argument("--sec-per-iter", type=float, default=None, help="seconds per trainer iteration")
+    speed.add_argument(
+        "--measure", action="store_true", help="time a few training steps of the first trial on this machine"
+    )
 
     resume = sub.add_parser("resume", help="finish an interrupted sweep without re-running finished trials")
     resume.add_argument("experiment_dir")
     resume.add_argument("--address", default=None)
     resume.add_argument("--sweep", default=None, help="the sweep file, when the folder holds no sweep.yaml")
+    resume.add_argument(
+        "--restart-errored",
+        action="store_true",
+        help="start errored trials over from scratch (default: continue from their checkpoint)",
+    )
 
     status = sub.add_parser("status", help="table of trials in an experiment folder (does not start Ray)")
     status.add_argument("experiment_dir")
@@ -40,38 +84,72 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from tune import driver
+    from tune import driver, preflight
 
     try:
         if args.command == "status":
-            print(driver.format_status(driver.experiment_status(args.experiment_dir)))
-            return 0
+            return _status(args.experiment_dir)
+        if args.command == "plan":
+            return _plan(args)
         if args.command == "resume":
-            driver.resume_sweep(args.experiment_dir, address=args.address, sweep_file=args.sweep)
-            print(driver.format_status(driver.experiment_status(args.experiment_dir)))
-            return 0
+            grid = driver.resume_sweep(
+                args.experiment_dir,
+                address=args.address,
+                sweep_file=args.sweep,
+                restart_errored=args.restart_errored,
+            )
+            _status(args.experiment_dir)
+            return _exit_for(grid)
         spec = load_sweep(args.sweep_file)
         changes = {k: v for k, v in (("name", args.name), ("storage_path", args.storage)) if v is not None}
         if args.path_map:
             changes["path_map"] = {**spec.path_map, **parse_path_map_options(args.path_map)}
         spec = dataclasses.replace(spec, **changes)
         if args.check:
-            print(f"{spec.path}: OK ({_describe(spec)})")
+            driver.preflight_checks(spec, validate_trainer=True, address=args.address)
+            print(f"{spec.path}: OK ({describe(spec)})")
             return 0
-        driver.run_sweep(spec, address=args.address)
-        print(driver.format_status(driver.experiment_status(driver.experiment_dir(spec))))
-        print(f"experiment folder: {driver.experiment_dir(spec)}")
-        return 0
-    except (SweepError, driver.ClusterError, ExperimentError, FileNotFoundError, ImportError) as exc:
+        grid = driver.run_sweep(spec, address=args.address, resume_existing=args.resume)
+        exp = driver.experiment_dir(spec)
+        _status(exp)
+        print(f"experiment folder: {exp}")
+        return _exit_for(grid)
+    except (SweepError, preflight.ClusterError, ExperimentError, FileNotFoundError, ImportError) as exc:
         print(f"cmda-tune: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_REJECTED
 
 
-def _describe(spec: SweepSpec) -> str:
-    search = spec.search
-    if isinstance(search, GridSearch):
-        return f"grid of {search.num_trials} trials"
-    return f"optuna with {search.num_samples} trials"
+def _status(location: str) -> int:
+    from tune.status import status_table
+
+    print(status_table(location))
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from tune.plan import checkpoint_bytes, format_plan, make_plan, measure_seconds_per_iter
+    from tune.preflight import check_trial_configs
+
+    spec = load_sweep(args.sweep_file)
+    sec_per_iter = args.sec_per_iter
+    if sec_per_iter is not None and not sec_per_iter > 0:
+        raise SweepError(f"--sec-per-iter: expected a number > 0, got {sec_per_iter}")
+    first = check_trial_configs(spec)[0]  # every trial's config is valid, or the error names it
+    if args.measure:
+        sec_per_iter = measure_seconds_per_iter(first, threads=int(spec.cpu))
+    plan = make_plan(spec, sec_per_iter=sec_per_iter, ckpt_bytes=checkpoint_bytes(first))
+    print(json.dumps(plan.as_json(), indent=1) if args.json else format_plan(plan))
+    return 0
+
+
+def _exit_for(grid: Any) -> int:
+    from tune.driver import failed_trials, format_failures
+
+    failures = failed_trials(grid)
+    if failures:
+        print(format_failures(failures), file=sys.stderr)
+        return EXIT_TRIAL_ERRORS
+    return 0
 
 
 if __name__ == "__main__":

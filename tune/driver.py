@@ -1,14 +1,18 @@
-"""Sweep spec -> Ray Tune Tuner: construction, cluster checks, run and resume.
+"""Sweep spec -> Ray Tune Tuner: pre-flight checks, construction, run, resume, and the failure summary.
 
-The experiment folder is Ray Tune's own on-disk format; we add `sweep.yaml` (a copy of the sweep file,
-plus the resolved base config path) so that `resume` and `status` need nothing but the folder.
+The experiment folder is Ray Tune's own layout; we add `sweep.yaml` (the validated sweep with its resolved
+`metric`, `mode` and `target`) so that `resume`, `status` and the analysis need nothing but the folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
+import logging
 import os
+import shutil
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,58 +20,70 @@ from typing import Any
 
 import yaml
 
-from tune.experiment import Experiment, ExperimentError, normalize_location, open_experiment
-from tune.paths import FILE, TrialPath, resolve_sweep_paths, sweep_paths
+from cmda.io import clean_stale_tmp
+from tune import preflight
+from tune.experiment import Experiment, ExperimentError, error_summary, normalize_location, open_experiment
+from tune.paths import FILE, TrialPath, missing_paths, resolve_sweep_paths, sweep_paths
+from tune.preflight import ClusterError
+from tune.progress import LiveTable
 from tune.remote import check_paths_where_trials_run, is_client_address
-from tune.status import TrialStatus, experiment_status, format_status  # noqa: F401 - re-exported
-from tune.sweep import (
-    GridSearch,
-    OptunaSpec,
-    SweepError,
-    SweepSpec,
-    common_params,
-    grid_param_space,
-    load_sweep,
-    parse_sweep,
-)
-from tune.trainable import TrainFn, make_trainable, resolve_trial_config
+from tune.status import SWEEP_COPY_NAME
+from tune.sweep import SweepError, SweepSpec, load_sweep, parse_sweep
+from tune.trainable import TrainFn, make_trainable
 
-SWEEP_COPY_NAME = "sweep.yaml"
+log = logging.getLogger(__name__)
 # Trials resolve relative data paths against the driver's cwd: keep Ray from chdir-ing into trial folders.
 TRIAL_ENV = {"RAY_CHDIR_TO_TRIAL_DIR": "0"}
-
-
-class ClusterError(RuntimeError):
-    """No cluster to connect to, or one that cannot host the sweep's trials."""
+__all__ = [
+    "ClusterError",
+    "SweepError",
+    "run_sweep",
+    "resume_sweep",
+    "failed_trials",
+    "format_failures",
+    "experiment_dir",
+    "trial_label",
+]
 
 
 def trial_label(config: dict[str, Any]) -> str:
     """Readable trial name: variant, lambda and seed are what a person scans a table for."""
     ablation = config.get("ablation", {})
+    seed = config.get("seed", 0)
     if ablation.get("variant") == "none":
-        return f"none_s{config.get('seed', 0)}"
-    lam = ablation.get("lambda")
-    lam_text = "default" if lam is None else f"{lam:g}"
-    return f"{ablation.get('variant', 'trial')}_l{lam_text}_s{config.get('seed', 0)}"
+        return f"none_s{seed}"
+    scale = ablation.get("lambda_scale")
+    lam = (
+        f"x{scale:g}"
+        if scale is not None
+        else "l" + "-".join(f"{v:g}" for _, v in sorted((ablation.get("lambdas") or {}).items()))
+    )
+    return f"{ablation.get('variant', 'trial')}_{lam}_s{seed}"
 
 
 def trial_name_creator(trial: Any) -> str:
     return f"{trial_label(trial.config)}_{trial.trial_id}"
 
 
-def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None) -> None:
-    """Start a local Ray (address None) or join a running cluster ('auto', 'ray://host:10001', ...)."""
+def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None) -> bool:
+    """Start a private local Ray (address None) or join a running cluster; True when this call connected."""
     import ray
 
     if ray.is_initialized():
-        return
+        return False
     runtime_env = {"env_vars": dict(TRIAL_ENV)}
     os.environ.update(TRIAL_ENV)
     if address is None:
-        # "local": a Ray of our own, never a cluster that happens to run on this machine (Ray would join it)
-        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, runtime_env=runtime_env,
-                 include_dashboard=False)
-        return
+        # "local" always starts a private instance: without it ray.init() attaches to whatever Ray was
+        # last started on this machine (another user's sweep, a test cluster) and dies with it.
+        ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            runtime_env=runtime_env,
+            include_dashboard=False,
+        )
+        return True
     try:
         ray.init(address=address, runtime_env=runtime_env)
     except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -76,75 +92,23 @@ def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: i
             "Start one first (`ray start --head`, `ray up configs/cluster/cluster.yaml`) or drop --address "
             "to run locally."
         ) from exc
-
-
-def check_cluster_resources(spec: SweepSpec, resources: dict[str, float] | None = None) -> None:
-    """Refuse a sweep whose trials can never be placed (e.g. GPUs asked on a CPU-only cluster)."""
-    if resources is None:
-        import ray
-
-        resources = ray.cluster_resources()
-    have_gpu = float(resources.get("GPU", 0.0))
-    have_cpu = float(resources.get("CPU", 0.0))
-    if spec.gpu > have_gpu:
-        raise ClusterError(
-            f"{spec.path}: field 'resources.gpu': each trial asks for {spec.gpu:g} GPU but the cluster has "
-            f"{have_gpu:g}; set resources.gpu: 0 to train on CPU or connect to a GPU cluster (--address)"
-        )
-    if spec.cpu > have_cpu:
-        raise ClusterError(
-            f"{spec.path}: field 'resources.cpu': each trial asks for {spec.cpu:g} CPUs but the cluster "
-            f"has {have_cpu:g}"
-        )
+    return True
 
 
 def build_scheduler(spec: SweepSpec) -> Any:
-    """Ray's (stopping) ASHA or our per-configuration ASHA on the `iteration` metric, or no scheduler."""
-    if spec.scheduler.type == "none":
-        return None
+    from tune.schedulers import build_scheduler as make
+
     s = spec.scheduler
-    if s.type == "per_config_asha":
-        from tune.schedulers import PerConfigASHA
-
-        seeds = len(spec.search.seeds) if isinstance(spec.search, GridSearch) else 1
-        return PerConfigASHA(time_attr=s.time_attr, grace_period=s.grace_period, max_t=s.max_t,
-                             reduction_factor=s.reduction_factor, seeds_per_config=seeds)
-    from ray.tune.schedulers import ASHAScheduler
-
-    return ASHAScheduler(time_attr=s.time_attr, max_t=s.max_t, grace_period=s.grace_period,
-                         reduction_factor=s.reduction_factor)
-
-
-@dataclass(frozen=True)
-class OptunaSpace:
-    """Define-by-run space: lambda is only sampled for variants that have one (the baseline has none).
-
-    A module-level class rather than a closure: Ray saves the searcher with plain pickle.
-    """
-
-    opt: OptunaSpec
-    common: dict[str, Any]
-
-    def __call__(self, trial: Any) -> dict[str, Any]:
-        variant = trial.suggest_categorical("optuna/variant", list(self.opt.variants))
-        weight = None
-        if variant in self.opt.ranges:
-            rng = self.opt.ranges[variant]
-            weight = trial.suggest_float(f"optuna/lambda_{variant}", rng.low, rng.high, log=True)
-        ablation = {"variant": variant, "lambda": weight, "lambdas": dict(self.opt.terms.get(variant, {}))}
-        return {"ablation": ablation, "seed": self.opt.trial_seed, **self.common}
-
-
-def build_search(spec: SweepSpec) -> tuple[dict[str, Any], Any, int]:
-    """(param_space, search_alg, num_samples) for the sweep's search section."""
-    if isinstance(spec.search, GridSearch):
-        return grid_param_space(spec), None, 1
-    from ray.tune.search.optuna import OptunaSearch
-
-    opt = spec.search
-    search = OptunaSearch(space=OptunaSpace(opt, common_params(spec)), metric=spec.metric, mode=spec.mode,
-                          seed=opt.seed)
-    return {}, search, opt.num_samples
+    return make(
+        s.type,
+        metric=spec.metric,
+        mode=spec.mode,
+        time_attr=s.time_attr,
+        grace_period=s.grace_period,
+        max_t=s.max_t,
+        reduction_factor=s.reduction_factor,
+        seeds=len(spec.seeds),
+    )
 
 
 def build_callbacks(spec: SweepSpec) -> list[Any]:
@@ -177,32 +141,62 @@ def resolve_storage(storage: str) -> str:
 def with_trial_resources(spec: SweepSpec, train_fn: TrainFn | None) -> Any:
     from ray import tune
 
-    resources = {"cpu": spec.cpu, "gpu": spec.gpu}
-    return tune.with_resources(make_trainable(train_fn), resources)
+    return tune.with_resources(make_trainable(train_fn), {"cpu": spec.cpu, "gpu": spec.gpu})
 
 
-def build_tuner(spec: SweepSpec, *, train_fn: TrainFn | None = None, extra_callbacks: Sequence[Any] = (),
-                verbose: int = 1) -> Any:
-    """The Tuner for a validated sweep (no Ray calls beyond object construction)."""
+def run_config(spec: SweepSpec, callbacks: Sequence[Any], verbose: int) -> Any:
+    """Storage: the kept checkpoints are the best `num_to_keep` by the sweep's metric plus the latest (Ray
+    never deletes the latest); small files reach storage through Ray's artifact sync, from any node."""
     from ray import tune
 
-    # Ray warns on every forced snapshot when num_to_keep is small; with one report per evaluation that is
-    # expected, and the warning only buries the progress table.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    param_space, search_alg, num_samples = build_search(spec)
-    tune_config = tune.TuneConfig(
-        metric=spec.metric, mode=spec.mode, scheduler=build_scheduler(spec), search_alg=search_alg,
-        num_samples=num_samples, max_concurrent_trials=spec.max_concurrent_trials,
-        trial_name_creator=trial_name_creator, trial_dirname_creator=trial_name_creator,
-    )
-    run_config = tune.RunConfig(
-        name=spec.name, storage_path=resolve_storage(spec.storage_path), verbose=verbose,
-        callbacks=[*build_callbacks(spec), *extra_callbacks],
+    return tune.RunConfig(
+        name=spec.name,
+        storage_path=resolve_storage(spec.storage_path),
+        verbose=verbose,
+        callbacks=list(callbacks),
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.num_to_keep),
+        checkpoint_config=tune.CheckpointConfig(
+            num_to_keep=spec.num_to_keep,
+            checkpoint_score_attribute=spec.metric,
+            checkpoint_score_order=spec.mode,
+        ),
+        sync_config=tune.SyncConfig(sync_artifacts=True),
     )
-    return tune.Tuner(with_trial_resources(spec, train_fn), param_space=param_space,
-                      tune_config=tune_config, run_config=run_config)
+
+
+def build_tuner(
+    spec: SweepSpec,
+    *,
+    train_fn: TrainFn | None = None,
+    extra_callbacks: Sequence[Any] = (),
+    verbose: int = 0,
+    live_interval_s: float = 30.0,
+) -> Any:
+    """The Tuner for a validated sweep (no Ray calls beyond object construction). Ray's own table is off
+    (verbose 0): `LiveTable` prints variant, lambda, seed, iteration and the metric instead."""
+    from ray import tune
+
+    from tune.searchers import build_searcher
+
+    searcher = build_searcher(spec)
+    tune_config = tune.TuneConfig(
+        metric=spec.metric,
+        mode=spec.mode,
+        scheduler=build_scheduler(spec),
+        search_alg=searcher,
+        num_samples=spec.search.num_trials,
+        max_concurrent_trials=spec.max_concurrent_trials,
+        trial_name_creator=trial_name_creator,
+        trial_dirname_creator=trial_name_creator,
+    )
+    live = [LiveTable(spec.metric, spec.mode, interval_s=live_interval_s)] if live_interval_s > 0 else []
+    callbacks = [*build_callbacks(spec), *live, *extra_callbacks]
+    return tune.Tuner(
+        with_trial_resources(spec, train_fn),
+        param_space={},
+        tune_config=tune_config,
+        run_config=run_config(spec, callbacks, verbose),
+    )
 
 
 def experiment_dir(spec: SweepSpec) -> str:
@@ -210,45 +204,32 @@ def experiment_dir(spec: SweepSpec) -> str:
     return resolve_storage(spec.storage_path).rstrip("/") + "/" + spec.name
 
 
-def _save_sweep_copy(spec: SweepSpec) -> None:
-    """Keep the sweep next to its results (a folder or a bucket) so `resume`/`status` need only the
-    experiment location. The overrides are the settled ones (absolute data paths, tune.paths)."""
-    raw = yaml.safe_load(spec.path.read_text())
-    raw["base_config"] = str(spec.base_config)
-    raw["storage_path"] = resolve_storage(spec.storage_path)
-    raw["name"] = spec.name
-    raw["overrides"] = dict(spec.overrides)
-    Experiment(experiment_dir(spec)).write_text(yaml.safe_dump(raw, sort_keys=False), SWEEP_COPY_NAME)
+def saved_sweep(spec: SweepSpec) -> dict[str, Any]:
+    """The sweep as saved in the experiment folder: the file's fields with paths made absolute, plus the
+    resolved `metric`, `mode` and `target` (read by `status` and the analysis)."""
+    raw = dict(spec.raw)
+    raw.update(
+        name=spec.name,
+        base_config=str(spec.base_config),
+        storage_path=resolve_storage(spec.storage_path),
+        overrides=dict(spec.overrides),
+        metric=spec.metric,
+        mode=spec.mode,
+        target=spec.target,
+    )
+    return raw
 
 
-def check_trainer_config(spec: SweepSpec) -> None:
-    """Let the trainer's own config schema judge base config + overrides + each cell, before Ray starts.
-
-    A typo in an override key (`train.max_iter`) would otherwise surface only inside every trial.
-    """
-    from cmda.config import config_from_dict
-
-    if isinstance(spec.search, GridSearch):
-        cells = [p.as_param() for p in spec.search.points]
-        seed = spec.search.seeds[0]
-    else:
-        cells = [{"variant": v, "lambda": None, "lambdas": spec.search.terms.get(v, {})}
-                 for v in spec.search.variants]
-        seed = spec.search.trial_seed
-    for cell in cells:
-        params = {"ablation": cell, "seed": seed, **common_params(spec)}
-        try:
-            config_from_dict(resolve_trial_config(params))
-        except Exception as exc:  # noqa: BLE001 - any rejection is reported with the file and the cell
-            raise SweepError(
-                f"{spec.path}: fields 'base_config'/'overrides' with variant {cell['variant']!r}: "
-                f"the trainer rejects the resolved config: {exc}"
-            ) from exc
+def save_sweep_copy(spec: SweepSpec) -> None:
+    """Keep the sweep next to its results (a folder or a bucket) so `resume`, `status` and the analysis
+    need only the experiment location; its overrides are the settled ones (absolute paths, tune.paths)."""
+    text = yaml.safe_dump(saved_sweep(spec), sort_keys=False)
+    Experiment(experiment_dir(spec)).write_text(text, SWEEP_COPY_NAME)
 
 
 def settle_paths(spec: SweepSpec, address: str | None) -> tuple[SweepSpec, list[TrialPath]]:
     """Data and weight paths as every node must see them (tune.paths), joined to the overrides; plus the
-    list of paths the trials read (the base config included), for the check where trials run."""
+    list of paths the trials read (the base config included), for the existence checks."""
     settled = resolve_sweep_paths(spec.base_config, spec.overrides, spec.path, path_map=spec.path_map,
                                   client=is_client_address(address))
     spec = dataclasses.replace(spec, overrides={**spec.overrides, **settled})
@@ -256,26 +237,71 @@ def settle_paths(spec: SweepSpec, address: str | None) -> tuple[SweepSpec, list[
     return spec, [base, *sweep_paths(spec.base_config, spec.overrides, spec.path)]
 
 
-def run_sweep(spec: SweepSpec, *, address: str | None = None, train_fn: TrainFn | None = None,
-              extra_callbacks: Sequence[Any] = (), num_cpus: int | None = None, verbose: int = 1) -> Any:
-    """Connect, check the cluster can host the trials, and run every trial. Returns Ray's ResultGrid.
-
-    `train_fn` replaces cmda.train.run (tests); the trainer-config check only applies to the real trainer.
-    """
+def preflight_checks(
+    spec: SweepSpec, *, validate_trainer: bool, address: str | None, num_cpus: int | None = None
+) -> tuple[SweepSpec, list[TrialPath]]:
+    """Everything that can be checked before Ray starts (see tune.preflight); returns the spec with its
+    paths settled and the paths its trials read. A local run checks those paths here; on a cluster they are
+    checked where the trials run, once connected (`check_cluster`)."""
     spec, paths = settle_paths(spec, address)
-    if train_fn is None:
-        check_trainer_config(spec)
-    connect(address, num_cpus=num_cpus)
-    check_cluster_resources(spec)
+    if validate_trainer:
+        preflight.check_trial_configs(spec)
+        if address is None and (problems := missing_paths(paths)):
+            raise SweepError("\n".join([*problems, "prepare the data (README, Data) or fix the paths; weight "
+                                         "files: see pretrained/README.md, or set them to none"]))
+    preflight.check_storage(spec, resolve_storage(spec.storage_path))
+    if address is None:
+        preflight.check_node_fit(spec, [preflight.local_node(num_cpus)])
+    return spec, paths
+
+
+def check_cluster(spec: SweepSpec, address: str | None, paths: Sequence[TrialPath] = ()) -> None:
+    """After joining a cluster (its nodes are only known then), before any trial is created: a trial fits
+    on one node, and the paths its trials read exist on the nodes that run them (tune.remote)."""
+    if address is None:
+        return
+    preflight.check_node_fit(spec, preflight.cluster_nodes(), autoscaling=preflight.autoscaling_cluster())
     for note in check_paths_where_trials_run(paths, cpu=spec.cpu, gpu=spec.gpu,
                                              client=is_client_address(address)):
         print(f"cmda-tune: note: {note}")
-    tuner = build_tuner(spec, train_fn=train_fn, extra_callbacks=extra_callbacks, verbose=verbose)
-    _save_sweep_copy(spec)
-    return tuner.fit()
 
 
-def load_experiment_sweep(path: str | Path, sweep_file: str | Path | None = None) -> SweepSpec:
+def run_sweep(
+    spec: SweepSpec,
+    *,
+    address: str | None = None,
+    train_fn: TrainFn | None = None,
+    extra_callbacks: Sequence[Any] = (),
+    num_cpus: int | None = None,
+    verbose: int = 0,
+    resume_existing: bool = False,
+    live_interval_s: float = 30.0,
+) -> Any:
+    """Check, connect, and run every trial; returns Ray's ResultGrid. An existing experiment folder is
+    refused (or continued with `resume_existing`). `train_fn` replaces cmda.train.run in tests, which
+    also skips the trainer-config and data checks (they only apply to the real trainer)."""
+    exp = experiment_dir(spec)
+    if preflight.experiment_exists(exp):
+        if not resume_existing:
+            preflight.refuse_existing(spec, exp)
+        return resume_sweep(exp, address=address, train_fn=train_fn, num_cpus=num_cpus)
+    spec, paths = preflight_checks(
+        spec, validate_trainer=train_fn is None, address=address, num_cpus=num_cpus
+    )
+    started_ray = connect(address, num_cpus=num_cpus)
+    check_cluster(spec, address, paths if train_fn is None else ())
+    tuner = build_tuner(
+        spec,
+        train_fn=train_fn,
+        extra_callbacks=extra_callbacks,
+        verbose=verbose,
+        live_interval_s=live_interval_s,
+    )
+    save_sweep_copy(spec)
+    return _fit(tuner, spec.name, started_ray)
+
+
+def load_experiment_sweep(path: str, sweep_file: str | Path | None = None) -> SweepSpec:
     """The sweep an experiment (folder or URI) was started from: its saved copy, or an explicit file."""
     if sweep_file is not None:
         return load_sweep(sweep_file)
@@ -310,9 +336,17 @@ def check_restorable_state(location: str) -> None:
         raise ExperimentError(f"{location}: no experiment_state-*.json yet; Ray has nothing to resume from")
 
 
-def resume_sweep(path: str | Path, *, address: str | None = None, train_fn: TrainFn | None = None,
-                 sweep_file: str | Path | None = None, num_cpus: int | None = None) -> Any:
-    """Finish an interrupted sweep: unfinished and errored trials continue, finished ones are kept."""
+def resume_sweep(
+    path: str | Path,
+    *,
+    address: str | None = None,
+    train_fn: TrainFn | None = None,
+    sweep_file: str | Path | None = None,
+    num_cpus: int | None = None,
+    restart_errored: bool = False,
+) -> Any:
+    """Finish an interrupted sweep: unfinished trials continue from their last checkpoint, finished ones
+    are kept; errored ones continue from their checkpoint, or start over with `restart_errored`."""
     from ray import tune
 
     path_text = normalize_location(path)
@@ -320,7 +354,80 @@ def resume_sweep(path: str | Path, *, address: str | None = None, train_fn: Trai
         raise FileNotFoundError(f"{path_text}: not a Ray Tune experiment folder (no tuner.pkl)")
     check_restorable_state(path_text)
     spec = load_experiment_sweep(path_text, sweep_file)
-    connect(address, num_cpus=num_cpus)
-    check_cluster_resources(spec)
-    tuner = tune.Tuner.restore(path_text, trainable=with_trial_resources(spec, train_fn), resume_errored=True)
-    return tuner.fit()
+    if "://" not in path_text:
+        clean_stale_tmp(path_text)
+    if address is None:
+        preflight.check_node_fit(spec, [preflight.local_node(num_cpus)])
+    started_ray = connect(address, num_cpus=num_cpus)
+    check_cluster(spec, address)
+    tuner = tune.Tuner.restore(
+        path_text,
+        trainable=with_trial_resources(spec, train_fn),
+        resume_errored=not restart_errored,
+        restart_errored=restart_errored,
+    )
+    return _fit(tuner, spec.name, started_ray)
+
+
+def _fit(tuner: Any, name: str, started_ray: bool) -> Any:
+    started = time.time()
+    try:
+        return tuner.fit()
+    finally:
+        remove_driver_staging(name, since=started)
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+
+
+def remove_driver_staging(name: str, since: float) -> list[Path]:
+    """Delete this run's staging copies under Ray's session folder on the driver node (`artifacts/<time>/
+    <name>`): storage holds everything once `fit` returns. Worker nodes' staging stays (Ray owns it)."""
+    try:
+        from ray.train._internal.storage import _get_ray_train_session_dir
+
+        root = Path(_get_ray_train_session_dir())
+    except Exception:  # noqa: BLE001 - no session (Ray not started): nothing to clean
+        return []
+    removed = []
+    for folder in root.glob(f"*/{name}"):
+        if folder.is_dir() and folder.stat().st_mtime >= since - 5:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+            with contextlib.suppress(OSError):
+                folder.parent.rmdir()  # the run's timestamp folder, when nothing else is in it
+    return removed
+
+
+@dataclass(frozen=True)
+class FailedTrial:
+    name: str
+    last_line: str
+    error_file: str
+
+
+def _error_text(result: Any) -> tuple[str, str]:
+    """(error file path, its text) of a Ray Result, through the Result's own filesystem."""
+    path = f"{result.path.rstrip('/')}/error.txt"
+    try:
+        with result.filesystem.open_input_stream(path) as handle:
+            return path, handle.readall().decode("utf-8", errors="replace")
+    except Exception:  # noqa: BLE001 - fall back to the error object Ray kept
+        return path, str(result.error or "")
+
+
+def failed_trials(grid: Any) -> list[FailedTrial]:
+    """Trials that ended in error, with the line of their error a person needs (the exception's message)."""
+    out = []
+    for result in grid:
+        if result.error is None:
+            continue
+        path, text = _error_text(result)
+        name = Path(result.path).name
+        out.append(FailedTrial(name, error_summary(text) or type(result.error).__name__, path))
+    return out
+
+
+def format_failures(failures: Sequence[FailedTrial]) -> str:
+    return "\n".join(f"FAILED {f.name}: {f.last_line}  ({f.error_file})" for f in failures)

@@ -1,117 +1,389 @@
-"""Early stopping that decides per configuration (variant, lambda) over all of its seeds.
+"""Trial schedulers: no early stopping, ASHA per trial, and ASHA per configuration over its seeds.
 
-Ray's ASHA judges every trial alone, so one unlucky seed of a good configuration can be stopped while its
-siblings run on; the mean over seeds of that configuration is then computed from runs of unequal length and is
-biased. `PerConfigASHA` applies the same asynchronous successive-halving rule (rungs at grace_period *
-reduction_factor^k, keep the top 1/reduction_factor) to the configuration's MEAN metric, once every seed
-has reached the rung, and then stops or keeps all seeds together: a configuration is either compared at full
-budget on every seed, or censored at the same rung on every seed.
+All three share two behaviours Ray's own schedulers lack:
+
+- **Deterministic failures are not retried.** Ray calls `on_trial_error` for every failure, also a recoverable
+  one just before requeueing the trial (then `on_trial_add` again). When the trial's error is a
+  `DeterministicTrialError` (tune.trainable: a non-finite loss, a config or data error) the requeued trial is
+  ended as ERROR at once instead of running the same failure `max_failures` more times.
+- **State survives `cmda-tune resume`.** Ray does not save scheduler state with the experiment (Ray issue
+  30838); after a restore the rung records are rebuilt from the restored trials' `result.json` in storage,
+  replayed in time order, before any trial runs again.
+
+`GroupASHA` is asynchronous successive halving in its stopping form (Ray's ASHAScheduler with one bracket):
+rungs at grace_period * reduction_factor^k below max_t, a group is stopped at a rung when its score is below
+the (1 - 1/reduction_factor) quantile of the scores recorded there before it; the first arrivals continue.
+With `group_by="trial"` every trial is its own group (plain ASHA). With `group_by="configuration"` a group is
+a configuration's seeds: its score at a rung is the MEAN over its seeds, taken once every live seed has
+reached the rung, and the decision applies to all seeds together, so a configuration is either compared at
+full budget on every seed or censored at the same rung on every seed (Ray's ASHA would stop single unlucky
+seeds and bias the mean over seeds). Further:
+
+- a recoverable failure is not permanent: a retried seed keeps its place in its configuration;
+- a seed that failed for good no longer holds its configuration's rungs: they are decided over the others;
+- siblings of a stopped configuration are stopped at once (`stop_trial`), not at their next report;
+- cutoffs ignore non-finite scores, and a configuration whose score is NaN is worse than any finite one.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import math
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from ray.tune.experiment import Trial
 from ray.tune.schedulers.trial_scheduler import FIFOScheduler, TrialScheduler
 
+from tune.sweep import configuration_key
 
-def ablation_group_key(config: dict[str, Any]) -> Hashable:
-    """A configuration = everything of the ablation cell except the seed."""
-    ablation = config.get("ablation", {})
-    lambdas = tuple(sorted((ablation.get("lambdas") or {}).items()))
-    return ablation.get("variant"), ablation.get("lambda"), lambdas
+log = logging.getLogger(__name__)
+DETERMINISTIC_MARKER = "DeterministicTrialError"
+LIVE = (Trial.PENDING, Trial.RUNNING, Trial.PAUSED)
+
+
+def last_failure_text(trial: Any) -> str:
+    """The text of the trial's latest failure from its error file (empty when there is none)."""
+    path = getattr(trial, "error_file", None)
+    if not path or not Path(path).is_file():
+        return ""
+    text = Path(path).read_text(errors="replace")
+    return text.rsplit("Failure # ", 1)[-1]
+
+
+def is_deterministic_failure(trial: Any) -> bool:
+    return DETERMINISTIC_MARKER in last_failure_text(trial)
+
+
+def trial_history(trial: Any) -> list[dict[str, Any]]:
+    """The results a trial reported before a restore, read from its result.json in storage (any pyarrow
+    filesystem: local, NFS, s3://, gs://). A line cut by a crash is skipped."""
+    storage = getattr(trial, "storage", None)
+    if storage is None:
+        return []
+    fs_path = f"{storage.trial_fs_path}/result.json"
+    try:
+        with storage.storage_filesystem.open_input_stream(fs_path) as handle:
+            text = handle.readall().decode("utf-8", errors="replace")
+    except (FileNotFoundError, OSError):
+        return []
+    rows = []
+    for line in text.splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+class RetryPolicyScheduler(FIFOScheduler):
+    """FIFO scheduling that ends deterministic failures instead of retrying them (see module doc).
+
+    Subclasses get `_on_permanent_failure(controller, trial)` once per trial that failed for good, however
+    Ray reported it (a final `on_trial_error`, or one we ended here).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._no_retry: set[str] = set()
+        self._maybe_failed: dict[str, Any] = {}
+        self._permanently_failed: set[str] = set()
+
+    def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
+        # Ray calls this for a final failure AND before a retry. Ray 2.60 marks a trial ERROR *before* this
+        # call when it will retry it (then re-adds it: on_trial_add) and *after* it when the failure is
+        # final; `_settle` catches any other order at the next hook by looking at the trial's status.
+        if is_deterministic_failure(trial):
+            self._no_retry.add(trial.trial_id)
+        if trial.status in (Trial.RUNNING, Trial.PENDING):
+            self._mark_failed(tune_controller, trial)
+        else:
+            self._maybe_failed[trial.trial_id] = trial
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        self._maybe_failed.pop(trial.trial_id, None)
+        if trial.trial_id in self._no_retry and trial.status == Trial.PENDING:
+            log.warning(
+                "trial %s failed deterministically (%s); not retrying it",
+                trial,
+                last_failure_text(trial).strip().splitlines()[-1:],
+            )
+            tune_controller._set_trial_status(trial, Trial.ERROR)  # whitelisted for schedulers by Ray
+            tune_controller.search_alg.on_trial_complete(trial.trial_id, error=True)
+            self._mark_failed(tune_controller, trial)
+            return
+        self._on_add(tune_controller, trial)
+
+    def _settle(self, tune_controller: Any) -> None:
+        """Failures that were not followed by a retry are permanent."""
+        for trial_id, trial in list(self._maybe_failed.items()):
+            if trial.status == Trial.ERROR:
+                del self._maybe_failed[trial_id]
+                self._mark_failed(tune_controller, trial)
+            elif trial.status != Trial.PENDING:
+                del self._maybe_failed[trial_id]
+
+    def _mark_failed(self, tune_controller: Any, trial: Any) -> None:
+        if trial.trial_id not in self._permanently_failed:
+            self._permanently_failed.add(trial.trial_id)
+            self._on_permanent_failure(tune_controller, trial)
+
+    def _on_add(self, tune_controller: Any, trial: Any) -> None:
+        """Hook for subclasses (a new, requeued or restored trial)."""
+
+    def _on_permanent_failure(self, tune_controller: Any, trial: Any) -> None:
+        """Hook for subclasses."""
+
+    def choose_trial_to_run(self, tune_controller: Any) -> Any:
+        self._settle(tune_controller)
+        return super().choose_trial_to_run(tune_controller)
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
+        self._settle(tune_controller)
+        return TrialScheduler.CONTINUE
+
+    def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> None:
+        self._settle(tune_controller)
+
+    def debug_string(self) -> str:
+        return "FIFO scheduling; deterministic failures are not retried."
 
 
 @dataclass
 class _Group:
-    """Bookkeeping of one configuration: its seeds' scores per rung and the decisions taken."""
+    """Bookkeeping of one group (a configuration's seeds, or a single trial)."""
 
+    members: dict[str, Any] = field(default_factory=dict)  # trial_id -> Trial
     scores: dict[int, dict[str, float]] = field(default_factory=dict)  # milestone -> trial_id -> score
     decided: set[int] = field(default_factory=set)
     failed: set[str] = field(default_factory=set)
     stopped_at: int | None = None
 
 
-class PerConfigASHA(FIFOScheduler):
-    """Asynchronous successive halving over configurations (groups of seeds) instead of single trials."""
+class GroupASHA(RetryPolicyScheduler):
+    """Stopping ASHA over groups of trials (see module doc); `group_by` is "trial" or "configuration"."""
 
-    def __init__(self, *, time_attr: str = "iteration", metric: str | None = None, mode: str | None = None,
-                 grace_period: int = 1, max_t: int = 100, reduction_factor: float = 2.0,
-                 seeds_per_config: int = 1,
-                 group_key: Callable[[dict[str, Any]], Hashable] = ablation_group_key) -> None:
+    def __init__(
+        self,
+        *,
+        time_attr: str = "iteration",
+        metric: str | None = None,
+        mode: str | None = None,
+        grace_period: int = 1,
+        max_t: int = 100,
+        reduction_factor: float = 2.0,
+        group_by: str = "configuration",
+        group_size: int = 1,
+    ) -> None:
         if grace_period < 1 or max_t < grace_period:
             raise ValueError(f"need 1 <= grace_period <= max_t, got {grace_period=}, {max_t=}")
         if reduction_factor <= 1:
             raise ValueError(f"reduction_factor must be > 1, got {reduction_factor}")
-        if seeds_per_config < 1:
-            raise ValueError(f"seeds_per_config must be >= 1, got {seeds_per_config}")
+        if group_by not in ("trial", "configuration"):
+            raise ValueError(f"group_by must be 'trial' or 'configuration', got {group_by!r}")
+        if group_size < 1 or (group_by == "trial" and group_size != 1):
+            raise ValueError(f"group_size must be >= 1 (1 when grouping by trial), got {group_size}")
         if mode not in (None, "max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
         super().__init__()
         self._time_attr, self._metric, self._mode = time_attr, metric, mode
-        self._max_t, self._rf, self._seeds = max_t, reduction_factor, seeds_per_config
-        self._group_key = group_key
+        self._max_t, self._rf = max_t, reduction_factor
+        self._group_by, self._group_size = group_by, group_size
         self.milestones: list[int] = []
         milestone = float(grace_period)
         while milestone < max_t:  # at max_t the trial ends anyway: no decision left to take
             self.milestones.append(int(round(milestone)))
             milestone *= reduction_factor
         self._groups: dict[Hashable, _Group] = {}
-        self._rung_means: dict[int, list[float]] = {m: [] for m in self.milestones}
+        self._rungs: dict[int, list[float]] = {m: [] for m in self.milestones}
+        self._to_replay: dict[str, Any] = {}
+
+    # -- Ray's hooks ------------------------------------------------------------------------------------
 
     def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
-        if (self._metric and metric) or (self._mode and mode):
+        if (self._metric and metric and metric != self._metric) or (
+            self._mode and mode and mode != self._mode
+        ):
             return False
         self._metric = self._metric or metric
         self._mode = self._mode or mode
         return True
 
-    def _group(self, trial: Any) -> _Group:
-        return self._groups.setdefault(self._group_key(trial.config), _Group())
+    def _on_add(self, tune_controller: Any, trial: Any) -> None:
+        group = self._group(trial)
+        known = trial.trial_id in group.members
+        group.members[trial.trial_id] = trial
+        if not known and self._has_history(trial):
+            self._to_replay[trial.trial_id] = trial  # restored after an interruption: replay before deciding
+        if trial.status == Trial.ERROR:
+            self._mark_failed(tune_controller, trial)  # restored with its error kept (resume without errored)
+        elif group.stopped_at is not None and trial.status in LIVE:
+            tune_controller.stop_trial(trial)  # e.g. a retried sibling of an already stopped configuration
 
-    def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
-        """An errored seed no longer holds its configuration's decisions hostage."""
-        self._group(trial).failed.add(trial.trial_id)
+    def choose_trial_to_run(self, tune_controller: Any) -> Any:
+        self._replay(tune_controller)
+        return super().choose_trial_to_run(tune_controller)
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
-        if self._metric is None or self._time_attr not in result or self._metric not in result:
-            return TrialScheduler.CONTINUE
+        self._replay(tune_controller)
+        self._settle(tune_controller)
         group = self._group(trial)
+        group.members.setdefault(trial.trial_id, trial)
         if group.stopped_at is not None:
             return TrialScheduler.STOP
-        progress = result[self._time_attr]
-        if progress >= self._max_t:
+        if self._record(trial, result) and self._decide(group):
+            self._stop_siblings(tune_controller, group, trial)
             return TrialScheduler.STOP
-        sign = -1.0 if self._mode == "min" else 1.0
-        score = sign * float(result[self._metric])
-        for milestone in self.milestones:
-            if progress >= milestone:
-                group.scores.setdefault(milestone, {}).setdefault(trial.trial_id, score)
-        return self._decide(group)
-
-    def _decide(self, group: _Group) -> str:
-        """Judge each rung once every live seed of the configuration has reached it."""
-        for milestone in self.milestones:
-            recorded = group.scores.get(milestone, {})
-            live = {tid: s for tid, s in recorded.items() if tid not in group.failed}
-            if milestone in group.decided or len(live) < self._seeds - len(group.failed) or not live:
-                continue
-            values = [s for s in live.values() if not math.isnan(s)]
-            mean = float(np.mean(values)) if values else -math.inf
-            others = self._rung_means[milestone]
-            cutoff = float(np.percentile(others, (1 - 1 / self._rf) * 100)) if others else None
-            others.append(mean)
-            group.decided.add(milestone)
-            if cutoff is not None and mean < cutoff:
-                group.stopped_at = milestone
-                return TrialScheduler.STOP
+        if result.get(self._time_attr, -math.inf) >= self._max_t:
+            return TrialScheduler.STOP
         return TrialScheduler.CONTINUE
+
+    def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> None:
+        self._replay(tune_controller)
+        self._settle(tune_controller)
+        group = self._group(trial)
+        if group.stopped_at is None and self._record(trial, result) and self._decide(group):
+            self._stop_siblings(tune_controller, group, trial)
+
+    def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
+        group = self._group(trial)
+        if group.stopped_at is None:  # removed without our decision: it will never report again
+            self._mark_failed(tune_controller, trial)
+
+    def _on_permanent_failure(self, tune_controller: Any, trial: Any) -> None:
+        group = self._group(trial)
+        group.failed.add(trial.trial_id)
+        if group.stopped_at is None and self._decide(group):
+            self._stop_siblings(tune_controller, group, trial)
+
+    # -- the rule ---------------------------------------------------------------------------------------
+
+    def _key(self, trial: Any) -> Hashable:
+        if self._group_by == "trial":
+            return trial.trial_id
+        return configuration_key(trial.config.get("ablation", {}))
+
+    def _group(self, trial: Any) -> _Group:
+        return self._groups.setdefault(self._key(trial), _Group())
+
+    def _score(self, result: dict[str, Any]) -> float:
+        value = float(result[self._metric])
+        return -value if self._mode == "min" else value
+
+    def _record(self, trial: Any, result: dict[str, Any]) -> bool:
+        """Record the trial's score at every rung it has reached for the first time; True if it did."""
+        if self._metric is None or self._time_attr not in result or self._metric not in result:
+            return False
+        progress, score = result[self._time_attr], self._score(result)
+        group, recorded = self._group(trial), False
+        for milestone in self.milestones:
+            scores = group.scores.setdefault(milestone, {})
+            if progress >= milestone and trial.trial_id not in scores:
+                scores[trial.trial_id] = score
+                recorded = True
+        return recorded
+
+    def _decide(self, group: _Group) -> bool:
+        """Judge every rung whose live members have all reported; True when the group is stopped."""
+        live = self._group_size - len(group.failed)
+        for milestone in self.milestones:
+            if milestone in group.decided:
+                continue
+            scores = {t: s for t, s in group.scores.get(milestone, {}).items() if t not in group.failed}
+            if live <= 0 or len(scores) < live:
+                return False  # later rungs cannot be complete before this one
+            values = list(scores.values())
+            score = float(np.mean(values)) if all(math.isfinite(v) for v in values) else -math.inf
+            finite = [v for v in self._rungs[milestone] if math.isfinite(v)]
+            cutoff = float(np.percentile(finite, (1 - 1 / self._rf) * 100)) if finite else None
+            self._rungs[milestone].append(score)
+            group.decided.add(milestone)
+            if cutoff is not None and (score < cutoff or not math.isfinite(score)):
+                group.stopped_at = milestone
+                return True
+        return False
+
+    def _stop_siblings(self, tune_controller: Any, group: _Group, trial: Any) -> None:
+        """Stop the other seeds now: waiting for their next report would cost up to one evaluation each."""
+        if tune_controller is None:
+            return
+        for sibling in list(group.members.values()):
+            if sibling is not trial and sibling.trial_id not in group.failed and sibling.status in LIVE:
+                tune_controller.stop_trial(sibling)
+
+    # -- rebuilding state after a restore ---------------------------------------------------------------
+
+    @staticmethod
+    def _has_history(trial: Any) -> bool:
+        metadata = getattr(trial, "run_metadata", None)
+        return bool(metadata is not None and metadata.last_result)
+
+    def _replay(self, tune_controller: Any) -> None:
+        """Feed the restored trials' earlier results through the rule in the order they arrived."""
+        if not self._to_replay:
+            return
+        trials, self._to_replay = list(self._to_replay.values()), {}
+        rows = [(row, trial) for trial in trials for row in trial_history(trial)]
+        rows.sort(key=lambda pair: (pair[0].get("timestamp", 0), pair[0].get("time_total_s", 0.0)))
+        for row, trial in rows:
+            group = self._group(trial)
+            if group.stopped_at is None and self._record(trial, row):
+                self._decide(group)
+        stopped = [g for g in self._groups.values() if g.stopped_at is not None]
+        log.info(
+            "scheduler state rebuilt from %d restored trials (%d results); %d groups stopped",
+            len(trials),
+            len(rows),
+            len(stopped),
+        )
+        for group in stopped:
+            self._stop_siblings(tune_controller, group, None)
 
     def debug_string(self) -> str:
         stopped = sum(g.stopped_at is not None for g in self._groups.values())
-        return (f"PerConfigASHA: {len(self._groups)} configurations x {self._seeds} seeds, "
-                f"{stopped} stopped; rungs {self.milestones}")
+        unit = "configurations" if self._group_by == "configuration" else "trials"
+        return (
+            f"ASHA per {self._group_by}: {len(self._groups)} {unit}, {stopped} stopped; "
+            f"rungs {self.milestones}"
+        )
+
+
+def build_scheduler(
+    kind: str,
+    *,
+    metric: str,
+    mode: str,
+    time_attr: str = "iteration",
+    grace_period: int = 1,
+    max_t: int = 1,
+    reduction_factor: float = 2.0,
+    seeds: int = 1,
+) -> RetryPolicyScheduler:
+    """The scheduler a sweep's `scheduler.type` names."""
+    if kind == "none":
+        return RetryPolicyScheduler()
+    group_by = {"asha": "trial", "per_config_asha": "configuration"}[kind]
+    return GroupASHA(
+        time_attr=time_attr,
+        metric=metric,
+        mode=mode,
+        grace_period=grace_period,
+        max_t=max_t,
+        reduction_factor=reduction_factor,
+        group_by=group_by,
+        group_size=seeds if group_by == "configuration" else 1,
+    )
+
+
+def stopped_early(trials: Iterable[Any]) -> list[str]:
+    """Ids of terminated trials whose last result is below their max_iters (informative)."""
+    out = []
+    for trial in trials:
+        last = getattr(trial, "last_result", {}) or {}
+        if trial.status == Trial.TERMINATED and last.get("iteration", 0) < last.get("max_iters", 0):
+            out.append(trial.trial_id)
+    return out

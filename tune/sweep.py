@@ -1,265 +1,159 @@
-"""Sweep files: YAML schema, validation before Ray starts, and the Ray Tune search space they describe.
+"""Sweep files: the schema, validation before Ray starts, and the configurations and trials they describe.
 
-A sweep file names a trainer config, dotted overrides shared by every trial, and either an ablation
-grid (variant x lambda x seed) or an Optuna budget. Everything is validated here, without Ray, so a
-typo costs a second instead of a cluster allocation; every error names the file and the field.
+A sweep file names a trainer config, dotted overrides shared by every trial, and either an ablation grid
+(variant x lambda scale, or explicit per-term lambdas, x seed) or an Optuna budget over configurations.
+Everything here is plain data validated with pydantic (`cmda.validation`), without Ray, so a typo costs a
+second instead of a cluster allocation; every error names the file and the dotted field.
+
+Lambdas. A variant's terms have default lambdas (`cmda.uda.feature_losses.VARIANTS`, the L2 fork's values);
+the grid's `lambda_scales` multiply every term's default (1.0 = the fork's exact pairs, e.g. rgb_st 0.1 with
+event_st 0.05), and a grid entry may instead give explicit per-term `lambdas`. A *configuration* is
+(variant, resolved per-term lambdas); its seeds are judged together and launched next to each other.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import yaml
+from pydantic import Field, field_validator, model_validator
+
+from cmda.io import YAMLFileError, load_yaml
+from cmda.validation import StrictModel, validate
 
 BASELINE_VARIANT = "none"
 SCHEDULER_TYPES = ("asha", "per_config_asha", "none")
 ASHA_TYPES = ("asha", "per_config_asha")
 CALLBACK_TYPES = ("wandb", "mlflow")
-
-_TOP_KEYS = {
-    "name", "base_config", "overrides", "search", "scheduler", "resources", "max_concurrent_trials",
-    "storage_path", "failure", "checkpoint", "callbacks", "path_map",
-}
-_GRID_KEYS = {"variants", "lambdas", "seeds"}
-_GRID_ENTRY_KEYS = {"variant", "lambdas", "terms"}
-_OPTUNA_KEYS = {"variants", "lambda", "num_samples", "seed", "trial_seed"}
-_OPTUNA_ENTRY_KEYS = {"variant", "lambda", "terms"}
-_RANGE_KEYS = {"low", "high"}
-_ASHA_KEYS = {"type", "metric", "mode", "time_attr", "grace_period", "reduction_factor", "max_t"}
-_RESOURCE_KEYS = {"cpu", "gpu"}
-_FAILURE_KEYS = {"max_failures"}
-_CHECKPOINT_KEYS = {"num_to_keep"}
+DEFAULT_TARGET = "dsec_night"
+# Keys the search space sets for each trial; a sweep's overrides must not fight over them.
+TRIAL_KEYS = (
+    "seed",
+    "uda.feature_loss.variant",
+    "uda.feature_loss.lambdas",
+    "uda.feature_loss.lambda_scale",
+    "uda.feature_loss.weight",
+)
+LAMBDA_DIGITS = 12  # 0.1 * 0.2 is 0.020000000000000004; lambdas are rounded to this many significant digits
 
 
 class SweepError(ValueError):
     """A sweep file that cannot run; the message names the file and the offending field."""
 
 
-@dataclass(frozen=True)
-class AblationPoint:
-    """One cell of the ablation: a feature-loss variant, its global lambda and per-term overrides."""
+# -- the file's schema ------------------------------------------------------------------------------------
+
+
+def _entry_from_name(value: Any) -> Any:
+    """A bare variant name in a list of variants is shorthand for {variant: name}."""
+    return {"variant": value} if isinstance(value, str) else value
+
+
+class GridEntry(StrictModel):
+    """One variant of the grid: scaled default lambdas (the grid's scales unless given) or explicit ones."""
 
     variant: str
-    weight: float | None
-    lambdas: dict[str, float] = field(default_factory=dict)
+    lambda_scales: list[float] | None = Field(default=None, min_length=1)
+    lambdas: dict[str, float] | None = None
 
-    def as_param(self) -> dict[str, Any]:
-        """The `ablation` entry of a trial's param_space (ARCHITECTURE.md, tune section)."""
-        return {"variant": self.variant, "lambda": self.weight, "lambdas": dict(self.lambdas)}
+    @field_validator("lambda_scales")
+    @classmethod
+    def _scales_non_negative(cls, value: list[float] | None) -> list[float] | None:
+        for scale in value or []:
+            if not math.isfinite(scale) or scale < 0:
+                raise ValueError(f"lambda scales must be finite numbers >= 0, got {scale!r}")
+        return value
 
+    @field_validator("lambdas")
+    @classmethod
+    def _lambdas_non_negative(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        for term, lam in (value or {}).items():
+            if not math.isfinite(lam) or lam < 0:
+                raise ValueError(f"lambda of term {term!r} must be a finite number >= 0, got {lam!r}")
+        return value
 
-@dataclass(frozen=True)
-class LambdaRange:
-    """Log-uniform range Optuna samples lambda from."""
-
-    low: float
-    high: float
-
-
-@dataclass(frozen=True)
-class GridSearch:
-    """Explicit ablation cells, each run once per seed."""
-
-    points: tuple[AblationPoint, ...]
-    seeds: tuple[int, ...]
-
-    @property
-    def num_trials(self) -> int:
-        return len(self.points) * len(self.seeds)
+    @model_validator(mode="after")
+    def _one_kind(self) -> GridEntry:
+        if self.lambda_scales is not None and self.lambdas is not None:
+            raise ValueError("give either lambda_scales or explicit per-term lambdas, not both")
+        return self
 
 
-@dataclass(frozen=True)
-class OptunaSpec:
-    """Optuna search: a variant choice plus a log-uniform lambda (global or per variant)."""
+class GridSpace(StrictModel):
+    variants: list[GridEntry] = Field(min_length=1)
+    lambda_scales: list[float] = Field(default_factory=lambda: [1.0], min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
 
-    variants: tuple[str, ...]
-    ranges: dict[str, LambdaRange]  # variant -> range; the baseline has none
-    terms: dict[str, dict[str, float]]
-    num_samples: int
-    seed: int
-    trial_seed: int
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "lambdas" in data:
+            raise ValueError(
+                "'lambdas' was renamed: the grid's values are now 'lambda_scales', multiples of "
+                "each variant's default lambdas (1.0 = the L2 fork's values); give explicit "
+                "per-term lambdas inside a variant entry"
+            )
+        return data
 
+    @field_validator("variants", mode="before")
+    @classmethod
+    def _names(cls, value: Any) -> Any:
+        return [_entry_from_name(v) for v in value] if isinstance(value, list) else value
 
-@dataclass(frozen=True)
-class SchedulerSpec:
-    """Early stopping: `asha` (Ray's ASHAScheduler), `per_config_asha` (tune.schedulers) or `none`."""
+    @field_validator("lambda_scales")
+    @classmethod
+    def _scales(cls, value: list[float]) -> list[float]:
+        return GridEntry._scales_non_negative(value) or []
 
-    type: str = "none"
-    metric: str = "miou18"
-    mode: str = "max"
-    time_attr: str = "iteration"
-    grace_period: int = 1
-    reduction_factor: float = 2.0
-    max_t: int = 1
-
-
-@dataclass(frozen=True)
-class SweepSpec:
-    """A validated sweep file; paths are absolute."""
-
-    path: Path
-    name: str
-    base_config: Path
-    overrides: dict[str, Any]
-    search: GridSearch | OptunaSpec
-    scheduler: SchedulerSpec
-    cpu: float
-    gpu: float
-    max_concurrent_trials: int | None
-    storage_path: str
-    max_failures: int
-    num_to_keep: int | None
-    callbacks: dict[str, dict[str, Any]]
-    metric: str = "miou18"
-    mode: str = "max"
-    path_map: dict[str, str] = field(default_factory=dict)
-    """Driver folder -> folder the cluster's nodes mount it as (tune.paths)."""
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"duplicate seeds in {value}")
+        return value
 
 
-def valid_variants() -> tuple[str, ...]:
-    """Variant names the trainer knows, read from the trainer itself so the two can never drift apart."""
-    from cmda.uda.feature_losses import VARIANTS
+class ScaleRange(StrictModel):
+    """Log-uniform range Optuna samples a lambda scale from."""
 
-    return tuple(VARIANTS)
+    low: float = Field(gt=0, allow_inf_nan=False)
+    high: float = Field(gt=0, allow_inf_nan=False)
 
-
-def _fail(path: Path, fieldname: str, message: str) -> SweepError:
-    return SweepError(f"{path}: field '{fieldname}': {message}")
-
-
-def _mapping(path: Path, fieldname: str, value: Any, allowed: set[str]) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise _fail(path, fieldname, f"expected a mapping, got {type(value).__name__}")
-    unknown = sorted(set(value) - allowed)
-    if unknown:
-        raise _fail(path, fieldname, f"unknown key(s) {unknown}; allowed: {sorted(allowed)}")
-    return value
+    @model_validator(mode="after")
+    def _ordered(self) -> ScaleRange:
+        if self.high <= self.low:
+            raise ValueError(f"a log-uniform range needs low < high, got low={self.low}, high={self.high}")
+        return self
 
 
-def _number(path: Path, fieldname: str, value: Any, *, minimum: float = 0.0, integer: bool = False) -> float:
-    """A finite number >= minimum (booleans rejected: `true` is not a lambda)."""
-    ok_type = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, ok_type) or not math.isfinite(float(value)):
-        kind = "an integer" if integer else "a number"
-        raise _fail(path, fieldname, f"expected {kind}, got {value!r}")
-    if value < minimum:
-        raise _fail(path, fieldname, f"must be >= {minimum}, got {value!r}")
-    return value
+class OptunaEntry(StrictModel):
+    variant: str
+    lambda_scale: ScaleRange | None = None
 
 
-def _variant(path: Path, fieldname: str, value: Any, known: Sequence[str]) -> str:
-    if value not in known:
-        raise _fail(path, fieldname, f"unknown variant {value!r}; valid variants: {list(known)}")
-    return str(value)
+class OptunaSpace(StrictModel):
+    """Optuna samples configurations (variant, lambda scale); each one runs on every seed."""
 
+    variants: list[OptunaEntry] = Field(min_length=1)
+    lambda_scale: ScaleRange | None = None
+    num_samples: int = Field(ge=1)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    sampler_seed: int = 0
 
-def _terms(path: Path, fieldname: str, value: Any) -> dict[str, float]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise _fail(path, fieldname, f"expected a mapping term -> lambda, got {value!r}")
-    return {str(k): float(_number(path, f"{fieldname}.{k}", v)) for k, v in value.items()}
+    @field_validator("variants", mode="before")
+    @classmethod
+    def _names(cls, value: Any) -> Any:
+        if isinstance(value, (list, Mapping)) and _contains_grid(value):
+            raise ValueError("Optuna cannot take grid entries; use search.grid for an exhaustive grid")
+        return [_entry_from_name(v) for v in value] if isinstance(value, list) else value
 
-
-def _lambda_list(path: Path, fieldname: str, value: Any) -> tuple[float, ...]:
-    if not isinstance(value, list) or not value:
-        raise _fail(path, fieldname, f"expected a non-empty list of lambdas, got {value!r}")
-    return tuple(float(_number(path, f"{fieldname}[{i}]", v)) for i, v in enumerate(value))
-
-
-def _parse_grid(path: Path, raw: Any, known: Sequence[str]) -> GridSearch:
-    grid = _mapping(path, "search.grid", raw, _GRID_KEYS)
-    if "variants" not in grid or not isinstance(grid["variants"], list) or not grid["variants"]:
-        raise _fail(path, "search.grid.variants", "expected a non-empty list of variants")
-    global_lambdas = _lambda_list(path, "search.grid.lambdas", grid["lambdas"]) if "lambdas" in grid else None
-    seeds_raw = grid.get("seeds", [0])
-    if not isinstance(seeds_raw, list) or not seeds_raw:
-        raise _fail(path, "search.grid.seeds", f"expected a non-empty list of integers, got {seeds_raw!r}")
-    seeds = tuple(int(_number(path, f"search.grid.seeds[{i}]", s, integer=True))
-                  for i, s in enumerate(seeds_raw))
-    if len(set(seeds)) != len(seeds):
-        raise _fail(path, "search.grid.seeds", f"duplicate seeds in {list(seeds)}")
-    points: list[AblationPoint] = []
-    for i, entry in enumerate(grid["variants"]):
-        where = f"search.grid.variants[{i}]"
-        if isinstance(entry, Mapping):
-            entry = _mapping(path, where, entry, _GRID_ENTRY_KEYS)
-            if "variant" not in entry:
-                raise _fail(path, f"{where}.variant", "missing")
-            name = _variant(path, f"{where}.variant", entry["variant"], known)
-            lambdas = (_lambda_list(path, f"{where}.lambdas", entry["lambdas"]) if "lambdas" in entry
-                       else global_lambdas)
-            terms = _terms(path, f"{where}.terms", entry.get("terms"))
-        else:
-            name = _variant(path, where, entry, known)
-            lambdas, terms = global_lambdas, {}
-        if name == BASELINE_VARIANT:
-            # The baseline has no feature loss: one run per seed, never one per lambda.
-            points.append(AblationPoint(name, None, {}))
-        elif lambdas is None:
-            points.append(AblationPoint(name, None, terms))  # the variant's default lambdas
-        else:
-            points.extend(AblationPoint(name, lam, terms) for lam in lambdas)
-    if len(set(points_key(p) for p in points)) != len(points):
-        raise _fail(path, "search.grid.variants", "the grid repeats a (variant, lambda) cell")
-    return GridSearch(tuple(points), seeds)
-
-
-def points_key(point: AblationPoint) -> tuple[str, float | None, tuple[tuple[str, float], ...]]:
-    """Hashable identity of a cell (used to reject duplicate cells)."""
-    return point.variant, point.weight, tuple(sorted(point.lambdas.items()))
-
-
-def _range(path: Path, fieldname: str, raw: Any) -> LambdaRange:
-    rng = _mapping(path, fieldname, raw, _RANGE_KEYS)
-    if set(rng) != _RANGE_KEYS:
-        raise _fail(path, fieldname, "expected both 'low' and 'high'")
-    low = float(_number(path, f"{fieldname}.low", rng["low"]))
-    high = float(_number(path, f"{fieldname}.high", rng["high"]))
-    if low <= 0 or high <= low:
-        raise _fail(path, fieldname, f"log-uniform range needs 0 < low < high, got low={low}, high={high}")
-    return LambdaRange(low, high)
-
-
-def _parse_optuna(path: Path, raw: Any, known: Sequence[str]) -> OptunaSpec:
-    opt = _mapping(path, "search.optuna", raw, _OPTUNA_KEYS)
-    if "variants" not in opt or not isinstance(opt["variants"], list) or not opt["variants"]:
-        raise _fail(path, "search.optuna.variants", "expected a non-empty list of variants")
-    for key in ("variants", "lambda"):
-        if _contains_grid(opt.get(key)):
-            raise _fail(path, f"search.optuna.{key}",
-                        "Optuna cannot take grid entries; use search.grid for an exhaustive grid")
-    global_range = _range(path, "search.optuna.lambda", opt["lambda"]) if "lambda" in opt else None
-    names: list[str] = []
-    ranges: dict[str, LambdaRange] = {}
-    terms: dict[str, dict[str, float]] = {}
-    for i, entry in enumerate(opt["variants"]):
-        where = f"search.optuna.variants[{i}]"
-        if isinstance(entry, Mapping):
-            entry = _mapping(path, where, entry, _OPTUNA_ENTRY_KEYS)
-            name = _variant(path, f"{where}.variant", entry.get("variant"), known)
-            rng = _range(path, f"{where}.lambda", entry["lambda"]) if "lambda" in entry else global_range
-            terms[name] = _terms(path, f"{where}.terms", entry.get("terms"))
-        else:
-            name = _variant(path, where, entry, known)
-            rng = global_range
-        if name in names:
-            raise _fail(path, where, f"variant {name!r} listed twice")
-        names.append(name)
-        if name != BASELINE_VARIANT:
-            if rng is None:
-                raise _fail(path, "search.optuna.lambda",
-                            f"variant {name!r} needs a lambda range (global or per variant)")
-            ranges[name] = rng
-    num_samples = int(_number(path, "search.optuna.num_samples", opt.get("num_samples"), minimum=1,
-                              integer=True))
-    seed = int(_number(path, "search.optuna.seed", opt.get("seed", 0), integer=True))
-    trial_seed = int(_number(path, "search.optuna.trial_seed", opt.get("trial_seed", 0), integer=True))
-    return OptunaSpec(tuple(names), ranges, terms, num_samples, seed, trial_seed)
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, value: list[int]) -> list[int]:
+        return GridSpace._unique_seeds(value)
 
 
 def _contains_grid(value: Any) -> bool:
@@ -270,160 +164,473 @@ def _contains_grid(value: Any) -> bool:
     return False
 
 
-def _parse_scheduler(path: Path, raw: Any) -> SchedulerSpec:
-    if raw is None:
-        return SchedulerSpec()
-    if not isinstance(raw, Mapping) or raw.get("type") not in SCHEDULER_TYPES:
-        got = raw.get("type") if isinstance(raw, Mapping) else raw
-        raise _fail(path, "scheduler.type", f"expected one of {list(SCHEDULER_TYPES)}, got {got!r}")
-    if raw["type"] == "none":
-        _mapping(path, "scheduler", raw, {"type"})
-        return SchedulerSpec()
-    sched = _mapping(path, "scheduler", raw, _ASHA_KEYS)
-    metric = sched.get("metric")
-    if not isinstance(metric, str) or not metric:
-        raise _fail(path, "scheduler.metric",
-                    f"{raw['type']} needs the metric it compares trials on (e.g. miou18)")
-    mode = sched.get("mode")
-    if mode not in ("max", "min"):
-        raise _fail(path, "scheduler.mode", f"expected 'max' or 'min', got {mode!r}")
-    time_attr = sched.get("time_attr", "iteration")
-    if not isinstance(time_attr, str):
-        raise _fail(path, "scheduler.time_attr", f"expected a metric name, got {time_attr!r}")
-    for key in ("grace_period", "max_t"):
-        if key not in sched:
-            raise _fail(path, f"scheduler.{key}", f"required for {raw['type']}")
-    grace = int(_number(path, "scheduler.grace_period", sched["grace_period"], minimum=1, integer=True))
-    max_t = int(_number(path, "scheduler.max_t", sched["max_t"], minimum=1, integer=True))
-    if grace > max_t:
-        raise _fail(path, "scheduler.grace_period", f"grace_period {grace} exceeds max_t {max_t}")
-    factor = float(_number(path, "scheduler.reduction_factor", sched.get("reduction_factor", 2)))
-    if factor <= 1:
-        raise _fail(path, "scheduler.reduction_factor", f"must be > 1, got {factor}")
-    return SchedulerSpec(str(raw["type"]), metric, mode, time_attr, grace, factor, max_t)
+class SearchSection(StrictModel):
+    grid: GridSpace | None = None
+    optuna: OptunaSpace | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SearchSection:
+        if (self.grid is None) == (self.optuna is None):
+            raise ValueError("give exactly one of 'grid' or 'optuna'")
+        return self
 
 
-def _parse_callbacks(path: Path, raw: Any) -> dict[str, dict[str, Any]]:
-    if raw is None:
-        return {}
-    cbs = _mapping(path, "callbacks", raw, set(CALLBACK_TYPES))
-    out: dict[str, dict[str, Any]] = {}
-    for name, options in cbs.items():
-        if options is None or options is False:
+class SchedulerSection(StrictModel):
+    """Early stopping: `asha` (per trial), `per_config_asha` (per configuration, over its seeds) or none."""
+
+    type: Literal["asha", "per_config_asha", "none"] = "none"
+    metric: str | None = None
+    """Default: the target's headline metric (miou18 on DSEC-Night, miou19 on Dark Zurich)."""
+    mode: Literal["max", "min"] | None = None
+    """Default: max."""
+    time_attr: str = "iteration"
+    grace_period: int | None = Field(default=None, ge=1)
+    reduction_factor: float = Field(default=2.0, gt=1, allow_inf_nan=False)
+    max_t: int | None = Field(default=None, ge=1)
+    """Default: the trainer's train.max_iters."""
+
+
+class ResourcesSection(StrictModel):
+    cpu: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+    gpu: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+
+
+class FailureSection(StrictModel):
+    max_failures: int = Field(default=0, ge=-1)
+
+
+class CheckpointSection(StrictModel):
+    num_to_keep: int = Field(default=1, ge=1)
+    """Best checkpoints kept by the sweep's metric; the latest is always kept besides them."""
+
+
+class SweepFile(StrictModel):
+    name: str | None = None
+    base_config: str
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    search: SearchSection
+    scheduler: SchedulerSection = Field(default_factory=SchedulerSection)
+    resources: ResourcesSection = Field(default_factory=ResourcesSection)
+    max_concurrent_trials: int | None = Field(default=None, ge=1)
+    storage_path: str = Field(default="~/ray_results", min_length=1)
+    failure: FailureSection = Field(default_factory=FailureSection)
+    checkpoint: CheckpointSection = Field(default_factory=CheckpointSection)
+    callbacks: dict[Literal["wandb", "mlflow"], dict[str, Any] | bool] = Field(default_factory=dict)
+    path_map: dict[str, str] = Field(default_factory=dict)
+    """Driver folder -> the folder the cluster's nodes mount it at (tune.paths)."""
+    # Resolved values, written into the experiment folder's sweep.yaml; when given they must agree.
+    metric: str | None = None
+    mode: Literal["max", "min"] | None = None
+    target: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _folder_name(cls, value: str | None) -> str | None:
+        if value is not None and (not value or "/" in value):
+            raise ValueError("expected a folder name without '/'")
+        return value
+
+    @field_validator("overrides")
+    @classmethod
+    def _dotted_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key in value:
+            if not key or key.startswith(".") or key.endswith("."):
+                raise ValueError(f"expected dotted config keys such as 'train.max_iters', got {key!r}")
+        return value
+
+
+# -- configurations and trials ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """One cell of the ablation: a variant and its resolved per-term lambdas (what trains).
+
+    `lambda_scale` is the grid's scale that produced the lambdas (None for the baseline and for explicit
+    lambdas): informative, the identity is (variant, lambdas).
+    """
+
+    variant: str
+    lambdas: tuple[tuple[str, float], ...]
+    lambda_scale: float | None = None
+
+    @property
+    def key(self) -> tuple[str, tuple[tuple[str, float], ...]]:
+        return self.variant, self.lambdas
+
+    def as_param(self) -> dict[str, Any]:
+        """The `ablation` entry of a trial's param_space (docs/ARCHITECTURE.md, tune section)."""
+        return {"variant": self.variant, "lambda_scale": self.lambda_scale, "lambdas": dict(self.lambdas)}
+
+
+def configuration_key(ablation: Mapping[str, Any]) -> Hashable:
+    """What seeds are grouped by, from a trial's `ablation` param: (variant, sorted resolved lambdas)."""
+    lambdas = tuple(
+        sorted((str(k), round_lambda(float(v))) for k, v in (ablation.get("lambdas") or {}).items())
+    )
+    return ablation.get("variant"), lambdas
+
+
+def round_lambda(value: float) -> float:
+    return float(f"{value:.{LAMBDA_DIGITS}g}")
+
+
+def variant_terms(variant: str) -> dict[str, float]:
+    """Term -> default lambda, read from the trainer's registry so the two can never drift apart."""
+    from cmda.uda.feature_losses import VARIANTS
+
+    return dict(VARIANTS[variant].terms)
+
+
+def valid_variants() -> tuple[str, ...]:
+    from cmda.uda.feature_losses import VARIANTS
+
+    return tuple(VARIANTS)
+
+
+def resolve_lambdas(
+    variant: str, scale: float | None, explicit: Mapping[str, float] | None
+) -> dict[str, float]:
+    """Per-term lambdas: every term's default times `scale` (None = 1.0), then explicit values win.
+
+    The same rule as the trainer's `VARIANTS[v].resolve_lambdas(scale, explicit)` (shared contract); computed
+    here from the registry's defaults so that the sweep side does not depend on the trainer's signature.
+    """
+    defaults = variant_terms(variant)
+    unknown = sorted(set(explicit or {}) - set(defaults))
+    if unknown:
+        raise KeyError(
+            f"variant {variant!r} has no term(s) {unknown}; its terms: {sorted(defaults) or 'none'}"
+        )
+    factor = 1.0 if scale is None else float(scale)
+    resolved = {term: factor * value for term, value in defaults.items()}
+    resolved.update({term: float(value) for term, value in (explicit or {}).items()})
+    return {term: round_lambda(value) for term, value in sorted(resolved.items())}
+
+
+def make_configuration(
+    variant: str, scale: float | None, explicit: Mapping[str, float] | None
+) -> Configuration:
+    lambdas = resolve_lambdas(variant, scale, explicit)
+    shown_scale = None if variant == BASELINE_VARIANT or explicit is not None else scale
+    return Configuration(variant, tuple(lambdas.items()), shown_scale)
+
+
+@dataclass(frozen=True)
+class GridSearch:
+    configurations: tuple[Configuration, ...]
+    seeds: tuple[int, ...]
+
+    @property
+    def num_trials(self) -> int:
+        return len(self.configurations) * len(self.seeds)
+
+
+@dataclass(frozen=True)
+class OptunaSearch:
+    variants: tuple[str, ...]
+    ranges: dict[str, ScaleRange]  # variant -> lambda-scale range; the baseline has none
+    num_samples: int
+    seeds: tuple[int, ...]
+    sampler_seed: int
+
+    @property
+    def num_trials(self) -> int:
+        """An upper bound: a configuration sampled twice runs once."""
+        return self.num_samples * len(self.seeds)
+
+
+@dataclass(frozen=True)
+class SchedulerSpec:
+    type: str = "none"
+    time_attr: str = "iteration"
+    grace_period: int = 1
+    reduction_factor: float = 2.0
+    max_t: int = 1
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A validated sweep file with everything resolved: paths are absolute, the metric is the target's."""
+
+    path: Path
+    name: str
+    base_config: Path
+    overrides: dict[str, Any]
+    search: GridSearch | OptunaSearch
+    scheduler: SchedulerSpec
+    metric: str
+    mode: str
+    target: str
+    max_iters: int
+    eval_interval: int
+    backbone: str
+    cpu: float
+    gpu: float
+    max_concurrent_trials: int | None
+    storage_path: str
+    max_failures: int
+    num_to_keep: int
+    callbacks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    path_map: dict[str, str] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        return self.search.seeds
+
+    def common_params(self) -> dict[str, Any]:
+        """Entries every trial shares: the base config, the overrides and the backbone (informative)."""
+        return {
+            "base_config": str(self.base_config),
+            "overrides": dict(self.overrides),
+            "backbone": self.backbone,
+        }
+
+    def trial_params(self, configuration: Configuration, seed: int) -> dict[str, Any]:
+        return {"ablation": configuration.as_param(), "seed": int(seed), **self.common_params()}
+
+    def grid_trials(self) -> list[dict[str, Any]]:
+        """Every trial's params in launch order: configuration-major, a configuration's seeds side by side
+        (so its seeds reach each rung together and per-configuration decisions never wait long)."""
+        if not isinstance(self.search, GridSearch):
+            raise TypeError("the trials of an Optuna sweep are sampled at run time")
+        return [self.trial_params(c, s) for c in self.search.configurations for s in self.search.seeds]
+
+
+def _fail(path: Path, fieldname: str, message: str) -> SweepError:
+    return SweepError(f"{path}: field '{fieldname}': {message}")
+
+
+def _check_variant(path: Path, where: str, name: str) -> None:
+    known = valid_variants()
+    if name not in known:
+        raise _fail(path, where, f"unknown variant {name!r}; valid variants: {list(known)}")
+
+
+def _grid(path: Path, grid: GridSpace) -> GridSearch:
+    configurations: list[Configuration] = []
+    seen: dict[Hashable, str] = {}
+    for i, entry in enumerate(grid.variants):
+        where = f"search.grid.variants[{i}]"
+        _check_variant(path, f"{where}.variant", entry.variant)
+        if entry.variant == BASELINE_VARIANT:
+            if entry.lambda_scales is not None or entry.lambdas:
+                raise _fail(path, where, "the baseline 'none' has no feature loss: it takes no lambdas")
+            cells = [make_configuration(entry.variant, None, None)]  # once per seed, never per scale
+        elif entry.lambdas is not None:
+            try:
+                cells = [make_configuration(entry.variant, None, entry.lambdas)]
+            except KeyError as exc:
+                raise _fail(path, f"{where}.lambdas", str(exc.args[0])) from None
+        else:
+            scales = entry.lambda_scales if entry.lambda_scales is not None else grid.lambda_scales
+            cells = [make_configuration(entry.variant, s, None) for s in scales]
+        for cell in cells:
+            if cell.key in seen:
+                raise _fail(
+                    path,
+                    where,
+                    f"configuration {cell.variant} with lambdas {dict(cell.lambdas)} is "
+                    f"already in the grid ({seen[cell.key]}); its seeds would be counted twice",
+                )
+            seen[cell.key] = where
+            configurations.append(cell)
+    return GridSearch(tuple(configurations), tuple(grid.seeds))
+
+
+def _optuna(path: Path, opt: OptunaSpace) -> OptunaSearch:
+    names: list[str] = []
+    ranges: dict[str, ScaleRange] = {}
+    for i, entry in enumerate(opt.variants):
+        where = f"search.optuna.variants[{i}]"
+        _check_variant(path, f"{where}.variant", entry.variant)
+        if entry.variant in names:
+            raise _fail(path, where, f"variant {entry.variant!r} listed twice")
+        names.append(entry.variant)
+        if entry.variant == BASELINE_VARIANT:
             continue
-        if options is True:
-            options = {}
-        if not isinstance(options, Mapping):
-            raise _fail(path, f"callbacks.{name}", f"expected a mapping of options or true, got {options!r}")
-        out[name] = dict(options)
-    return out
+        rng = entry.lambda_scale or opt.lambda_scale
+        if rng is None:
+            raise _fail(
+                path,
+                "search.optuna.lambda_scale",
+                f"variant {entry.variant!r} needs a lambda-scale range (global or per variant)",
+            )
+        ranges[entry.variant] = rng
+    return OptunaSearch(tuple(names), ranges, opt.num_samples, tuple(opt.seeds), opt.sampler_seed)
 
 
-def _resolve_base_config(path: Path, value: Any) -> Path:
+def _resolve_base_config(path: Path, value: str) -> Path:
     """Relative to the sweep file first (sweeps travel with their configs), then to the cwd."""
-    if not isinstance(value, str) or not value:
-        raise _fail(path, "base_config", "expected the path of a trainer config")
     candidate = Path(value).expanduser()
-    if candidate.is_absolute():
-        options = [candidate]
-    else:
-        options = [path.parent / candidate, Path.cwd() / candidate]
+    options = [candidate] if candidate.is_absolute() else [path.parent / candidate, Path.cwd() / candidate]
     for option in options:
         if option.is_file():
             return option.resolve()
     raise _fail(path, "base_config", f"no such file; looked at {[str(o) for o in options]}")
 
 
-def parse_sweep(raw: Any, path: Path, *, known_variants: Sequence[str] | None = None) -> SweepSpec:
-    """Validate a loaded sweep mapping; `path` is where it came from (for messages and relative paths)."""
-    known = tuple(known_variants) if known_variants is not None else valid_variants()
-    top = _mapping(path, "<top level>", raw, _TOP_KEYS)
-    for key in ("base_config", "search"):
-        if key not in top:
-            raise _fail(path, key, "required")
-    name = top.get("name", path.stem)
-    if not isinstance(name, str) or not name or "/" in name:
-        raise _fail(path, "name", f"expected a folder name without '/', got {name!r}")
-    overrides = top.get("overrides") or {}
-    if not isinstance(overrides, Mapping) or not all(isinstance(k, str) and k for k in overrides):
-        raise _fail(path, "overrides", "expected a mapping of dotted config keys to values")
-    search_raw = _mapping(path, "search", top["search"], {"grid", "optuna"})
-    if len(search_raw) != 1:
-        raise _fail(path, "search", "give exactly one of 'grid' or 'optuna'")
-    search: GridSearch | OptunaSpec
-    if "grid" in search_raw:
-        search = _parse_grid(path, search_raw["grid"], known)
-    else:
-        search = _parse_optuna(path, search_raw["optuna"], known)
-    scheduler = _parse_scheduler(path, top.get("scheduler"))
-    if scheduler.type == "per_config_asha" and not isinstance(search, GridSearch):
-        raise _fail(path, "scheduler.type",
-                    "per_config_asha groups the seeds of grid cells; it needs search.grid")
-    resources = _mapping(path, "resources", top.get("resources") or {}, _RESOURCE_KEYS)
-    cpu = float(_number(path, "resources.cpu", resources.get("cpu", 1)))
-    gpu = float(_number(path, "resources.gpu", resources.get("gpu", 0)))
-    if cpu <= 0:
-        raise _fail(path, "resources.cpu", "a trial needs a positive CPU share")
-    mct = top.get("max_concurrent_trials")
-    if mct is not None:
-        mct = int(_number(path, "max_concurrent_trials", mct, minimum=1, integer=True))
-    storage = top.get("storage_path", "~/ray_results")
-    if not isinstance(storage, str) or not storage:
-        raise _fail(path, "storage_path", f"expected a folder or URI, got {storage!r}")
-    failure = _mapping(path, "failure", top.get("failure") or {}, _FAILURE_KEYS)
-    max_failures = int(_number(path, "failure.max_failures", failure.get("max_failures", 0), minimum=-1,
-                               integer=True))
-    ckpt = _mapping(path, "checkpoint", top.get("checkpoint") or {}, _CHECKPOINT_KEYS)
-    num_to_keep = ckpt.get("num_to_keep")
-    if num_to_keep is not None:
-        num_to_keep = int(_number(path, "checkpoint.num_to_keep", num_to_keep, minimum=1, integer=True))
-    metric, mode = (scheduler.metric, scheduler.mode) if scheduler.type in ASHA_TYPES else ("miou18", "max")
-    return SweepSpec(
-        path=path, name=name, base_config=_resolve_base_config(path, top["base_config"]),
-        overrides=dict(overrides), search=search, scheduler=scheduler, cpu=cpu, gpu=gpu,
-        max_concurrent_trials=mct, storage_path=storage, max_failures=max_failures,
-        num_to_keep=num_to_keep, callbacks=_parse_callbacks(path, top.get("callbacks")),
-        metric=metric, mode=mode, path_map=_parse_path_map(path, top.get("path_map")),
+def trial_template(base_config: Path, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Base config with the sweep's overrides applied: what every trial shares, as a plain dict."""
+    from cmda.config import apply_overrides
+
+    raw = load_yaml(base_config) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{base_config}: a trainer config must be a mapping, got {type(raw).__name__}")
+    return apply_overrides(raw, dict(overrides))
+
+
+def dotted_get(data: Mapping[str, Any], key: str, default: Any = None) -> Any:
+    node: Any = data
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def _trainer_default(key: str) -> Any:
+    """A trainer config default (e.g. train.max_iters) when the base config does not set it."""
+    from cmda.config import config_from_dict
+
+    node: Any = config_from_dict({})
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def _agreeing(path: Path, fieldname: str, given: Any, *others: tuple[str, Any]) -> Any:
+    """`given` unless unset; a value set in two places must be the same in both."""
+    for other_field, other in others:
+        if given is not None and other is not None and given != other:
+            raise _fail(path, fieldname, f"{given!r} disagrees with {other_field}: {other!r}")
+    return given
+
+
+def _metric(path: Path, model: SweepFile, target_name: str) -> str:
+    from cmda.data.targets import UnknownTargetError, get_target
+
+    try:
+        target = get_target(target_name)
+    except UnknownTargetError as exc:
+        raise _fail(path, "data.target.name (base_config/overrides)", str(exc)) from None
+    given = _agreeing(path, "scheduler.metric", model.scheduler.metric, ("metric", model.metric))
+    metric = given or model.metric or target.headline_metric
+    where = "scheduler.metric" if model.scheduler.metric else "metric"
+    if metric not in target.metric_names:
+        listed = [m for m in target.metric_names if not m.startswith("iou/")]
+        raise _fail(
+            path,
+            where,
+            f"the trainer does not report {metric!r} on target {target_name!r}; it reports "
+            f"{listed} and 'iou/<class>' for each class",
+        )
+    return metric
+
+
+def _scheduler(path: Path, section: SchedulerSection, max_iters: int) -> SchedulerSpec:
+    if section.type == "none":
+        return SchedulerSpec()
+    if section.grace_period is None:
+        raise _fail(path, "scheduler.grace_period", f"required for {section.type}")
+    max_t = section.max_t if section.max_t is not None else max_iters
+    if section.time_attr == "iteration" and max_t > max_iters:
+        raise _fail(
+            path,
+            "scheduler.max_t",
+            f"trials end at train.max_iters={max_iters}; max_t={max_t} can never be reached",
+        )
+    if section.grace_period > max_t:
+        raise _fail(
+            path, "scheduler.grace_period", f"grace_period {section.grace_period} exceeds max_t {max_t}"
+        )
+    return SchedulerSpec(
+        section.type, section.time_attr, section.grace_period, section.reduction_factor, max_t
     )
 
 
-def _parse_path_map(path: Path, raw: Any) -> dict[str, str]:
+def parse_sweep(raw: Any, path: Path) -> SweepSpec:
+    """Validate a loaded sweep mapping; `path` is where it came from (for messages and relative paths)."""
+    model = validate(SweepFile, raw, str(path), SweepError)
+    for key in model.overrides:
+        if key in TRIAL_KEYS:
+            raise _fail(path, f"overrides.{key}", "set per trial by the sweep's search space; remove it here")
+    base = _resolve_base_config(path, model.base_config)
+    try:
+        template = trial_template(base, model.overrides)
+    except (YAMLFileError, ValueError) as exc:
+        raise _fail(path, "base_config", str(exc)) from None
+    search: GridSearch | OptunaSearch
+    search = _grid(path, model.search.grid) if model.search.grid else _optuna(path, model.search.optuna)
+    max_iters = int(dotted_get(template, "train.max_iters", _trainer_default("train.max_iters")))
+    eval_interval = int(dotted_get(template, "train.eval_interval", _trainer_default("train.eval_interval")))
+    target = str(dotted_get(template, "data.target.name", DEFAULT_TARGET))
+    _agreeing(path, "target", model.target, ("data.target.name of the base config", target))
+    metric = _metric(path, model, target)
+    mode = (
+        _agreeing(path, "scheduler.mode", model.scheduler.mode, ("mode", model.mode)) or model.mode or "max"
+    )
+    return SweepSpec(
+        path=path,
+        name=model.name or path.stem,
+        base_config=base,
+        overrides=dict(model.overrides),
+        search=search,
+        scheduler=_scheduler(path, model.scheduler, max_iters),
+        metric=metric,
+        mode=mode,
+        target=target,
+        max_iters=max_iters,
+        eval_interval=eval_interval,
+        backbone=str(dotted_get(template, "model.backbone", _trainer_default("model.backbone"))),
+        cpu=model.resources.cpu,
+        gpu=model.resources.gpu,
+        max_concurrent_trials=model.max_concurrent_trials,
+        storage_path=model.storage_path,
+        max_failures=model.failure.max_failures,
+        num_to_keep=model.checkpoint.num_to_keep,
+        callbacks={k: ({} if v is True else dict(v)) for k, v in model.callbacks.items() if v is not False},
+        path_map=_path_map(path, model.path_map),
+        raw=dict(raw),
+    )
+
+
+def _path_map(path: Path, raw: dict[str, str]) -> dict[str, str]:
     from tune.paths import parse_path_map  # tune.paths builds on this module's SweepError
 
     return parse_path_map(raw, str(path))
 
 
-def load_sweep(path: str | Path, *, known_variants: Sequence[str] | None = None) -> SweepSpec:
-    """Read and validate a sweep file."""
+def load_sweep(path: str | Path) -> SweepSpec:
+    """Read and validate a sweep file (numbers such as 6e-5 are numbers: cmda.io.load_yaml)."""
     path = Path(path).expanduser().resolve()
-    if not path.is_file():
-        raise SweepError(f"{path}: sweep file not found")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise SweepError(f"{path}: not valid YAML: {exc}") from exc
-    return parse_sweep(raw, path, known_variants=known_variants)
+        raw = load_yaml(path)
+    except YAMLFileError as exc:
+        raise SweepError(str(exc)) from None
+    return parse_sweep(raw, path)
 
 
-def common_params(spec: SweepSpec) -> dict[str, Any]:
-    """Entries every trial shares: the base config, the overrides and the backbone (informative)."""
-    backbone = spec.overrides.get("model.backbone")
-    if backbone is None:
-        base = yaml.safe_load(spec.base_config.read_text()) or {}
-        model = base.get("model") if isinstance(base, dict) else None
-        backbone = model.get("backbone", "unknown") if isinstance(model, dict) else "unknown"
-    return {"base_config": str(spec.base_config), "overrides": dict(spec.overrides),
-            "backbone": str(backbone)}
+def lambda_text(ablation: Mapping[str, Any]) -> str:
+    """How a table shows a configuration's lambda: the grid's scale (x0.5), or the explicit lambdas."""
+    if ablation.get("variant") == BASELINE_VARIANT:
+        return "-"
+    scale = ablation.get("lambda_scale")
+    if scale is not None:
+        return f"x{scale:g}"
+    lambdas = ablation.get("lambdas") or {}
+    return ",".join(f"{k}={v:g}" for k, v in sorted(lambdas.items())) or "-"
 
 
-def grid_param_space(spec: SweepSpec) -> dict[str, Any]:
-    """Ray param_space of a grid sweep: one trial per (cell, seed); the baseline cell has no lambda."""
-    from ray import tune
-
-    if not isinstance(spec.search, GridSearch):
-        raise TypeError("grid_param_space needs a grid sweep")
-    return {
-        "ablation": tune.grid_search([p.as_param() for p in spec.search.points]),
-        "seed": tune.grid_search(list(spec.search.seeds)),
-        **common_params(spec),
-    }
+def describe(spec: SweepSpec) -> str:
+    search = spec.search
+    if isinstance(search, GridSearch):
+        return (
+            f"grid of {len(search.configurations)} configurations x {len(search.seeds)} seeds = "
+            f"{search.num_trials} trials; metric {spec.metric} ({spec.mode})"
+        )
+    return (
+        f"optuna: {search.num_samples} configurations x {len(search.seeds)} seeds, up to "
+        f"{search.num_trials} trials; metric {spec.metric} ({spec.mode})"
+    )

@@ -1,70 +1,120 @@
 """The function Ray Tune runs for one trial: resolve the trainer config, train, report every evaluation.
 
 The trainer (`cmda.train.run`) never imports Ray; this module is the only bridge. It turns the trainer's
-`report(metrics, checkpoint_dir)` callback into `tune.report(..., checkpoint=...)` so that Ray persists
-every evaluation checkpoint, and it hands the checkpoint Ray restores (`tune.get_checkpoint()`) back
-to the trainer as `resume_from`, so a retried trial continues its iteration count instead of restarting.
+`report(metrics, checkpoint_dir)` callback into `tune.report(..., checkpoint=...)` and hands the checkpoint
+Ray restores (`tune.get_checkpoint()`) back to the trainer as `resume_from`, so a retried trial continues
+its iteration count instead of restarting.
+
+Storage discipline (what a trial leaves in the experiment folder):
+- The trainer's work dir (its own checkpoints, logs) is node-local scratch OUTSIDE Ray's trial folder
+  (`$CMDA_SCRATCH`, default the system temp dir) and is removed when the trial ends; each of the trainer's
+  checkpoint folders is deleted as soon as `tune.report` returns, i.e. once Ray has copied it to storage.
+  Ray's `CheckpointConfig` decides which checkpoints stay (the best by the sweep's metric and the latest).
+- The small files (`resolved_config.yaml`, the trainer's `log.csv` and `tensorboard/`) are copied into the
+  trial's artifact folder before every report; Ray's artifact sync (`SyncConfig(sync_artifacts=True)`)
+  uploads that folder from whichever node runs the trial, so they arrive from non-driver nodes too.
+  Ray itself writes `params.json`, `result.json`, `progress.csv` and `error.txt` from the driver.
+- A resumed trial reads its checkpoint in place (`Checkpoint.as_directory`: no copy on local or shared
+  storage, a temporary download for s3:// and gs://, removed afterwards).
+
+Deterministic failures (a non-finite loss, a config, YAML or data error) are raised as
+`DeterministicTrialError`; the schedulers in `tune.schedulers` end such a trial instead of retrying it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
+import sys
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from cmda.io import write_yaml_atomic
 from tune.placement import place_trial
-from tune.trial_files import TrialFiles
 
 TrainFn = Callable[..., Any]
 RESOLVED_CONFIG_NAME = "resolved_config.yaml"
+SMALL_FILES = ("log.csv", "tensorboard")
+"""What of the trainer's work dir reaches the experiment folder (besides Ray's kept checkpoints)."""
+SCRATCH_ENV = "CMDA_SCRATCH"
+LOGS_IN_CHECKPOINT = "trial_logs"
+"""The small files also travel inside each reported checkpoint: a trial resumed from a checkpoint (on any
+node, in a fresh scratch folder) continues its log.csv from there instead of starting a new, shorter one."""
 
 
-def load_base_config(path: str | Path) -> dict[str, Any]:
-    """The trainer config a sweep builds on, as a plain dict (the trainer accepts dicts in that shape)."""
-    raw = yaml.safe_load(Path(path).read_text())
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: a trainer config must be a mapping, got {type(raw).__name__}")
-    return raw
+class DeterministicTrialError(RuntimeError):
+    """A failure that would happen again on a retry; the message starts with the original error's type."""
 
 
-def resolve_trial_config(params: Mapping[str, Any], work_dir: str | Path | None = None,
-                         name: str | None = None) -> dict[str, Any]:
-    """Base config + sweep overrides + this trial's ablation cell and seed (in that order of precedence)."""
-    from cmda.config import apply_overrides
+def is_deterministic(error: BaseException) -> bool:
+    """Errors a retry cannot fix: the trainer is exactly reproducible, so a NaN comes back at the same
+    iteration, and a missing file or a bad config stays missing or bad. (Imported only when an error
+    happened: the trainer's modules are heavy.)"""
+    return isinstance(error, deterministic_error_types())
 
+
+def deterministic_error_types() -> tuple[type[BaseException], ...]:
+    from cmda.config import ConfigError
+    from cmda.data.events import EventFileError
+    from cmda.data.targets import UnknownTargetError
+    from cmda.io import YAMLFileError
+    from cmda.uda.dacs import NonFiniteLossError
+
+    return (
+        NonFiniteLossError,
+        ConfigError,
+        YAMLFileError,
+        UnknownTargetError,
+        EventFileError,
+        FileNotFoundError,
+    )
+
+
+def trainer_overrides(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The dotted trainer-config keys one trial sets: the ONE place where the sweep's trial params meet the
+    trainer's config names.
+
+    `lambdas` are the resolved per-term lambdas (every term of the variant), so they win over any
+    `lambda_scale` or `weight` the base config may hold: the trial trains exactly what its params say.
+    """
     ablation = params["ablation"]
-    trial: dict[str, Any] = {
+    return {
         "uda.feature_loss.variant": ablation["variant"],
-        "uda.feature_loss.weight": ablation.get("lambda"),
-        "uda.feature_loss.lambdas": dict(ablation.get("lambdas") or {}),
+        "uda.feature_loss.lambdas": {str(k): float(v) for k, v in (ablation.get("lambdas") or {}).items()},
         "seed": int(params["seed"]),
     }
+
+
+def resolve_trial_config(
+    params: Mapping[str, Any], work_dir: str | Path | None = None, name: str | None = None
+) -> dict[str, Any]:
+    """Base config + sweep overrides + this trial's ablation cell and seed (in that order of precedence)."""
+    from cmda.config import apply_overrides
+    from tune.sweep import trial_template
+
+    trial = trainer_overrides(params)
     if work_dir is not None:
         trial["train.work_dir"] = str(work_dir)
     if name is not None:
         trial["name"] = name
-    config = apply_overrides(load_base_config(params["base_config"]), dict(params.get("overrides") or {}))
-    return apply_overrides(config, trial)
+    template = trial_template(Path(params["base_config"]), dict(params.get("overrides") or {}))
+    return apply_overrides(template, trial)
 
 
-def write_yaml_atomic(path: Path, data: Mapping[str, Any]) -> None:
-    """Write YAML through a temp file in the same folder so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            yaml.safe_dump(dict(data), handle, sort_keys=False)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; these are ordinary result files
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def limit_threads(cpus: int) -> None:
+    """Give torch the trial's CPU count (it would otherwise use every core of the node).
+
+    Through the OpenMP/MKL variables when torch is not imported yet: torch reads them when it loads, and the
+    trial does not pay for importing torch before the trainer does (seconds per trial; benchmarks/README).
+    """
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(cpus)
+        return
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(cpus)
 
 
 def _trial_cpus(context: Any) -> int:
@@ -76,20 +126,6 @@ def _trial_cpus(context: Any) -> int:
     return max(1, int(cpus))
 
 
-def limit_threads(cpus: int) -> None:
-    """Give torch the trial's CPU count (it would otherwise use every core of the node).
-
-    Through the OpenMP/MKL variables when torch is not imported yet: torch reads them when it loads, and the
-    trial does not pay for importing torch before the trainer does (seconds per trial; benchmarks/README).
-    """
-    import sys
-
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(cpus)
-        return
-    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(cpus)
-
-
 def _trial_gpus(context: Any) -> float:
     """GPUs Ray reserved for this trial (fractions allowed)."""
     try:
@@ -98,17 +134,63 @@ def _trial_gpus(context: Any) -> float:
         return 0.0
 
 
-def trial_file_map(trial_dir: Path, work_dir: Path) -> dict[str, Path]:
-    """Name in the trial's storage folder -> local file or folder, for every small file a trial keeps."""
-    return {RESOLVED_CONFIG_NAME: trial_dir / RESOLVED_CONFIG_NAME, "log.csv": work_dir / "log.csv",
-            "tensorboard": work_dir / "tensorboard"}
-
-
 def default_train_fn() -> TrainFn:
     """The real trainer, imported inside the worker so the driver does not pay for torch models."""
     from cmda.train import run
 
     return run
+
+
+@contextmanager
+def scratch_dir(trial_id: str) -> Iterator[Path]:
+    """Node-local work dir for the trainer, outside anything Ray syncs; removed when the trial ends. What an
+    earlier attempt of the same trial left on this node (killed before its cleanup ran) goes first."""
+    root = Path(os.environ.get(SCRATCH_ENV) or tempfile.gettempdir()).expanduser()
+    root.mkdir(parents=True, exist_ok=True)
+    prefix = f"cmda_trial_{trial_id}_"
+    for stale in root.glob(f"{prefix}*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=root))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def artifact_dir(context: Any) -> Path:
+    """The trial's artifact folder: Ray uploads it to the trial's storage folder from any node."""
+    path = Path(context.get_storage().trial_working_directory)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def publish_small_files(work_dir: Path, destination: Path) -> None:
+    """Copy the trainer's log.csv and TensorBoard events to `destination` (the artifact folder, or a
+    checkpoint's LOGS_IN_CHECKPOINT folder); each copy replaces the previous one atomically, so a concurrent
+    upload sees a whole file."""
+    for name in SMALL_FILES:
+        source = work_dir / name
+        if source.is_file():
+            _copy_file(source, destination / name)
+        elif source.is_dir():
+            for item in source.rglob("*"):
+                if item.is_file():
+                    _copy_file(item, destination / name / item.relative_to(source))
+
+
+def _copy_file(source: Path, target: Path) -> None:
+    from cmda.io import atomic_path
+
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
 
 
 def make_trainable(train_fn: TrainFn | None = None) -> Callable[[dict[str, Any]], None]:
@@ -123,43 +205,51 @@ def make_trainable(train_fn: TrainFn | None = None) -> Callable[[dict[str, Any]]
         # One INFO line per persisted checkpoint would bury the progress table in the driver's terminal.
         logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
         context = tune.get_context()
-        trial_dir = Path(context.get_trial_dir())
-        work_dir = trial_dir / "work"
-        config = resolve_trial_config(params, work_dir=work_dir, name=context.get_trial_name())
-        # GPU placement (tune.placement): see only Ray's GPUs, and name the device that follows from them.
-        placement, device = place_trial(config.get("train", {}).get("device", "auto"), _trial_gpus(context))
-        config.setdefault("train", {})["device"] = device
-        write_yaml_atomic(trial_dir / RESOLVED_CONFIG_NAME, config)
-        # Small files reach storage from any node (tune.trial_files), not only from the driver's.
-        files = TrialFiles.for_current_trial(trial_file_map(trial_dir, work_dir))
-        files.upload()  # the resolved config, even if the trial fails before its first report
-        limit_threads(_trial_cpus(context))
-        placement.limit_memory(device)
-
-        def report(metrics: Mapping[str, float | int], checkpoint_dir: str | None) -> None:
-            clean = {k: (v if isinstance(v, (int, float)) else float(v)) for k, v in metrics.items()}
-            files.upload()
-            if checkpoint_dir is None:
-                tune.report(clean)
-                return
-            write_yaml_atomic(Path(checkpoint_dir) / RESOLVED_CONFIG_NAME, config)
-            tune.report(clean, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
-
+        artifacts = artifact_dir(context)
         fn = train_fn if train_fn is not None else default_train_fn()
-        checkpoint = tune.get_checkpoint()
-        try:
-            if checkpoint is None:
-                fn(config, report=report, resume_from=None)
-                return
-            files.restore()  # a retry on another node: continue the log from storage
-            # A private copy: the trainer may read it lazily, and Ray's copy must stay untouched.
-            with tempfile.TemporaryDirectory(prefix="resume_", dir=trial_dir) as resume_dir:
-                checkpoint.to_directory(resume_dir)
-                fn(config, report=report, resume_from=resume_dir)
-        finally:
+        limit_threads(_trial_cpus(context))
+        with scratch_dir(context.get_trial_id()) as work_dir:
+            config = resolve_trial_config(params, work_dir=work_dir, name=context.get_trial_name())
+            # GPU placement (tune.placement): see only Ray's GPUs, and name the device that follows from them.
+            requested = config.get("train", {}).get("device", "auto")
+            placement, device = place_trial(requested, _trial_gpus(context))
+            config.setdefault("train", {})["device"] = device
+            placement.limit_memory(device)
+            write_yaml_atomic(artifacts / RESOLVED_CONFIG_NAME, config)
+
+            def report(metrics: Mapping[str, float | int], checkpoint_dir: str | None) -> None:
+                clean = {k: (v if isinstance(v, (int, float)) else float(v)) for k, v in metrics.items()}
+                publish_small_files(work_dir, artifacts)
+                if checkpoint_dir is None:
+                    tune.report(clean)
+                    return
+                write_yaml_atomic(Path(checkpoint_dir) / RESOLVED_CONFIG_NAME, config)
+                publish_small_files(work_dir, Path(checkpoint_dir) / LOGS_IN_CHECKPOINT)
+                tune.report(clean, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
+                if _inside(Path(checkpoint_dir), work_dir):
+                    shutil.rmtree(checkpoint_dir, ignore_errors=True)  # Ray holds its copy in storage now
+
             try:
-                files.upload()  # what the trainer logged after its last report
-            except Exception as error:  # noqa: BLE001 - never hide the trial's own exception behind this one
-                logging.getLogger(__name__).warning("could not copy the trial's files to storage: %s", error)
+                run_trainer(fn, config, report, tune.get_checkpoint(), work_dir)
+            finally:
+                publish_small_files(work_dir, artifacts)
 
     return cmda_trial
+
+
+def run_trainer(
+    fn: TrainFn, config: dict[str, Any], report: Callable[..., None], checkpoint: Any, work_dir: Path
+) -> None:
+    """Train (from `checkpoint` when Ray restores one, with the logs it carries put back into the work dir);
+    deterministic failures are re-raised as DeterministicTrialError."""
+    try:
+        if checkpoint is None:
+            fn(config, report=report, resume_from=None)
+            return
+        with checkpoint.as_directory() as resume_dir:
+            publish_small_files(Path(resume_dir) / LOGS_IN_CHECKPOINT, work_dir)
+            fn(config, report=report, resume_from=resume_dir)
+    except Exception as exc:
+        if is_deterministic(exc):
+            raise DeterministicTrialError(f"{type(exc).__name__}: {exc}") from exc
+        raise

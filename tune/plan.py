@@ -1,0 +1,245 @@
+"""`cmda-tune plan SWEEP.yaml`: what a sweep will run and cost, without starting Ray.
+
+The trials in launch order (variant, per-term lambdas, seed), their count, the trainer iterations and
+GPU-hours if every trial runs to the end and as expected under the scheduler's rungs, and the storage the
+kept checkpoints will take.
+
+Expected compute under early stopping is the successive-halving ideal: every rung keeps the top
+1/reduction_factor of what reaches it, and a stopped trial stops at its first evaluation at or after the rung.
+Asynchronous ASHA lets the first arrivals at a rung continue, so a real sweep spends somewhat more
+(`benchmarks/scheduler_simulation.py` measures it for the study's shape).
+
+Checkpoint size is computed from the model built on PyTorch's meta device (no memory, no weights): model and
+EMA teacher weights plus AdamW's two moments, all fp32, i.e. about 16 bytes per parameter.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from tune.sweep import GridSearch, SweepSpec, lambda_text
+
+SECONDS_PER_HOUR = 3600.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    sweep: str
+    search: str
+    scheduler: str
+    trials: list[dict[str, Any]]
+    count: int
+    configurations: int | None
+    seeds: list[int]
+    max_iters: int
+    iterations_to_end: int
+    iterations_expected: int
+    expected_share: float
+    sec_per_iter: float | None
+    gpus_per_trial: float
+    gpu_hours_to_end: float | None
+    gpu_hours_expected: float | None
+    trial_hours_to_end: float | None
+    trial_hours_expected: float | None
+    checkpoint_bytes: int
+    kept_checkpoints_per_trial: int
+    checkpoint_storage_bytes: int
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def launch_order(spec: SweepSpec) -> list[dict[str, Any]]:
+    """The grid's trials as {"variant", "lambdas", "seed"} in the order they start (configuration-major).
+    An Optuna sweep's configurations are sampled at run time: none are listed."""
+    if not isinstance(spec.search, GridSearch):
+        return []
+    return [
+        {"variant": p["ablation"]["variant"], "lambdas": dict(p["ablation"]["lambdas"]), "seed": p["seed"]}
+        for p in spec.grid_trials()
+    ]
+
+
+def stop_points(spec: SweepSpec) -> list[int]:
+    """Iterations at which a trial can end: the first evaluation at or after each rung, and the end."""
+    end = spec.max_iters
+    if spec.scheduler.type == "none":
+        return [end]
+    s = spec.scheduler
+    points, milestone = [], float(s.grace_period)
+    while milestone < s.max_t:
+        points.append(min(end, math.ceil(milestone / spec.eval_interval) * spec.eval_interval))
+        milestone *= s.reduction_factor
+    points.append(min(end, math.ceil(s.max_t / spec.eval_interval) * spec.eval_interval))
+    return points
+
+
+def expected_iterations_per_trial(spec: SweepSpec) -> float:
+    """Iterations of an average trial when rung k keeps a 1/reduction_factor share of what reaches it."""
+    points = stop_points(spec)
+    if len(points) == 1:
+        return float(points[0])
+    keep = 1.0 / spec.scheduler.reduction_factor
+    total, reached, previous = 0.0, 1.0, 0
+    for point in points:
+        total += reached * (point - previous)
+        previous = point
+        reached *= keep
+    return total
+
+
+def checkpoint_bytes(config: dict[str, Any]) -> int:
+    """Size of one trainer checkpoint (model + EMA teacher + AdamW moments, fp32) from the model's shapes."""
+    import torch
+
+    from cmda.config import apply_overrides, config_from_dict
+    from cmda.train import build_model
+
+    cfg = config_from_dict(apply_overrides(config, {"model.pretrained": "none"}))
+    with torch.device("meta"):
+        model = build_model(cfg)
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    buffers = sum(b.numel() * b.element_size() for b in model.buffers())
+    return 4 * params + 2 * buffers
+
+
+def measure_seconds_per_iter(config: dict[str, Any], steps: int = 3, threads: int = 1) -> float:
+    """Median seconds of one training step (source pass, teacher, ClassMix, mixed pass, both backwards and
+    the optimizer) of the sweep's first trial on this machine's device, on one real batch held fixed, so
+    that data loading is not included; one warm-up step first. torch uses `threads` CPU threads, as a
+    trial does with its `resources.cpu`."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads))
+    try:
+        return _median_step_seconds(config, steps)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _median_step_seconds(config: dict[str, Any], steps: int) -> float:
+    import torch
+
+    from cmda.config import apply_overrides, config_from_dict
+    from cmda.train import build_loaders, build_model, build_translator, resolve_device
+    from cmda.uda.dacs import DACSStep
+
+    cfg = config_from_dict(apply_overrides(config, {"model.pretrained": "none", "data.num_workers": 0}))
+    device = resolve_device(cfg.train.device)
+    model = build_model(cfg).to(device)
+    step = DACSStep(model, cfg, translator=build_translator(cfg))
+    step.teacher.to(device)
+    if step.translator is not None:
+        step.translator.to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr)
+    use_bf16 = cfg.train.amp == "bf16" or (cfg.train.amp == "auto" and device.type == "cuda")
+    autocast = (
+        (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
+    )
+    train_loader, _ = build_loaders(cfg, 0)
+    batch = next(iter(train_loader))
+    durations = []
+    model.train()
+    for i in range(steps + 1):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        step(batch, i, device, autocast)
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        durations.append(time.perf_counter() - start)
+    timed = sorted(durations[1:])
+    return timed[len(timed) // 2]
+
+
+def make_plan(spec: SweepSpec, sec_per_iter: float | None = None, ckpt_bytes: int | None = None) -> Plan:
+    from tune.preflight import representative_trials
+    from tune.trainable import resolve_trial_config
+
+    count = spec.search.num_trials
+    per_trial = expected_iterations_per_trial(spec)
+    to_end, expected = count * spec.max_iters, int(round(count * per_trial))
+    if ckpt_bytes is None:
+        ckpt_bytes = checkpoint_bytes(resolve_trial_config(representative_trials(spec)[0]))
+    evaluations = math.ceil(spec.max_iters / spec.eval_interval)
+    kept = min(spec.num_to_keep + 1, evaluations)
+
+    def hours(iterations: float, gpus: float) -> float | None:
+        return None if sec_per_iter is None else iterations * sec_per_iter * gpus / SECONDS_PER_HOUR
+
+    return Plan(
+        sweep=str(spec.path),
+        search="grid" if isinstance(spec.search, GridSearch) else "optuna",
+        scheduler=spec.scheduler.type,
+        trials=launch_order(spec),
+        count=count,
+        configurations=len(spec.search.configurations) if isinstance(spec.search, GridSearch) else None,
+        seeds=list(spec.seeds),
+        max_iters=spec.max_iters,
+        iterations_to_end=to_end,
+        iterations_expected=expected,
+        expected_share=per_trial / spec.max_iters,
+        sec_per_iter=sec_per_iter,
+        gpus_per_trial=spec.gpu,
+        gpu_hours_to_end=hours(to_end, spec.gpu),
+        gpu_hours_expected=hours(expected, spec.gpu),
+        trial_hours_to_end=hours(to_end, 1.0),
+        trial_hours_expected=hours(expected, 1.0),
+        checkpoint_bytes=int(ckpt_bytes),
+        kept_checkpoints_per_trial=kept,
+        checkpoint_storage_bytes=int(count * kept * ckpt_bytes),
+    )
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def format_plan(plan: Plan) -> str:
+    lines = [f"sweep: {plan.sweep}  ({plan.search}, scheduler: {plan.scheduler})"]
+    if plan.trials:
+        width = max(len(t["variant"]) for t in plan.trials)
+        lines.append(f"{'#':>4}  {'variant':<{width}}  seed  lambdas")
+        for i, t in enumerate(plan.trials, 1):
+            lambdas = lambda_text({"variant": t["variant"], "lambdas": t["lambdas"]})
+            lines.append(f"{i:>4}  {t['variant']:<{width}}  {t['seed']:>4}  {lambdas}")
+    else:
+        lines.append(f"configurations are sampled at run time; each runs on seeds {plan.seeds}")
+    lines.append(
+        f"trials: {plan.count}"
+        + (
+            f" ({plan.configurations} configurations x {len(plan.seeds)} seeds)"
+            if plan.configurations
+            else " (at most)"
+        )
+    )
+    lines.append(f"iterations to the end: {plan.iterations_to_end:,} ({plan.max_iters:,} per trial)")
+    lines.append(
+        f"expected under the scheduler's rungs: {plan.iterations_expected:,} "
+        f"({plan.expected_share:.0%} of the full budget)"
+    )
+    if plan.sec_per_iter is None:
+        lines.append("GPU-hours: give --sec-per-iter S or --measure")
+    else:
+        lines.append(
+            f"seconds per iteration: {plan.sec_per_iter:.3g}; trial-hours to the end "
+            f"{plan.trial_hours_to_end:,.1f}, expected {plan.trial_hours_expected:,.1f}; GPU-hours "
+            f"({plan.gpus_per_trial:g} GPU per trial) to the end {plan.gpu_hours_to_end:,.1f}, "
+            f"expected {plan.gpu_hours_expected:,.1f}"
+        )
+    lines.append(
+        f"kept checkpoints: up to {plan.kept_checkpoints_per_trial} per trial x "
+        f"{_size(plan.checkpoint_bytes)} = {_size(plan.checkpoint_storage_bytes)} for {plan.count} trials"
+    )
+    return "\n".join(lines)

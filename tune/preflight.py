@@ -1,0 +1,201 @@
+"""Checks that run before Ray starts, so that a sweep that cannot succeed fails in seconds, not per trial.
+
+- every trial's trainer config passes the trainer's own validation (`cmda.config.config_from_dict`, what
+  `cmda train` runs), with the trial's variant, lambdas and seed in place;
+- the data roots and weight files those configs name exist;
+- the storage path can be written;
+- the experiment folder is new (an existing one is continued with `cmda-tune resume`, never overwritten);
+- each trial's resources fit on ONE node (a trial cannot span nodes); on an autoscaling cluster a request no
+  current node fits is a warning naming the autoscaler, since it may start such a node on demand.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from tune.sweep import (
+    BASELINE_VARIANT,
+    GridSearch,
+    SweepError,
+    SweepSpec,
+    dotted_get,
+    lambda_text,
+    make_configuration,
+)
+
+log = logging.getLogger(__name__)
+DATA_ROOT_KEYS = ("data.source.root", "data.target.root")
+WEIGHT_KEYS = ("model.pretrained", "model.cyclegan")
+# What Ray itself puts into a new experiment folder before anything else (its storage probe).
+RAY_STORAGE_MARKER = ".validate_storage_marker"
+
+
+class ClusterError(RuntimeError):
+    """No cluster to connect to, or one that cannot host the sweep's trials."""
+
+
+def representative_trials(spec: SweepSpec) -> list[dict[str, Any]]:
+    """Every trial of a grid; for Optuna, each variant at both ends of its lambda-scale range on every seed
+    (the configurations it samples lie in between and change nothing but the lambdas' values)."""
+    if isinstance(spec.search, GridSearch):
+        return spec.grid_trials()
+    trials = []
+    for variant in spec.search.variants:
+        rng = spec.search.ranges.get(variant)
+        scales = [None] if variant == BASELINE_VARIANT or rng is None else [rng.low, rng.high]
+        for scale in scales:
+            configuration = make_configuration(variant, scale, None)
+            trials.extend(spec.trial_params(configuration, seed) for seed in spec.seeds)
+    return trials
+
+
+def trial_name(params: Mapping[str, Any]) -> str:
+    ablation = params.get("ablation", {})
+    return f"{ablation.get('variant')} (lambda {lambda_text(ablation)}, seed {params.get('seed')})"
+
+
+def check_trial_configs(spec: SweepSpec) -> list[dict[str, Any]]:
+    """The resolved trainer config of every trial, each validated as `cmda train` validates its config."""
+    from cmda.config import config_from_dict
+    from tune.trainable import resolve_trial_config
+
+    configs = []
+    source = f"{spec.base_config} with the overrides of {spec.path}"
+    for params in representative_trials(spec):
+        resolved = resolve_trial_config(params)
+        try:
+            config_from_dict(resolved, source)
+        except ValueError as exc:
+            raise SweepError(
+                f"{spec.path}: trial {trial_name(params)}: the trainer rejects its config: {exc}"
+            ) from None
+        configs.append(resolved)
+    return configs
+
+
+def check_files(spec: SweepSpec, configs: Iterable[Mapping[str, Any]]) -> None:
+    """Data roots are folders and weight files exist (relative paths are read from the cwd, as trials do)."""
+    from cmda.models.segmentor import is_unset
+
+    problems: dict[str, str] = {}
+    for config in configs:
+        for key in DATA_ROOT_KEYS:
+            value = dotted_get(config, key)
+            if value is not None and not Path(value).expanduser().is_dir():
+                problems[key] = (
+                    f"data root {value!r} is not a folder (resolved {Path(value).expanduser().resolve()}); "
+                    f"prepare the data (README, Data) or fix the path"
+                )
+        for key in WEIGHT_KEYS:
+            value = dotted_get(config, key)
+            if value is not None and not is_unset(value) and not Path(value).expanduser().is_file():
+                problems[key] = (
+                    f"weights file {value!r} not found (resolved {Path(value).expanduser().resolve()}); "
+                    f"see pretrained/README.md, or set it to none"
+                )
+    if problems:
+        lines = [
+            f"{spec.path}: field '{key}' (base_config {spec.base_config} / overrides): {message}"
+            for key, message in sorted(problems.items())
+        ]
+        raise SweepError("\n".join(lines))
+
+
+def check_storage(spec: SweepSpec, storage: str) -> None:
+    """Create the storage folder (local or URI) and write and delete a probe file in it."""
+    import pyarrow.fs
+
+    try:
+        if "://" in storage:
+            fs, root = pyarrow.fs.FileSystem.from_uri(storage)
+        else:
+            fs, root = pyarrow.fs.LocalFileSystem(), str(Path(storage).expanduser().resolve())
+        fs.create_dir(root, recursive=True)
+        probe = f"{root.rstrip('/')}/.cmda_write_probe_{uuid.uuid4().hex}"
+        with fs.open_output_stream(probe) as handle:
+            handle.write(b"ok")
+        fs.delete_file(probe)
+    except Exception as exc:  # noqa: BLE001 - any failure means trials could not save anything
+        raise SweepError(f"{spec.path}: field 'storage_path': cannot write to {storage!r}: {exc}") from None
+
+
+def experiment_exists(experiment_dir: str) -> bool:
+    """Whether a folder (local or URI) already holds anything besides Ray's storage probe."""
+    import pyarrow.fs
+
+    if "://" in experiment_dir:
+        fs, path = pyarrow.fs.FileSystem.from_uri(experiment_dir)
+    else:
+        fs, path = pyarrow.fs.LocalFileSystem(), experiment_dir
+    infos = fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
+    return any(Path(info.path).name != RAY_STORAGE_MARKER for info in infos)
+
+
+def refuse_existing(spec: SweepSpec, experiment_dir: str) -> None:
+    if experiment_exists(experiment_dir):
+        raise SweepError(
+            f"{spec.path}: field 'name': the experiment folder {experiment_dir} already exists; continue it "
+            f"with `cmda-tune resume {experiment_dir}` (or `cmda-tune sweep --resume`), or choose another "
+            f"--name / --storage. Writing a second sweep into it would count its seeds twice."
+        )
+
+
+def local_node(num_cpus: float | None = None, num_gpus: float | None = None) -> dict[str, float]:
+    """What the local Ray this process would start offers (Ray counts cores and visible GPUs the same way)."""
+    if num_gpus is None:
+        try:
+            import torch
+
+            num_gpus = torch.cuda.device_count()
+        except Exception:  # noqa: BLE001 - no usable CUDA means no GPUs for Ray either
+            num_gpus = 0
+    return {"CPU": float(num_cpus if num_cpus is not None else os.cpu_count() or 1), "GPU": float(num_gpus)}
+
+
+def check_node_fit(
+    spec: SweepSpec, nodes: Sequence[Mapping[str, float]], *, autoscaling: bool = False
+) -> str | None:
+    """Raise ClusterError when no node can hold one trial; on an autoscaling cluster return a warning."""
+    want = {"CPU": spec.cpu, "GPU": spec.gpu}
+    if any(all(float(node.get(k, 0.0)) >= v for k, v in want.items()) for node in nodes):
+        return None
+    have = ", ".join(f"{{CPU: {n.get('CPU', 0):g}, GPU: {n.get('GPU', 0):g}}}" for n in nodes) or "no nodes"
+    message = (
+        f"{spec.path}: field 'resources': each trial asks for {{cpu: {spec.cpu:g}, gpu: {spec.gpu:g}}} "
+        f"on one node, but no node has that (nodes: {have})"
+    )
+    if autoscaling:
+        warning = (
+            f"{message}. The cluster autoscaler has to start a node of a type that fits (check the "
+            f"node types and max_workers of your cluster config); trials stay PENDING until it does."
+        )
+        log.warning(warning)
+        return warning
+    fix = " set resources.gpu: 0 to train on CPU or" if spec.gpu > 0 else ""
+    raise ClusterError(f"{message};{fix} lower resources.cpu, or connect to a cluster that fits (--address)")
+
+
+def cluster_nodes() -> list[dict[str, float]]:
+    """Resources of the alive nodes of the connected Ray cluster."""
+    import ray
+
+    return [dict(node["Resources"]) for node in ray.nodes() if node.get("Alive")]
+
+
+def autoscaling_cluster() -> bool:
+    """Whether the connected cluster has an autoscaler (Ray cluster launcher, or KubeRay's autoscaler
+    publishing its node types to the GCS). Both are read through Ray internals that may change."""
+    if Path("~/ray_bootstrap_config.yaml").expanduser().exists():
+        return True
+    try:
+        from ray._private.state import state
+
+        config = state.get_cluster_config()
+        return bool(config is not None and config.node_group_configs)
+    except Exception:  # noqa: BLE001 - unknown means "not autoscaling": the strict answer
+        return False
