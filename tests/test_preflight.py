@@ -81,9 +81,9 @@ def test_missing_data_and_weights_are_named(tmp_path: Path, capsys) -> None:
     }
     code, out = check(tmp_path, capsys, overrides=overrides)
     assert code == 2
-    assert "field 'data.source.root'" in out and str(tmp_path / "nowhere") in out
-    assert "field 'model.pretrained'" in out and "mit_b9.pth" in out
-    assert "field 'data.target.root'" in out  # every problem at once, not one per attempt
+    assert "field 'overrides.data.source.root'" in out and str(tmp_path / "nowhere") in out
+    assert "field 'overrides.model.pretrained'" in out and str(REPO / "pretrained" / "mit_b9.pth") in out
+    assert "field 'overrides.data.target.root'" in out  # every problem at once, not one per attempt
 
 
 def test_unwritable_storage_is_rejected(tmp_path: Path, capsys) -> None:

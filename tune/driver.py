@@ -244,22 +244,29 @@ def preflight_checks(
     paths settled and the paths its trials read. A local run checks those paths here; on a cluster they are
     checked where the trials run, once connected (`check_cluster`)."""
     spec, paths = settle_paths(spec, address)
+    local = not joins_cluster(address)
     if validate_trainer:
         preflight.check_trial_configs(spec)
-        if address is None and (problems := missing_paths(paths)):
+        if local and (problems := missing_paths(paths)):
             raise SweepError("\n".join([*problems, "prepare the data (README, Data) or fix the paths; weight "
                                          "files: see pretrained/README.md, or set them to none"]))
     preflight.check_storage(spec, resolve_storage(spec.storage_path))
-    if address is None:
+    if local:
         preflight.check_node_fit(spec, [preflight.local_node(num_cpus)])
     return spec, paths
+
+
+def joins_cluster(address: str | None) -> bool:
+    """Whether the trials run on a cluster this process joins (an address, or a Ray already initialised in
+    this process, as tests and notebooks do) rather than on a local Ray this sweep starts."""
+    import ray
+
+    return address is not None or ray.is_initialized()
 
 
 def check_cluster(spec: SweepSpec, address: str | None, paths: Sequence[TrialPath] = ()) -> None:
     """After joining a cluster (its nodes are only known then), before any trial is created: a trial fits
     on one node, and the paths its trials read exist on the nodes that run them (tune.remote)."""
-    if address is None:
-        return
     preflight.check_node_fit(spec, preflight.cluster_nodes(), autoscaling=preflight.autoscaling_cluster())
     for note in check_paths_where_trials_run(paths, cpu=spec.cpu, gpu=spec.gpu,
                                              client=is_client_address(address)):
@@ -285,11 +292,13 @@ def run_sweep(
         if not resume_existing:
             preflight.refuse_existing(spec, exp)
         return resume_sweep(exp, address=address, train_fn=train_fn, num_cpus=num_cpus)
+    joined = joins_cluster(address)
     spec, paths = preflight_checks(
         spec, validate_trainer=train_fn is None, address=address, num_cpus=num_cpus
     )
     started_ray = connect(address, num_cpus=num_cpus)
-    check_cluster(spec, address, paths if train_fn is None else ())
+    if joined:
+        check_cluster(spec, address, paths if train_fn is None else ())
     tuner = build_tuner(
         spec,
         train_fn=train_fn,
@@ -356,10 +365,12 @@ def resume_sweep(
     spec = load_experiment_sweep(path_text, sweep_file)
     if "://" not in path_text:
         clean_stale_tmp(path_text)
-    if address is None:
+    joined = joins_cluster(address)
+    if not joined:
         preflight.check_node_fit(spec, [preflight.local_node(num_cpus)])
     started_ray = connect(address, num_cpus=num_cpus)
-    check_cluster(spec, address)
+    if joined:
+        check_cluster(spec, address)
     tuner = tune.Tuner.restore(
         path_text,
         trainable=with_trial_resources(spec, train_fn),
