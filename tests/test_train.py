@@ -55,7 +55,7 @@ def test_non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(
         return value * float("nan") if calls["n"] > 8 * 2 else value  # 8 CE terms per step: NaN in step 3
 
     monkeypatch.setattr(dacs, "weighted_ce", poisoned)
-    with pytest.raises(dacs.NonFiniteLossError, match="at iteration 2"):
+    with pytest.raises(dacs.NonFiniteLossError, match="loss term 'src_image' .source phase. is nan at iteration 2"):
         run(config)
     assert load_checkpoint(config.train.work_dir)["iteration"] == 2
 
@@ -76,7 +76,7 @@ def test_short_training_on_the_synthetic_twin_learns(tiny_config):
     torch.manual_seed(0)
     untrained = build_model(config)
     _, test_loader = build_loaders(config, 0)
-    before = evaluate(untrained, test_loader, torch.device("cpu"))["miou18"]
+    before = evaluate(untrained, test_loader, torch.device("cpu"), config.target)["miou18"]
     after = run(config)["miou18"]
     # measured: about 1.4 untrained and about 10 after 40 iterations
     assert after > before + 5, (before, after)
