@@ -13,10 +13,20 @@ from cmda.uda.feature_losses import VARIANTS
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-@pytest.mark.parametrize("name", ["demo.yaml", "cmda_cs2dsec_b5.yaml", "cmda_cs2dsec_b2.yaml"])
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")))
 def test_shipped_configs_load(name):
     config = load_config(CONFIGS / name)
-    assert config.uda.feature_loss.variant == "none"
+    assert config.uda.feature_loss.variant == "none" and config.train.amp == "off"
+
+
+def test_dark_zurich_configs_follow_the_original_and_the_fork():
+    b5, b2 = load_config(CONFIGS / "cmda_cs2dz_b5.yaml"), load_config(CONFIGS / "cmda_cs2dz_b2.yaml")
+    assert (b5.model.backbone, b2.model.backbone) == ("mit_b5", "mit_b2")
+    assert b5.target.name == "dark_zurich" and b5.model.fusion == "attention"
+    assert b5.uda.loss_weights.as_dict() == {"image": 0.7, "second": 0.7, "fusion": 0.7, "isr": 0.25}
+    assert (b5.uda.pseudo_weight_ignore_top, b5.uda.pseudo_weight_ignore_bottom) == (15, 120)
+    assert (b5.data.target.resize, b5.data.target.crop, b5.data.batch_size) == ([960, 540], [512, 512], 2)
+    assert b5.uda == b2.uda and b5.optim == b2.optim and b5.data == b2.data
 
 
 def test_paper_and_study_configs_differ_only_where_the_study_did():

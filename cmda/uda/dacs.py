@@ -136,10 +136,6 @@ class StepInputs:
     tgt_isr: Tensor
     tgt_events: Tensor | None
 
-    def second(self, modality: str, domain: str) -> Tensor:
-        """The second-modality input of the source or target batch."""
-        return getattr(self, f"{domain}_{modality}")
-
 
 class DACSStep:
     """The CMDA training step around a student (`CMDASegmentor`), its EMA teacher and an optional
