@@ -28,6 +28,7 @@ from cmda.errors import CMDAError
 from cmda.io import YAMLFileError, load_yaml, parse_yaml, write_yaml_atomic
 from cmda.models.fusion import FUSIONS
 from cmda.models.mit import MIT_CONFIGS
+from cmda.models.weights import is_unset
 from cmda.uda.feature_losses import VARIANTS
 from cmda.validation import (
     FiniteFloat,
@@ -259,6 +260,26 @@ class Config(StrictModel):
         return self.model_dump(mode="python")
 
 
+RENAMED = {
+    "uda.feature_loss.weight": "uda.feature_loss.lambda_scale (multiplies each term's default lambda) or "
+    "uda.feature_loss.lambdas (explicit per-term lambdas)",
+    "uda.feature_loss.target": "uda.feature_loss.target_features",
+    "uda.loss_weights.events": "uda.loss_weights.second",
+}
+"""Keys of earlier versions -> what replaced them (a clearer message than 'unknown key')."""
+
+
+def renamed_key_errors(data: dict[str, Any], source: str) -> list[str]:
+    errors = []
+    for old, new in RENAMED.items():
+        node: Any = data
+        for part in old.split("."):
+            node = node.get(part, KeyError) if isinstance(node, dict) else KeyError
+        if node is not KeyError:
+            errors.append(field_error(source, old, f"was renamed: use {new}", node))
+    return errors
+
+
 def cross_field_errors(config: Config, source: str) -> list[str]:
     """Problems that span fields or need a registry entry, one line each (same format as pydantic's)."""
     spec = config.target
@@ -281,7 +302,7 @@ def cross_field_errors(config: Config, source: str) -> list[str]:
                 f"{spec.second_modality}); choose a variant without that term or a target with {missing[0]}",
                 variant.name,
             ))  # fmt: skip
-    if not spec.provides("events") and config.model.cyclegan.strip().lower() not in ("", "none", "null"):
+    if not spec.provides("events") and not is_unset(config.model.cyclegan):
         errors.append(field_error(
             source, "model.cyclegan",
             f"target {spec.name!r} (data.target.name) has no events, and the CycleGAN translator only makes "
@@ -296,6 +317,9 @@ def config_from_dict(data: Any, source: str = "<dict>") -> Config:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a config must be a mapping of sections, got {type(data).__name__}")
+    renamed = renamed_key_errors(data, source)
+    if renamed:
+        raise ConfigError("\n".join(renamed))
     config = validate(Config, data, source, ConfigError)
     errors = cross_field_errors(config, source)
     if errors:

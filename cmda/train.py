@@ -423,6 +423,8 @@ def open_work_dir(work_dir: Path) -> Iterator[Path]:
         os.close(fd)
         os.unlink(probe)
     except OSError as error:
+        if not existed and work_dir.is_dir() and not any(work_dir.iterdir()):
+            work_dir.rmdir()
         friendly = _disk_error(error, work_dir) or RunError(
             f"cannot create train.work_dir {work_dir}: {error.strerror or error}; choose another "
             "train.work_dir"

@@ -102,6 +102,10 @@ def test_overrides_are_yaml_parsed_dotted_keys(tmp_path):
             "field 'data.target.events_bins': unknown key",
         ),
         ({"model": {"num_classes": 20}}, "field 'model.num_classes': target 'dsec_night' (data.target.name)"),
+        (
+            {"uda": {"feature_loss": {"weight": 0.1}}},
+            "field 'uda.feature_loss.weight': was renamed: use uda.feature_loss.lambda_scale",
+        ),
     ],
 )
 def test_bad_values_name_the_file_and_the_key(data, message):

@@ -7,6 +7,7 @@ import contextlib
 import pytest
 import torch
 
+from cmda.data.targets import TARGETS
 from cmda.uda.dacs import DACSStep, branch_losses, pseudo_labels, weighted_ce
 from cmda.uda.ema import EMATeacher, ema_alpha
 from cmda.uda.feature_losses import VARIANTS
@@ -84,10 +85,21 @@ def one_step(config, seed_batch: int = 0):
     return model, logged
 
 
-@pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_one_iteration_of_each_variant(tiny_config, variant):
-    model, logged = one_step(tiny_config(**{"uda.feature_loss.variant": variant}))
-    expected = {f"{phase}_{b}" for phase in ("src", "mix") for b in ("image", "events", "fusion", "isr")}
+SERVED = [
+    (variant, target)
+    for variant in sorted(VARIANTS)
+    for target in sorted(TARGETS)
+    if set().union(*VARIANTS[variant].requires.values()) <= TARGETS[target].modalities
+]
+"""Every (variant, target) pair the config accepts (tests/test_config.py checks the refused ones)."""
+
+
+@pytest.mark.parametrize(("variant", "target"), SERVED)
+def test_one_iteration_of_each_variant_on_each_target(tiny_config, variant, target):
+    spec = TARGETS[target]
+    model, logged = one_step(tiny_config(target=target, **{"uda.feature_loss.variant": variant}))
+    branches = {"image", "fusion", "isr", spec.second_modality}
+    expected = {f"{phase}_{b}" for phase in ("src", "mix") for b in branches}
     expected |= set(VARIANTS[variant].terms) | {"pseudo_weight"}
     assert set(logged) == expected
     assert all(torch.isfinite(v) for v in logged.values())
