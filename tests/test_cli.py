@@ -97,10 +97,10 @@ def test_full_disk_at_a_checkpoint(tiny_config, tmp_path, capsys, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(cmda.train.torch, "save", full)
-    config = tiny_config(**{"train.max_iters": 2})
+    config = tiny_config(**{"train.max_iters": 1})
     assert main(["train", write_config(tmp_path / "exp.yaml", config.to_dict())]) == 2
     line = one_error_line(capsys)
-    assert "cannot write" in line and "iter_0000002: the disk is full" in line
+    assert "cannot write" in line and "iter_0000001: the disk is full" in line
     assert not list((Path(config.train.work_dir) / "checkpoints").glob(".tmp_*"))
 
 
