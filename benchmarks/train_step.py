@@ -49,7 +49,7 @@ def time_steps(
         {"model": {"backbone": size, "pretrained": "none"}, "train": {"device": device.type}}
     )
     model = build_model(config).to(device)
-    step = DACSStep(model, config)
+    step = DACSStep(model, config.uda, config.target, seed=config.seed)
     step.teacher.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
     data = synthetic_batch(batch, crop)

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
 import logging
+import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,50 +26,63 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def save_prediction_png(path: Path, prediction: np.ndarray) -> None:
-    """Colour-code trainIds with the Cityscapes palette (255 = black) and write a PNG."""
+    """Colour-code trainIds with the Cityscapes palette (255 = black) and write a PNG atomically."""
     from PIL import Image
 
     from cmda.data import PALETTE
+    from cmda.io import atomic_path
 
     palette = np.zeros((256, 3), dtype=np.uint8)
     palette[: len(PALETTE)] = np.asarray(PALETTE, dtype=np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(palette[prediction.astype(np.uint8)]).save(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(palette[prediction.astype(np.uint8)]).save(tmp, format="PNG")
+
+
+@contextlib.contextmanager
+def output_folder(path: Path) -> Iterator[Path]:
+    """A folder the command may write into; if the command fails, a folder it created is removed again."""
+    existed = path.exists()
+    try:
+        yield path
+    except BaseException:
+        if not existed and path.exists():
+            shutil.rmtree(path, ignore_errors=True)
+        raise
 
 
 def cmd_test(args: argparse.Namespace) -> int:
-    import torch
-    import torch.nn.functional as F
-
+    """Evaluate a checkpoint with the trainer's evaluation routine; needs no ImageNet or CycleGAN file."""
     from cmda.config import load_config
-    from cmda.eval import confusion_matrix, metrics_from_confusion
-    from cmda.train import build_model, build_test_dataset, checkpoint_dir_of, load_checkpoint, resolve_device
+    from cmda.eval import evaluate
+    from cmda.models.weights import load_strict
+    from cmda.train import (
+        CHECKPOINT_FILE,
+        CONFIG_FILE,
+        autocast_factory,
+        build_model,
+        build_test_loader,
+        checkpoint_dir_of,
+        load_checkpoint,
+        resolve_device,
+    )
 
     folder = checkpoint_dir_of(args.checkpoint)
-    config = load_config(args.config or folder / "config.yaml", args.set)
+    config = load_config(args.config or folder / CONFIG_FILE, args.set)
     device = resolve_device(config.train.device)
+    loader = build_test_loader(config)
     model = build_model(config)
-    model.load_state_dict(load_checkpoint(folder)["model"])
-    model.to(device).eval()
-    dataset = build_test_dataset(config)
-    conf = torch.zeros(config.model.num_classes, config.model.num_classes, dtype=torch.long)
+    load_strict(model, load_checkpoint(folder)["model"], folder / CHECKPOINT_FILE)
+    model.to(device)
     out_dir = Path(args.out) if args.out else folder / "predictions"
-    with torch.no_grad():
-        for index in range(len(dataset)):
-            sample = dataset[index]
-            image, events = sample["image"][None].to(device), sample["events"][None].to(device)
-            logits = model.predict(image, events)
-            label = sample["label"]
-            logits = F.interpolate(
-                logits.float(), size=label.shape[-2:], mode="bilinear", align_corners=False
-            )
-            prediction = logits.argmax(dim=1)[0].cpu()
-            conf += confusion_matrix(prediction, label, config.model.num_classes)
-            if args.save_predictions:
-                save_prediction_png(
-                    out_dir / f"{sample.get('name', index)}.png".replace("/", "_"), prediction.numpy()
-                )
-    metrics = metrics_from_confusion(conf)
+
+    def write(name: str, prediction) -> None:
+        save_prediction_png(out_dir / f"{name}.png".replace("/", "_"), prediction.numpy())
+
+    with output_folder(out_dir):
+        metrics = evaluate(
+            model, loader, device, config.target, autocast=autocast_factory(device, config.train.amp),
+            on_prediction=write if args.save_predictions else None,
+        )  # fmt: skip
     print(json.dumps({k: round(v, 2) for k, v in metrics.items()}, indent=1))
     if args.save_predictions:
         print(f"predictions written to {out_dir}")
@@ -84,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--resume", default=None, help="checkpoint folder, `latest` file or work_dir")
     train.set_defaults(func=cmd_train)
-    test = sub.add_parser("test", help="evaluate a checkpoint on the DSEC-Night test split")
+    test = sub.add_parser("test", help="evaluate a checkpoint on its target's labelled test split")
     test.add_argument("checkpoint", help="checkpoint folder, `latest` file or work_dir")
     test.add_argument("--config", default=None, help="config (default: the checkpoint's config.yaml)")
     test.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -95,12 +112,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXPECTED_OS_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def is_expected(error: BaseException) -> bool:
+    """Failures a user can fix, printed as one sentence: config, data, run and disk errors. Anything else
+    (a bug) keeps its traceback."""
+    from cmda.errors import CMDAError
+
+    if isinstance(error, CMDAError | ValueError | FileNotFoundError):
+        return True
+    return isinstance(error, OSError) and error.errno in EXPECTED_OS_ERRORS
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as error:
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:
+        if not is_expected(error):
+            raise
         print(f"error: {error}", file=sys.stderr)
         return 2
 

@@ -1,301 +1,340 @@
-"""Typed trainer configuration: plain dataclasses loaded from YAML and validated with clear errors.
+"""The trainer configuration: pydantic models loaded from YAML, every problem named by file and field.
 
 A config is plain data (nanoGPT style): every knob has a documented default here, a YAML file overrides
-what it names, and `--set a.b=value` (or a sweep's overrides) change single dotted keys. Unknown keys and
-wrong types are errors that name the dotted key and the file, so a typo never silently trains the wrong
-experiment.
+what it names, and `--set a.b=value` (or a sweep's overrides) changes single dotted keys. Unknown keys,
+wrong types and out-of-range numbers are errors that name the file and the dotted field
+(`configs/x.yaml: field 'optim.lr': input should be greater than 0, got -1.0`), so a typo never silently
+trains the wrong experiment. Choice lists (backbones, fusion modules, loss variants, targets) are read
+from their registries, never copied.
+
+`data.target` is the section of the target domain named by `data.target.name` (each target's fields are
+its registry entry's `config_model`). Fields left at null (`model.fusion`, `uda.loss_weights.*`,
+`uda.pseudo_weight_ignore_*`) take the original's recipe for that target; the loaded config holds the
+resolved values, so a saved config.yaml says exactly what trained.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import os
-import tempfile
-import types
-import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, Union
 
-import yaml
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from cmda.data import NUM_CLASSES
+from cmda.data.targets import DEFAULT_TARGET, TARGETS, TargetSpec, get_target
+from cmda.errors import CMDAError
+from cmda.io import YAMLFileError, is_unset, load_yaml, parse_yaml, write_yaml_atomic
+from cmda.models.fusion import FUSIONS
+from cmda.models.mit import MIT_CONFIGS
+from cmda.uda.feature_losses import VARIANTS
+from cmda.validation import (
+    FiniteFloat,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveInt,
+    Probability,
+    StrictModel,
+    WidthHeight,
+    field_error,
+    register_union_tags,
+    validate,
+)
 
 
-class ConfigError(ValueError):
-    """A config value or key that is not what the trainer expects."""
+class ConfigError(CMDAError, ValueError):
+    """A config value or key that is not what the trainer expects; the message names file and field."""
 
 
-@dataclass
-class ModelConfig:
-    backbone: str = "mit_b5"
+BackboneName = Literal[tuple(MIT_CONFIGS)]  # type: ignore[valid-type]
+FusionName = Literal[tuple(FUSIONS)]  # type: ignore[valid-type]
+VariantName = Literal[tuple(VARIANTS)]  # type: ignore[valid-type]
+PositiveFloat = Annotated[FiniteFloat, Field(gt=0)]
+
+_TARGET_MODELS = tuple(spec.config_model for spec in TARGETS.values())
+register_union_tags(TARGETS)
+TargetConfig = (
+    Annotated[Union[_TARGET_MODELS], Field(discriminator="name")]  # noqa: UP007 - a tuple of registry models
+    if len(_TARGET_MODELS) > 1
+    else _TARGET_MODELS[0]
+)
+
+
+def _fits(inner: list[int], outer: list[int]) -> bool:
+    return inner[0] <= outer[0] and inner[1] <= outer[1]
+
+
+class ModelConfig(StrictModel):
+    backbone: BackboneName = "mit_b5"
     pretrained: str = "none"
-    """Path to an NVlabs mit_bX.pth, or "none" to train from scratch."""
+    """NVlabs mit_bX.pth loaded into both backbones when a run starts from scratch; "none" = random init.
+    Never read on resume or by `cmda test` (the weights are in the checkpoint)."""
     cyclegan: str = "none"
-    """Path to cityscapes_ICD_to_dsec_EN.pth; "none" uses the raw motion image as source events."""
-    drop_path_rate: float = 0.1
-    num_classes: int = 19
-    decoder_channels: int = 256
-    fusion: str = "attention_avg"
+    """cityscapes_ICD_to_dsec_EN.pth (source motion -> pseudo-events), read when a run starts from scratch
+    and kept in its checkpoints; "none" uses the raw motion image as source events."""
+    drop_path_rate: Annotated[FiniteFloat, Field(ge=0, lt=1)] = 0.1
+    num_classes: PositiveInt = NUM_CLASSES
+    decoder_channels: PositiveInt = 256
+    fusion: FusionName | None = None
+    """Fusion of image and second-modality features; null = the target's recipe."""
 
 
-@dataclass
-class RCSConfig:
+class RCSConfig(StrictModel):
     enabled: bool = True
-    temperature: float = 0.01
-    min_pixels: int = 3000
-    min_crop_ratio: float = 0.5
+    temperature: PositiveFloat = 0.01
+    min_pixels: NonNegativeInt = 3000
+    min_crop_ratio: Probability = 0.5
 
 
-@dataclass
-class SourceDataConfig:
+class SourceDataConfig(StrictModel):
+    """Cityscapes: each image is resized to `resize`, then a `crop` box is cut from it."""
+
     root: str = "data/cityscapes"
-    resize: list[int] = field(default_factory=lambda: [1024, 512])
-    crop: list[int] = field(default_factory=lambda: [512, 512])
-    cat_max_ratio: float | None = None
-    rcs: RCSConfig = field(default_factory=RCSConfig)
+    resize: WidthHeight = Field(default_factory=lambda: [1024, 512])
+    crop: WidthHeight = Field(default_factory=lambda: [512, 512])
+    cat_max_ratio: Probability | None = None
+    """DAFormer's class-balanced crop (null = off, as CMDA)."""
+    rcs: RCSConfig = Field(default_factory=RCSConfig)
+
+    @field_validator("crop")
+    @classmethod
+    def _crop_fits_resize(cls, crop: list[int], info: ValidationInfo) -> list[int]:
+        resize = info.data.get("resize")
+        if resize is not None and not _fits(crop, resize):
+            raise ValueError(
+                f"must fit in data.source.resize {resize} (Cityscapes images are resized first, then "
+                "cropped): make data.source.crop at most data.source.resize"
+            )
+        return crop
 
 
-@dataclass
-class TargetDataConfig:
-    root: str = "data/DSEC_Night"
-    crop: list[int] = field(default_factory=lambda: [400, 400])
-    resize: list[int] = field(default_factory=lambda: [512, 512])
-    events_bins: int = 1
-    test_rows: int = 440
-    window_frames: int = 1
+class DataConfig(StrictModel):
+    source: SourceDataConfig = Field(default_factory=SourceDataConfig)
+    target: TargetConfig = Field(default_factory=lambda: TARGETS[DEFAULT_TARGET].config_model())
+    batch_size: PositiveInt = 2
+    num_workers: NonNegativeInt = 4
+
+    @field_validator("target", mode="before")
+    @classmethod
+    def _default_target(cls, value: Any) -> Any:
+        """A section without `name` is the default target's."""
+        if isinstance(value, dict) and "name" not in value:
+            return {"name": DEFAULT_TARGET, **value}
+        return value
 
 
-@dataclass
-class DataConfig:
-    source: SourceDataConfig = field(default_factory=SourceDataConfig)
-    target: TargetDataConfig = field(default_factory=TargetDataConfig)
-    batch_size: int = 2
-    num_workers: int = 4
+class LossWeights(StrictModel):
+    """Branch CE weights; null = the target's recipe (DSEC-Night 0.5/0.5/0.5/0.25, Dark Zurich
+    0.7/0.7/0.7 with no extra ISR branch)."""
+
+    image: NonNegativeFloat | None = None
+    second: NonNegativeFloat | None = None
+    """The second-modality branch (events on DSEC-Night, ISR on Dark Zurich); halved when the extra ISR
+    branch exists, as the original does."""
+    fusion: NonNegativeFloat | None = None
+    isr: NonNegativeFloat | None = None
+    """The extra, un-fused ISR branch (only where the second modality is events)."""
+
+    def as_dict(self) -> dict[str, float]:
+        return {"image": self.image, "second": self.second, "fusion": self.fusion, "isr": self.isr}
 
 
-@dataclass
-class FeatureLossConfig:
-    variant: str = "none"
-    weight: float | None = None
-    """One lambda for every term of the variant; null keeps the per-term defaults."""
-    lambdas: dict[str, float] = field(default_factory=dict)
-    """Per-term lambdas; they win over `weight`."""
-    stages: list[int] = field(default_factory=lambda: [3])
-    reduction: str = "mse"
-    """"mse" (element mean, the study's choice) or "stats" (MSE of per-channel means and variances)."""
-    target: str = "mixed"
-    """"mixed" (the ClassMix batch, as the study) or "night" (an extra student pass on the night batch)."""
-    mask_source: str = "source"
-    """Which events mask the masked_event term: "source" pseudo-events or "target" events."""
-
-
-@dataclass
-class UDAConfig:
-    alpha: float = 0.999
-    pseudo_threshold: float = 0.968
-    loss_weights: dict[str, float] = field(
-        default_factory=lambda: {"image": 0.5, "events": 0.5, "fusion": 0.5, "isr": 0.25}
+class FeatureLossConfig(StrictModel):
+    variant: VariantName = "none"
+    lambda_scale: NonNegativeFloat = 1.0
+    """Multiplies every term's default lambda (1.0 = the L2 fork's values)."""
+    lambdas: dict[str, NonNegativeFloat] = Field(default_factory=dict)
+    """Explicit per-term lambdas; they win over the scale."""
+    stages: Annotated[list[Annotated[int, Field(ge=0, le=3)]], Field(min_length=1)] = Field(
+        default_factory=lambda: [3]
     )
-    color_jitter_strength: float = 0.2
-    color_jitter_p: float = 0.2
-    """Jitter is applied when U(0,1) > this value (the original's naming)."""
+    reduction: Literal["mse", "stats"] = "mse"
+    """"mse" (element mean, the study's choice) or "stats" (MSE of per-channel means and variances)."""
+    target_features: Literal["mixed", "night"] = "mixed"
+    """Target-side features: the ClassMix batch ("mixed", as the study) or an extra pure-night pass."""
+    mask_source: Literal["source", "target"] = "source"
+    """Which events mask the masked-event term: the source pseudo-events or the target's events."""
+
+    @field_validator("lambdas")
+    @classmethod
+    def _terms_of_variant(cls, lambdas: dict[str, float], info: ValidationInfo) -> dict[str, float]:
+        variant = info.data.get("variant")
+        if variant is None:
+            return lambdas
+        terms = sorted(VARIANTS[variant].terms)
+        unknown = sorted(set(lambdas) - set(terms))
+        if unknown:
+            raise ValueError(
+                f"{unknown} not terms of variant {variant!r} (its terms: {', '.join(terms) or 'none'})"
+            )
+        return lambdas
+
+    def resolved_lambdas(self) -> dict[str, float]:
+        """The per-term lambdas that train."""
+        return VARIANTS[self.variant].resolve_lambdas(self.lambda_scale, self.lambdas)
+
+
+class UDAConfig(StrictModel):
+    alpha: Probability = 0.999
+    """EMA decay of the teacher."""
+    pseudo_threshold: Probability = 0.968
+    loss_weights: LossWeights = Field(default_factory=LossWeights)
+    pseudo_weight_ignore_top: NonNegativeInt | None = None
+    pseudo_weight_ignore_bottom: NonNegativeInt | None = None
+    """Rows at the top / bottom of the night crop whose pseudo-label weight is 0; null = the target's
+    recipe (0 / 0 on DSEC-Night, 15 / 120 on Dark Zurich)."""
+    color_jitter_strength: NonNegativeFloat = 0.2
+    color_jitter_p: Probability = 0.8
+    """Probability of jittering the mixed image (the original jitters when U(0,1) > 0.2)."""
     blur: bool = True
-    teacher_events_p: float = 0.5
-    """Probability that the teacher fuses the night image with events (else with the night ISR)."""
-    feature_loss: FeatureLossConfig = field(default_factory=FeatureLossConfig)
+    teacher_events_p: Probability = 0.5
+    """On targets with events: probability that the teacher fuses the night image with events (else with
+    the night ISR). Targets whose second modality is ISR always fuse with the ISR."""
+    feature_loss: FeatureLossConfig = Field(default_factory=FeatureLossConfig)
 
 
-@dataclass
-class OptimConfig:
-    lr: float = 6e-5
-    weight_decay: float = 0.01
-    head_lr_mult: float = 10.0
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    warmup_iters: int = 1500
-    warmup_ratio: float = 1e-6
-    power: float = 1.0
-    grad_clip: float | None = None
+class OptimConfig(StrictModel):
+    lr: PositiveFloat = 6e-5
+    weight_decay: NonNegativeFloat = 0.01
+    head_lr_mult: PositiveFloat = 10.0
+    betas: Annotated[list[Annotated[FiniteFloat, Field(ge=0, lt=1)]], Field(min_length=2, max_length=2)] = (
+        Field(default_factory=lambda: [0.9, 0.999])
+    )
+    warmup_iters: NonNegativeInt = 1500
+    warmup_ratio: Annotated[FiniteFloat, Field(gt=0, le=1)] = 1e-6
+    power: NonNegativeFloat = 1.0
+    grad_clip: PositiveFloat | None = None
 
 
-@dataclass
-class TrainConfig:
-    max_iters: int = 40000
-    eval_interval: int = 4000
-    log_interval: int = 50
+class TrainConfig(StrictModel):
+    max_iters: PositiveInt = 40000
+    eval_interval: PositiveInt = 4000
+    log_interval: PositiveInt = 50
     work_dir: str = "runs/cmda"
-    device: str = "auto"
-    amp: str = "auto"
-    """"auto" (bf16 on CUDA, off on CPU), "bf16" or "off"."""
+    device: Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:\d+)?)$")] = "auto"
+    """"auto" (CUDA when available), "cpu", "cuda" or "cuda:N"."""
+    amp: Literal["off", "bf16"] = "off"
+    """"off": fp32 (TF32 matmuls allowed on CUDA), as the original and the study train; "bf16": autocast,
+    an opt-in speed setting and a documented deviation."""
     deterministic: bool = False
-    resume: str = "never"
+    resume: Literal["never", "auto"] = "never"
     """"never" or "auto" (continue from <work_dir>/checkpoints/latest when it exists)."""
-    keep_checkpoints: int = 2
+    keep_checkpoints: PositiveInt = 2
     progress_bar: bool = True
     tensorboard: bool = True
 
 
-@dataclass
-class Config:
+class Config(StrictModel):
     name: str = "cmda"
-    seed: int = 0
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    uda: UDAConfig = field(default_factory=UDAConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    seed: NonNegativeInt = 0
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    uda: UDAConfig = Field(default_factory=UDAConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @model_validator(mode="after")
+    def _target_recipe(self) -> Config:
+        """Null recipe fields take the target's values (see the module docstring)."""
+        recipe = self.target.recipe
+        if self.model.fusion is None:
+            self.model.fusion = recipe.fusion
+        weights = self.uda.loss_weights
+        for key, value in recipe.loss_weights.items():
+            if getattr(weights, key) is None:
+                setattr(weights, key, value)
+        if self.uda.pseudo_weight_ignore_top is None:
+            self.uda.pseudo_weight_ignore_top = recipe.pseudo_weight_ignore_top
+        if self.uda.pseudo_weight_ignore_bottom is None:
+            self.uda.pseudo_weight_ignore_bottom = recipe.pseudo_weight_ignore_bottom
+        return self
+
+    @property
+    def target(self) -> TargetSpec:
+        """The registry entry of `data.target.name`."""
+        return get_target(self.data.target.name)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return self.model_dump(mode="python")
 
 
-CHOICES = {
-    "uda.feature_loss.reduction": ("mse", "stats"),
-    "uda.feature_loss.target": ("mixed", "night"),
-    "uda.feature_loss.mask_source": ("source", "target"),
-    "train.amp": ("auto", "bf16", "off"),
-    "train.resume": ("never", "auto"),
-    "model.fusion": ("attention_avg", "attention", "average"),
+RENAMED = {
+    "uda.feature_loss.weight": "uda.feature_loss.lambda_scale (multiplies each term's default lambda) or "
+    "uda.feature_loss.lambdas (explicit per-term lambdas)",
+    "uda.feature_loss.target": "uda.feature_loss.target_features",
+    "uda.loss_weights.events": "uda.loss_weights.second",
 }
+"""Keys of earlier versions -> what replaced them (a clearer message than 'unknown key')."""
 
 
-def _check_value(value: Any, annotation: Any, key: str, source: str) -> Any:
-    """Check (and lightly coerce: int -> float, tuple -> list) one value against its annotation."""
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(annotation)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _check_value(value, option, key, source)
-            except ConfigError as error:
-                errors.append(str(error))
-        raise ConfigError(errors[0])
-    if origin is list:
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{source}: '{key}' must be a list, got {value!r}")
-        (item,) = typing.get_args(annotation)
-        return [_check_value(v, item, f"{key}[{i}]", source) for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{source}: '{key}' must be a mapping, got {value!r}")
-        _, item = typing.get_args(annotation)
-        return {str(k): _check_value(v, item, f"{key}.{k}", source) for k, v in value.items()}
-    if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{source}: '{key}' must be a number, got {value!r}")
-        return float(value)
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{source}: '{key}' must be an integer, got {value!r}")
-        return value
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{source}: '{key}' must be true or false, got {value!r}")
-        return value
-    if annotation is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{source}: '{key}' must be a string, got {value!r}")
-        return value
-    raise ConfigError(f"{source}: '{key}' has an unsupported type {annotation}")
+def renamed_key_errors(data: dict[str, Any], source: str) -> list[str]:
+    errors = []
+    for old, new in RENAMED.items():
+        node: Any = data
+        for part in old.split("."):
+            node = node.get(part, KeyError) if isinstance(node, dict) else KeyError
+        if node is not KeyError:
+            errors.append(field_error(source, old, f"was renamed: use {new}", node))
+    return errors
 
 
-def _build(cls: type, data: Any, prefix: str, source: str) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: '{prefix or '<root>'}' must be a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(data) - set(names))
-    if unknown:
-        where = f"'{prefix}.{unknown[0]}'" if prefix else f"'{unknown[0]}'"
-        raise ConfigError(f"{source}: unknown key {where}; valid keys here: {', '.join(names)}")
-    kwargs = {}
-    for name in names:
-        if name not in data:
-            continue
-        key = f"{prefix}.{name}" if prefix else name
-        annotation = hints[name]
-        if dataclasses.is_dataclass(annotation):
-            kwargs[name] = _build(annotation, data[name], key, source)
-        else:
-            kwargs[name] = _check_value(data[name], annotation, key, source)
-    return cls(**kwargs)
+def cross_field_errors(config: Config, source: str) -> list[str]:
+    """Problems that span fields or need a registry entry, one line each (same format as pydantic's)."""
+    spec = config.target
+    errors = []
+    if config.model.num_classes != spec.num_classes:
+        errors.append(field_error(
+            source, "model.num_classes",
+            f"target {spec.name!r} (data.target.name) labels and evaluates {spec.num_classes} classes (the "
+            f"Cityscapes trainIds); set model.num_classes: {spec.num_classes}", config.model.num_classes,
+        ))  # fmt: skip
+    variant = VARIANTS[config.uda.feature_loss.variant]
+    for term, needs in variant.requires.items():
+        missing = sorted(needs - spec.modalities)
+        if missing:
+            provides = ", ".join(sorted(spec.modalities)) or "images only"
+            errors.append(field_error(
+                source, "uda.feature_loss.variant",
+                f"term {term!r} of variant {variant.name!r} needs {', '.join(missing)} from the target, but "
+                f"target {spec.name!r} (data.target.name) provides {provides} (its second modality is "
+                f"{spec.second_modality}); choose a variant without that term or a target with {missing[0]}",
+                variant.name,
+            ))  # fmt: skip
+    if not spec.provides("events") and not is_unset(config.model.cyclegan):
+        errors.append(field_error(
+            source, "model.cyclegan",
+            f"target {spec.name!r} (data.target.name) has no events, and the CycleGAN translator only makes "
+            "source pseudo-events for event targets; set model.cyclegan: none", config.model.cyclegan,
+        ))  # fmt: skip
+    return errors
 
 
-def _validate(config: Config, source: str) -> None:
-    flat = {
-        "uda.feature_loss.reduction": config.uda.feature_loss.reduction,
-        "uda.feature_loss.target": config.uda.feature_loss.target,
-        "uda.feature_loss.mask_source": config.uda.feature_loss.mask_source,
-        "train.amp": config.train.amp,
-        "train.resume": config.train.resume,
-        "model.fusion": config.model.fusion,
-    }
-    for key, value in flat.items():
-        if value not in CHOICES[key]:
-            raise ConfigError(f"{source}: '{key}' must be one of {CHOICES[key]}, got {value!r}")
-    from cmda.models.mit import MIT_CONFIGS
-    from cmda.uda.feature_losses import VARIANTS
-
-    if config.model.backbone not in MIT_CONFIGS:
-        raise ConfigError(
-            f"{source}: 'model.backbone' must be one of {sorted(MIT_CONFIGS)}, got {config.model.backbone!r}"
-        )
-    loss = config.uda.feature_loss
-    if loss.variant not in VARIANTS:
-        raise ConfigError(
-            f"{source}: 'uda.feature_loss.variant' must be one of {sorted(VARIANTS)}, got {loss.variant!r}"
-        )
-    terms = VARIANTS[loss.variant].terms
-    for term, value in loss.lambdas.items():
-        if term not in terms:
-            raise ConfigError(
-                f"{source}: 'uda.feature_loss.lambdas.{term}' is not a term of variant {loss.variant!r} "
-                f"(its terms: {sorted(terms) or 'none'})"
-            )
-        if value < 0:
-            raise ConfigError(f"{source}: 'uda.feature_loss.lambdas.{term}' must be >= 0, got {value}")
-    if loss.weight is not None and loss.weight < 0:
-        raise ConfigError(f"{source}: 'uda.feature_loss.weight' must be >= 0 or null, got {loss.weight}")
-    for stage in loss.stages:
-        if not 0 <= stage <= 3:
-            raise ConfigError(f"{source}: 'uda.feature_loss.stages' entries must be 0..3, got {stage}")
-    for key, pair in (
-        ("data.source.resize", config.data.source.resize),
-        ("data.source.crop", config.data.source.crop),
-        ("data.target.crop", config.data.target.crop),
-        ("data.target.resize", config.data.target.resize),
-    ):
-        if len(pair) != 2 or min(pair) <= 0:
-            raise ConfigError(f"{source}: '{key}' must be [width, height] of positive integers, got {pair}")
-    positive = {
-        "data.batch_size": config.data.batch_size,
-        "train.max_iters": config.train.max_iters,
-        "train.eval_interval": config.train.eval_interval,
-        "train.log_interval": config.train.log_interval,
-        "data.target.events_bins": config.data.target.events_bins,
-    }
-    for key, value in positive.items():
-        if value <= 0:
-            raise ConfigError(f"{source}: '{key}' must be > 0, got {value}")
-
-
-def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:
+def config_from_dict(data: Any, source: str = "<dict>") -> Config:
     """Build and validate a Config from a nested dict (missing keys keep their defaults)."""
-    config = _build(Config, data or {}, "", source)
-    _validate(config, source)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a config must be a mapping of sections, got {type(data).__name__}")
+    renamed = renamed_key_errors(data, source)
+    if renamed:
+        raise ConfigError("\n".join(renamed))
+    config = validate(Config, data, source, ConfigError)
+    errors = cross_field_errors(config, source)
+    if errors:
+        raise ConfigError("\n".join(errors))
     return config
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """'a.b=value' -> ('a.b', YAML-parsed value)."""
+    """'a.b=value' -> ('a.b', value read as YAML, so `6e-5` is a number)."""
     if "=" not in text:
-        raise ConfigError(f"--set {text!r}: expected key=value")
+        raise ConfigError(f"--set {text!r}: expected key=value, e.g. --set optim.lr=6e-5")
     key, value = text.split("=", 1)
-    return key.strip(), yaml.safe_load(value)
+    try:
+        return key.strip(), parse_yaml(value, f"--set {text}")
+    except YAMLFileError as error:
+        raise ConfigError(str(error)) from None
 
 
 def apply_overrides(data: dict[str, Any], overrides: dict[str, Any] | list[str] | None) -> dict[str, Any]:
@@ -318,21 +357,17 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any] | list[str] 
 
 def load_config(path: str | os.PathLike[str], overrides: dict[str, Any] | list[str] | None = None) -> Config:
     """Load a YAML config file, apply overrides, validate."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from error
+        data = load_yaml(path)
+    except YAMLFileError as error:
+        raise ConfigError(str(error)) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of sections, got {type(data).__name__}")
     return config_from_dict(apply_overrides(data, overrides), source=str(path))
 
 
-def save_config(config: Config, path: str | os.PathLike[str]) -> None:
-    """Write the config as YAML, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        yaml.safe_dump(config.to_dict(), handle, sort_keys=False)
-    os.replace(tmp, path)
+def save_config(config: Config, path: str | os.PathLike[str]) -> Path:
+    """Write the config (resolved values) as YAML, atomically."""
+    return write_yaml_atomic(path, config.to_dict())

@@ -1,24 +1,31 @@
-"""Evaluation: dataset-level confusion matrix, per-class IoU, 19- and 18-class mIoU, whole-image inference.
+"""Evaluation: dataset-level confusion matrix, per-class IoU, the target's mIoUs, whole-image inference.
 
 IoU is computed from intersections and unions summed over the whole test set (not averaged per image);
-a class with an empty union is NaN and left out of the mean (mmseg's nanmean). DSEC-Night's test labels
-never contain truck, so its mean is taken over the other 18 classes (`miou18`); the original's logs
-print the 19-class mean and convert with x19/18, which is the same number when truck's IoU is 0.
+a class with an empty union is NaN and left out of the mean (mmseg's nanmean). Which means are reported
+(and over which classes) is the target's registry entry: DSEC-Night's test labels never contain truck, so
+its headline `miou18` leaves it out (the original's logs print the 19-class mean and convert with x19/18,
+the same number when truck's IoU is 0); Dark Zurich reports `miou19` over its labelled validation split.
+
+`evaluate` is the one evaluation routine: the trainer calls it every `eval_interval`, `cmda test` calls it
+on a checkpoint (with a callback that writes each prediction).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from cmda.data import CLASSES, DSEC_EXCLUDED_CLASS, IGNORE_INDEX
+from cmda.data import CLASSES, IGNORE_INDEX
+from cmda.data.targets import TargetSpec
 
-MIOU18_CLASSES = tuple(c for c in range(len(CLASSES)) if c != DSEC_EXCLUDED_CLASS)
+OnPrediction = Callable[[str, Tensor], None]
+"""on_prediction(sample name, predicted trainIds [H, W] on the CPU)."""
 
 
 def confusion_matrix(
@@ -47,36 +54,47 @@ def miou(conf: Tensor, classes: tuple[int, ...] | None = None) -> tuple[float, n
     return (float(valid.mean()) if valid.size else float("nan")), iou
 
 
-def metrics_from_confusion(conf: Tensor) -> dict[str, float]:
-    """`miou18`, `miou19` and `iou/<class>` (in percent, like the paper's tables)."""
-    m19, iou = miou(conf)
-    m18, _ = miou(conf, MIOU18_CLASSES)
-    metrics = {"miou18": 100 * m18, "miou19": 100 * m19}
-    metrics.update({f"iou/{name}": 100 * float(v) for name, v in zip(CLASSES, iou)})
+def metrics_from_confusion(conf: Tensor, metrics: Mapping[str, tuple[int, ...]]) -> dict[str, float]:
+    """Each named mean of `metrics` (name -> trainIds), `iou/<class>` and `acc`, in percent like the paper."""
+    _, iou = miou(conf)
+    out = {name: 100 * miou(conf, classes)[0] for name, classes in metrics.items()}
+    out.update({f"iou/{name}": 100 * float(v) for name, v in zip(CLASSES, iou)})
     total = conf.sum().item()
-    metrics["acc"] = 100 * conf.diag().sum().item() / total if total else math.nan
-    return metrics
+    out["acc"] = 100 * conf.diag().sum().item() / total if total else math.nan
+    return out
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, loader, device: torch.device, amp: bool = False) -> dict[str, float]:
-    """Whole-image inference with the fusion output (image output without events) on a test loader."""
+def evaluate(
+    model: torch.nn.Module,
+    loader,
+    device: torch.device,
+    target: TargetSpec,
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    on_prediction: OnPrediction | None = None,
+) -> dict[str, float]:
+    """Whole-image inference on a test loader with the branch the target evaluates: the fusion of image and
+    second modality (DSEC-Night: events), or the image branch alone (Dark Zurich, as the original)."""
     was_training = model.training
     model.eval()
-    num_classes = model.decode_head.num_classes if hasattr(model.decode_head, "num_classes") else len(CLASSES)
+    num_classes = target.num_classes
     conf = torch.zeros(num_classes, num_classes, dtype=torch.long)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext()
     try:
-        for batch in loader:
+        for index, batch in enumerate(loader):
             image = batch["image"].to(device)
-            events = batch["events"].to(device) if "events" in batch else None
+            second = batch[target.second_modality].to(device) if target.eval_branch == "fusion" else None
             label = batch["label"].to(device)
-            with autocast:
-                logits = model.predict(image, events)
+            with autocast():
+                logits = model.predict(image, second)
             logits = F.interpolate(
                 logits.float(), size=label.shape[-2:], mode="bilinear", align_corners=False
             )
-            conf += confusion_matrix(logits.argmax(dim=1), label, num_classes)
+            prediction = logits.argmax(dim=1)
+            conf += confusion_matrix(prediction, label, num_classes)
+            if on_prediction is not None:
+                names = batch.get("name", [str(index)] * len(prediction))
+                for name, single in zip(names, prediction.cpu()):
+                    on_prediction(str(name), single)
     finally:
         model.train(was_training)
-    return metrics_from_confusion(conf)
+    return metrics_from_confusion(conf, target.metrics)

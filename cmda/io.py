@@ -123,6 +123,12 @@ def clean_stale_tmp(folder: str | os.PathLike[str]) -> list[Path]:
     return removed
 
 
+def is_unset(value: str | os.PathLike[str] | None) -> bool:
+    """``None``, ``""``, ``"none"`` and ``"null"`` all mean "no file" for an optional path in a config
+    (weights files). Here, not next to the model code, so the sweep driver can ask without importing torch."""
+    return value is None or str(value).strip().lower() in ("", "none", "null")
+
+
 # -- YAML -----------------------------------------------------------------------------------------------
 
 class _Loader(yaml.SafeLoader):

@@ -1,18 +1,27 @@
-"""The CMDA training loop: one readable iteration loop around `DACSStep`.
+"""The CMDA training loop: one readable iteration loop around `DACSStep`, in named pieces.
 
 `run(config, report=None, resume_from=None)` is the single entry point: `cmda train` calls it, and so does
 the Ray trainable, passing a plain `report(metrics, checkpoint_dir)` callable, so this module never
-imports Ray. Every `eval_interval` iterations (and at the end) the student is evaluated on the target test
-split, a complete checkpoint is written atomically, and `report` is called with the metrics and that
-checkpoint's directory. Sample i of the training stream depends only on (seed, i) and every random draw
-of a step on (seed, iteration), so a resumed run continues exactly where the interrupted one stopped.
+imports Ray. The pieces, in the order `run` calls them:
+
+    prepare_resume   the checkpoint to continue from (if any), refused when a setting that alters the run
+                     changed (naming it); allowed changes (logging, evaluation interval) are recorded
+    build_datasets   source, target and test datasets: bad data fails here, before anything is written
+    open_work_dir    creates and probes the work dir, removes stale temporaries of a killed writer
+    build_session    model built bare, then weights: ImageNet/CycleGAN files from scratch, or the checkpoint
+    train_step       one DACS step + optimizer step, returns the logged values
+    evaluate_and_checkpoint   the shared evaluation routine, an atomic checkpoint folder, `report`
+
+Sample i of the training stream depends only on (seed, i) and every random draw of a step on
+(seed, iteration), so a resumed run continues exactly where the interrupted one stopped.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
-import json
+import errno
+import io
 import logging
 import math
 import os
@@ -23,6 +32,7 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,21 +41,76 @@ import torch
 
 from cmda.config import Config, config_from_dict, save_config
 from cmda.data.check import check_training_data
+from cmda.errors import RunError
 from cmda.eval import evaluate
+from cmda.io import atomic_directory, clean_stale_tmp, is_unset, write_json_atomic, write_text_atomic
 from cmda.uda.dacs import DACSStep, NonFiniteLossError
 
 log = logging.getLogger(__name__)
 Report = Callable[[dict[str, float], str | None], None]
 CHECKPOINT_FILE = "checkpoint.pt"
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.json"
 LATEST = "latest"
+LOG_FILE = "log.csv"
+
+RESUME_MAY_CHANGE = frozenset(
+    {
+        "name",
+        "train.log_interval",
+        "train.eval_interval",
+        "train.progress_bar",
+        "train.tensorboard",
+        "train.keep_checkpoints",
+        "train.work_dir",
+        "train.resume",
+        "train.device",
+        "train.deterministic",
+        "data.num_workers",
+        "data.source.root",
+        "data.target.root",
+    }
+)
+"""Settings a resumed run may change: where things are and how often it logs or evaluates. Any other
+change would make a different run under the same name, so resuming refuses it."""
+RESUME_KEEPS = frozenset({"model.pretrained", "model.cyclegan"})
+"""Settings that describe how the run STARTED (its weight files): a resumed run keeps the checkpoint's
+values (the weights come from the checkpoint), whatever the resuming config says."""
 
 __all__ = ["run", "build_model", "load_checkpoint", "NonFiniteLossError"]
 
 
+# -- devices and precision ------------------------------------------------------------------------------
+
+
 def resolve_device(name: str) -> torch.device:
+    """ "auto" -> CUDA when available, else CPU; a CUDA device that does not exist is a RunError."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RunError(
+                f"train.device is {name!r} but PyTorch sees no CUDA GPU on this machine "
+                "(torch.cuda.is_available() is False); set train.device: auto (the GPU when there is one) "
+                "or cpu"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise RunError(
+                f"train.device is {name!r} but this machine has {torch.cuda.device_count()} CUDA GPU(s); "
+                "use cuda:0 .. cuda:N-1 or auto"
+            )
+    return device
+
+
+def autocast_factory(device: torch.device, amp: str) -> Callable[[], contextlib.AbstractContextManager]:
+    """fp32 by default (TF32 matmuls allowed on CUDA, as the original's torch 1.7 did); "bf16" autocasts."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if amp == "bf16":
+        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -65,33 +130,44 @@ def lr_factor(iteration: int, config: Config) -> float:
     return poly
 
 
+# -- model ----------------------------------------------------------------------------------------------
+
+
 def build_model(config: Config) -> torch.nn.Module:
+    """The bare segmentor (random init) for this config and target; weights are loaded separately."""
     from cmda.models.segmentor import CMDASegmentor
 
-    bins = config.data.target.events_bins
     return CMDASegmentor(
         backbone=config.model.backbone,
         num_classes=config.model.num_classes,
-        event_channels=3 if bins == 1 else bins,
-        pretrained=config.model.pretrained,
+        second_channels=config.data.target.second_channels,
         drop_path_rate=config.model.drop_path_rate,
         fusion=config.model.fusion,
         decoder_channels=config.model.decoder_channels,
+        fuse_with=config.target.second_modality,
     )
 
 
-def build_translator(config: Config) -> torch.nn.Module | None:
-    from cmda.models.segmentor import is_unset
+def build_translator(config: Config, state: Mapping[str, Any] | None) -> torch.nn.Module | None:
+    """The frozen CycleGAN: from the checkpoint when resuming, from `model.cyclegan` when starting."""
+    from cmda.models.cyclegan import ResnetGenerator, frozen, load_event_translator
 
-    if is_unset(config.model.cyclegan):
+    if state is not None:
+        if state.get("translator") is None:
+            return None
+        generator = ResnetGenerator()
+        generator.load_state_dict(state["translator"])
+        return frozen(generator)
+    if is_unset(config.model.cyclegan) or not config.target.provides("events"):
         return None
-    from cmda.models.cyclegan import load_event_translator
-
     return load_event_translator(config.model.cyclegan)
 
 
+# -- data -----------------------------------------------------------------------------------------------
+
+
 class StreamSampler(torch.utils.data.Sampler[int]):
-    """Indices start*B, start*B+1, ... (wrapping): the i-th sample of the run is always the same one."""
+    """Indices start, start+1, ... (wrapping): the i-th sample of the run is always the same one."""
 
     def __init__(self, length: int, start: int, count: int) -> None:
         self.length, self.start, self.count = length, start, count
@@ -104,27 +180,28 @@ class StreamSampler(torch.utils.data.Sampler[int]):
 
 
 def build_test_dataset(config: Config):
-    """The target test split, whole frames (rows [:test_rows]), as the evaluation and `cmda test` use it."""
-    from cmda.data.dsec import DSECNightDataset
-
-    target = config.data.target
-    return DSECNightDataset(
-        target.root,
-        "test",
-        events_bins=target.events_bins,
-        window_frames=target.window_frames,
-        test_rows=target.test_rows,
-        with_isr=False,
-    )
+    """The target's labelled evaluation split, as the evaluation and `cmda test` use it."""
+    return config.target.build(config.data.target, "test", None)
 
 
-def build_loaders(config: Config, start_iteration: int) -> tuple[Any, Any]:
+def build_test_loader(config: Config, dataset=None) -> torch.utils.data.DataLoader:
+    dataset = build_test_dataset(config) if dataset is None else dataset
+    return torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=min(config.data.num_workers, 2))
+
+
+@dataclass
+class Datasets:
+    paired: torch.utils.data.Dataset
+    test: torch.utils.data.Dataset
+
+
+def build_datasets(config: Config) -> Datasets:
+    """Source (with RCS), target train and target test datasets; opening them checks the data."""
     from cmda.data.cityscapes import CityscapesDataset
-    from cmda.data.dsec import DSECNightDataset
     from cmda.data.paired import SourceTargetDataset
     from cmda.data.rcs import RareClassSampler
 
-    src_cfg, tgt_cfg = config.data.source, config.data.target
+    src_cfg = config.data.source
     source = CityscapesDataset(
         src_cfg.root,
         "train",
@@ -133,16 +210,7 @@ def build_loaders(config: Config, start_iteration: int) -> tuple[Any, Any]:
         cat_max_ratio=src_cfg.cat_max_ratio,
         with_isr=False,
     )
-    target = DSECNightDataset(
-        tgt_cfg.root,
-        "train",
-        crop=tuple(tgt_cfg.crop),
-        resize=tuple(tgt_cfg.resize),
-        events_bins=tgt_cfg.events_bins,
-        window_frames=tgt_cfg.window_frames,
-        with_isr=False,
-    )
-    test = build_test_dataset(config)
+    target = config.target.build(config.data.target, "train", None)
     rcs = None
     if src_cfg.rcs.enabled:
         rcs = RareClassSampler.for_dataset(
@@ -153,23 +221,33 @@ def build_loaders(config: Config, start_iteration: int) -> tuple[Any, Any]:
             seed=config.seed,
         )
     paired = SourceTargetDataset(source, target, rcs=rcs, seed=config.seed)
+    return Datasets(paired=paired, test=build_test_dataset(config))
+
+
+def build_train_loader(config: Config, paired, start_iteration: int) -> torch.utils.data.DataLoader:
     batch = config.data.batch_size
     remaining = (config.train.max_iters - start_iteration) * batch
-    workers = config.data.num_workers
-    train_loader = torch.utils.data.DataLoader(
+    return torch.utils.data.DataLoader(
         paired,
         batch_size=batch,
         sampler=StreamSampler(len(paired), start_iteration * batch, remaining),
-        num_workers=workers,
+        num_workers=config.data.num_workers,
         drop_last=True,
         persistent_workers=False,
         pin_memory=torch.cuda.is_available(),
-        generator=torch.Generator().manual_seed(
-            config.seed
-        ),  # keeps the loader off the global RNG (exact resume)
+        generator=torch.Generator().manual_seed(config.seed),  # keeps the loader off the global RNG
     )
-    test_loader = torch.utils.data.DataLoader(test, batch_size=1, num_workers=min(workers, 2))
-    return train_loader, test_loader
+
+
+def build_loaders(config: Config, start_iteration: int, datasets: Datasets | None = None) -> tuple[Any, Any]:
+    """(train loader from `start_iteration` on, test loader)."""
+    datasets = build_datasets(config) if datasets is None else datasets
+    return build_train_loader(config, datasets.paired, start_iteration), build_test_loader(
+        config, datasets.test
+    )
+
+
+# -- checkpoints ----------------------------------------------------------------------------------------
 
 
 def _rng_state() -> dict[str, Any]:
@@ -189,6 +267,23 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _disk_error(error: OSError, what: Path) -> RunError | None:
+    """A full, read-only or forbidden work dir as a sentence (None for other OS errors)."""
+    reasons = {
+        errno.ENOSPC: "the disk is full",
+        errno.EDQUOT: "the disk quota is exceeded",
+        errno.EROFS: "the file system is read-only",
+        errno.EACCES: "permission is denied",
+        errno.EPERM: "permission is denied",
+    }
+    if error.errno not in reasons:
+        return None
+    return RunError(
+        f"cannot write {what}: {reasons[error.errno]} ({error.strerror}); free space or choose a writable "
+        "train.work_dir (resume from its last complete checkpoint with --resume)"
+    )
+
+
 def save_checkpoint(
     work_dir: Path,
     iteration: int,
@@ -197,25 +292,21 @@ def save_checkpoint(
     metrics: dict[str, float],
     keep: int,
 ) -> Path:
-    """Write <work_dir>/checkpoints/iter_XXXXXXX/ (checkpoint.pt, config.yaml, metrics.json) atomically:
-    everything goes into a temporary folder that is renamed into place, then `latest` is repointed."""
+    """Write <work_dir>/checkpoints/iter_XXXXXXX/ (checkpoint.pt, config.yaml, metrics.json) as one atomic
+    folder (group-readable, like Ray's own), then repoint `latest`, then drop the oldest beyond `keep`."""
     root = work_dir / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"iter_{iteration:07d}"
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp_", dir=root))
     try:
-        torch.save(state, tmp / CHECKPOINT_FILE)
-        save_config(config, tmp / "config.yaml")
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1, allow_nan=True))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    pointer = root / f".{LATEST}.tmp"
-    pointer.write_text(final.name)
-    os.replace(pointer, root / LATEST)
+        with atomic_directory(final) as tmp:
+            torch.save(state, tmp / CHECKPOINT_FILE)
+            save_config(config, tmp / CONFIG_FILE)
+            write_json_atomic(tmp / METRICS_FILE, metrics)
+        write_text_atomic(root / LATEST, final.name)
+    except OSError as error:
+        friendly = _disk_error(error, final)
+        if friendly is None:
+            raise
+        raise friendly from error
     for old in sorted(p for p in root.glob("iter_*") if p != final)[: -max(keep - 1, 0) or None]:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -233,8 +324,8 @@ def checkpoint_dir_of(path: str | os.PathLike[str]) -> Path:
     for pointer in (path / LATEST, path / "checkpoints" / LATEST):
         if pointer.is_file():
             return pointer.parent / pointer.read_text().strip()
-    raise FileNotFoundError(
-        f"{path}: no {CHECKPOINT_FILE} (expected a checkpoint folder, `latest` or work_dir)"
+    raise RunError(
+        f"{path}: no {CHECKPOINT_FILE} (expected a checkpoint folder, its `latest` file or a work_dir)"
     )
 
 
@@ -243,52 +334,174 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         return torch.load(folder / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
     except Exception as error:
-        raise ValueError(f"{folder / CHECKPOINT_FILE}: cannot read checkpoint: {error}") from error
+        raise RunError(f"{folder / CHECKPOINT_FILE}: cannot read checkpoint: {error}") from error
+
+
+def checkpoint_config(folder: Path, state: Mapping[str, Any]) -> dict[str, Any]:
+    """The config a checkpoint was trained with (inside checkpoint.pt; config.yaml for older ones)."""
+    if "config" in state:
+        return dict(state["config"])
+    from cmda.io import load_yaml
+
+    return load_yaml(folder / CONFIG_FILE)
+
+
+# -- resume ---------------------------------------------------------------------------------------------
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mapping -> {dotted.key: value} (lists stay values)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+@dataclass
+class Resume:
+    """What `prepare_resume` decided: the checkpoint to continue, and the config to continue with."""
+
+    folder: Path
+    state: dict[str, Any]
+    config: Config
+    changes: list[dict[str, Any]] = field(default_factory=list)
+
+
+def prepare_resume(config: Config, resume_from: str | os.PathLike | None) -> Resume | None:
+    """The checkpoint to continue (explicit, or `train.resume: auto`), checked against the config.
+
+    A changed setting that alters the run is refused, naming every such key; allowed changes
+    (`RESUME_MAY_CHANGE`) are kept and recorded; `RESUME_KEEPS` take the checkpoint's values.
+    """
+    latest = Path(config.train.work_dir) / "checkpoints" / LATEST
+    if resume_from is None and config.train.resume == "auto" and latest.is_file():
+        resume_from = latest.parent
+    if resume_from is None:
+        return None
+    folder = checkpoint_dir_of(resume_from)
+    state = load_checkpoint(folder)
+    old = flatten(checkpoint_config(folder, state))
+    new = flatten(config.to_dict())
+    refused, allowed = [], []
+    for key in sorted(set(old) | set(new)):
+        before, after = old.get(key), new.get(key)
+        if before == after or key in RESUME_KEEPS:
+            continue
+        (allowed if key in RESUME_MAY_CHANGE else refused).append((key, before, after))
+    if refused:
+        listed = "; ".join(f"{k}: {a!r} in the checkpoint, {b!r} now" for k, a, b in refused)
+        raise RunError(
+            f"{folder}: cannot resume with changed settings that alter the run ({listed}). Resume with the "
+            f"checkpoint's values (its {CONFIG_FILE}), or start a new run in another train.work_dir. Only "
+            f"these may change on resume: {', '.join(sorted(RESUME_MAY_CHANGE))}"
+        )
+    data = config.to_dict()
+    for key in RESUME_KEEPS:
+        section, name = key.split(".")
+        data[section][name] = old.get(key, data[section][name])
+    changes = [{"iteration": int(state["iteration"]), "key": k, "old": a, "new": b} for k, a, b in allowed]
+    for change in changes:
+        log.info("resume: %s changed from %r to %r", change["key"], change["old"], change["new"])
+    return Resume(folder, state, config_from_dict(data, source=str(folder / CONFIG_FILE)), changes)
+
+
+# -- work dir and logs ----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def open_work_dir(work_dir: Path) -> Iterator[Path]:
+    """Create and probe the work dir (read-only or full is a sentence), clean a killed writer's temporaries;
+    if the run fails before it wrote a checkpoint or a log row, a work dir it created is removed again."""
+    existed = work_dir.exists()
+    try:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".tmp_probe_", dir=work_dir)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        if not existed and work_dir.is_dir() and not any(work_dir.iterdir()):
+            work_dir.rmdir()
+        friendly = _disk_error(error, work_dir) or RunError(
+            f"cannot create train.work_dir {work_dir}: {error.strerror or error}; choose another "
+            "train.work_dir"
+        )
+        raise friendly from error
+    for leftover in clean_stale_tmp(work_dir / "checkpoints"):
+        log.info("removed %s, left by an interrupted checkpoint write", leftover)
+    try:
+        yield work_dir
+    except BaseException:
+        kept = (work_dir / "checkpoints" / LATEST).is_file() or (work_dir / LOG_FILE).is_file()
+        if not existed and not kept:
+            shutil.rmtree(work_dir, ignore_errors=True)
+        raise
 
 
 class MetricLog:
-    """CSV (one row per log interval) and optional TensorBoard logs of every loss term and metric."""
+    """CSV (one row per logged iteration: losses, and metrics where it evaluated) and TensorBoard logs.
 
-    def __init__(self, work_dir: Path, tensorboard: bool) -> None:
-        self.path = work_dir / "log.csv"
-        self.rows: list[dict[str, float]] = []
+    Opened at `start` (the iteration a run resumes from), rows and events after it are dropped: they were
+    logged by the interrupted run after its last checkpoint and will be logged again. Nothing is created
+    before the first row, so a run that fails at once leaves no log behind.
+    """
+
+    def __init__(self, work_dir: Path, tensorboard: bool, start: int = 0) -> None:
+        self.path = work_dir / LOG_FILE
+        self.tensorboard_dir = work_dir / "tensorboard"
+        self.tensorboard = tensorboard
+        self.start = start
         self.writer = None
-        if tensorboard:
+        self.fields: list[str] = []
+        self.rows: list[dict[str, Any]] = []
+        if self.path.is_file():
+            with self.path.open(newline="") as handle:
+                reader = csv.DictReader(handle)
+                self.fields = list(reader.fieldnames or [])
+                self.rows = [row for row in reader if int(float(row["iteration"])) <= start]
+            self._rewrite()
+
+    def _rewrite(self) -> None:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=self.fields)
+        writer.writeheader()
+        writer.writerows(self.rows)
+        write_text_atomic(self.path, buffer.getvalue())
+
+    def _tensorboard(self):
+        if self.writer is None and self.tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.writer = SummaryWriter(str(work_dir / "tensorboard"))
+                # events at steps after `start` came from the interrupted run: purge them
+                self.writer = SummaryWriter(str(self.tensorboard_dir), purge_step=self.start + 1)
             except Exception as error:  # tensorboard is optional; training must not depend on it
                 log.info("TensorBoard logging off: %s", error)
+                self.tensorboard = False
+        return self.writer
 
     def write(self, iteration: int, values: dict[str, float]) -> None:
+        """Append a row, or complete the last one when it has the same iteration (losses + metrics)."""
         row = {"iteration": iteration, **values}
-        existing = self.path.is_file()
-        fields = list(row)
-        if existing:
-            with self.path.open() as handle:
-                header = next(csv.reader(handle), [])
-            fields = header + [k for k in row if k not in header]
-            if fields != header:  # a new column (e.g. metrics): rewrite with the wider header
-                with self.path.open() as handle:
-                    old = list(csv.DictReader(handle))
-                self._rewrite(fields, old)
-        with self.path.open("a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=fields)
-            if not existing:
-                writer.writeheader()
-            writer.writerow(row)
-        if self.writer is not None:
+        new_fields = [k for k in row if k not in self.fields]
+        merge = bool(self.rows) and int(float(self.rows[-1]["iteration"])) == iteration
+        if merge:
+            self.rows[-1].update(row)
+        else:
+            self.rows.append(row)
+        if merge or new_fields or not self.path.is_file():
+            self.fields += new_fields
+            self._rewrite()
+        else:
+            with self.path.open("a", newline="") as handle:
+                csv.DictWriter(handle, fieldnames=self.fields).writerow(row)
+        writer = self._tensorboard()
+        if writer is not None:
             for key, value in values.items():
-                self.writer.add_scalar(key, value, iteration)
-
-    def _rewrite(self, fields: list[str], rows: list[dict[str, Any]]) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        with tmp.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, self.path)
+                writer.add_scalar(key, value, iteration)
 
     def close(self) -> None:
         if self.writer is not None:
@@ -303,6 +516,139 @@ def _progress(total: int, initial: int, enabled: bool):
     )
 
 
+# -- the session: model, step, optimizer, schedule ------------------------------------------------------
+
+
+@dataclass
+class Session:
+    """Everything that trains, and where it is."""
+
+    config: Config
+    model: torch.nn.Module
+    step: DACSStep
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    iteration: int = 0
+    train_time: float = 0.0
+    metrics: dict[str, float] = field(default_factory=dict)
+    changes: list[dict[str, Any]] = field(default_factory=list)
+
+    def state(self) -> dict[str, Any]:
+        """The complete checkpoint: weights, optimizer, schedule, RNG, counters and the config."""
+        translator = self.step.translator
+        return {
+            "model": self.model.state_dict(),
+            "teacher": self.step.teacher.model.state_dict(),
+            "translator": None if translator is None else translator.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": _rng_state(),
+            "iteration": self.iteration,
+            "train_time": self.train_time,
+            "metrics": self.metrics,
+            "config": self.config.to_dict(),
+            "config_changes": self.changes,
+        }
+
+
+def build_session(config: Config, device: torch.device, resume: Resume | None) -> Session:
+    """Build the model bare; then either load the starting weights (ImageNet MiT) or restore a checkpoint."""
+    model = build_model(config)
+    if resume is None and not is_unset(config.model.pretrained):
+        model.load_pretrained(config.model.pretrained)
+    model.to(device)
+    translator = build_translator(config, None if resume is None else resume.state)
+    step = DACSStep(model, config.uda, config.target, seed=config.seed, translator=translator)
+    step.teacher.to(device)
+    if translator is not None:
+        translator.to(device)
+    optimizer = torch.optim.AdamW(
+        model.param_groups(config.optim.lr, config.optim.weight_decay, config.optim.head_lr_mult),
+        lr=config.optim.lr,
+        betas=tuple(config.optim.betas),
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: lr_factor(i, config))
+    session = Session(config, model, step, optimizer, scheduler)
+    if resume is not None:
+        restore(session, resume)
+    return session
+
+
+def restore(session: Session, resume: Resume) -> None:
+    """Continue a checkpoint: weights, optimizer, schedule, RNG streams, counters, recorded changes."""
+    state = resume.state
+    session.model.load_state_dict(state["model"])
+    session.step.teacher.model.load_state_dict(state["teacher"])
+    session.optimizer.load_state_dict(state["optimizer"])
+    session.scheduler.load_state_dict(state["scheduler"])
+    _set_rng_state(state["rng"])
+    session.iteration = int(state["iteration"])
+    session.train_time = float(state.get("train_time", 0.0))
+    session.metrics = dict(state.get("metrics", {}))
+    session.changes = list(state.get("config_changes", [])) + resume.changes
+    log.info("resumed from %s at iteration %d", resume.folder, session.iteration)
+
+
+def train_step(session: Session, batch: dict, device: torch.device, autocast) -> dict[str, float]:
+    """One DACS step and one optimizer step; returns every logged value as a float."""
+    cfg = session.config
+    session.optimizer.zero_grad(set_to_none=True)
+    logged = session.step(batch, session.iteration, device, autocast)
+    if cfg.optim.grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(session.model.parameters(), cfg.optim.grad_clip)
+    session.optimizer.step()
+    session.scheduler.step()
+    session.iteration += 1
+    values = {k: float(v) for k, v in logged.items()}
+    values.update({f"{k}_weighted": v for k, v in session.step.weighted_terms(values).items()})
+    return values
+
+
+def evaluate_and_checkpoint(
+    session: Session,
+    test_loader,
+    device: torch.device,
+    autocast,
+    work_dir: Path,
+    losses: dict[str, float],
+) -> tuple[dict[str, float], Path]:
+    """Evaluate the student on the target's test split, write the checkpoint; return (report, folder)."""
+    cfg = session.config
+    metrics = evaluate(session.model, test_loader, device, cfg.target, autocast=autocast)
+    session.metrics = metrics
+    reported = {
+        "iteration": session.iteration,
+        "max_iters": cfg.train.max_iters,
+        **metrics,
+        **{f"loss/{k}": v for k, v in losses.items()},
+        "time/train_s": session.train_time,
+    }
+    reported["pseudo_weight"] = reported.pop("loss/pseudo_weight", float("nan"))
+    folder = save_checkpoint(
+        work_dir, session.iteration, session.state(), cfg, reported, cfg.train.keep_checkpoints
+    )
+    return reported, folder
+
+
+class Means:
+    """Running sums of logged values, averaged and reset on demand."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = defaultdict(float)
+        self.count = 0
+
+    def add(self, values: dict[str, float]) -> None:
+        for key, value in values.items():
+            self.sums[key] += value
+        self.count += 1
+
+    def pop(self) -> dict[str, float]:
+        means = {k: v / max(self.count, 1) for k, v in self.sums.items()}
+        self.sums.clear()
+        self.count = 0
+        return means
+
+
 def run(
     config: Config | Mapping[str, Any],
     report: Report | None = None,
@@ -310,114 +656,52 @@ def run(
 ) -> dict[str, float]:
     """Train CMDA as configured; returns the last evaluation's metrics."""
     cfg = config if isinstance(config, Config) else config_from_dict(dict(config))
-    check_training_data(cfg)  # seconds: a bad file stops the run now, not at the first draw or evaluation
-    work_dir = Path(cfg.train.work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.train.device)
-    use_bf16 = cfg.train.amp == "bf16" or (cfg.train.amp == "auto" and device.type == "cuda")
-    seed_everything(cfg.seed, cfg.train.deterministic)
-
-    model = build_model(cfg).to(device)
-    step = DACSStep(model, cfg, translator=build_translator(cfg))
-    step.teacher.to(device)
-    if step.translator is not None:
-        step.translator.to(device)
-    optimizer = torch.optim.AdamW(
-        model.param_groups(cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.head_lr_mult),
-        lr=cfg.optim.lr,
-        betas=tuple(cfg.optim.betas),
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: lr_factor(i, cfg))
-
-    start, train_time, last_metrics = 0, 0.0, {}
-    if resume_from is None and cfg.train.resume == "auto" and (work_dir / "checkpoints" / LATEST).is_file():
-        resume_from = work_dir / "checkpoints"
-    if resume_from is not None:
-        state = load_checkpoint(resume_from)
-        model.load_state_dict(state["model"])
-        step.teacher.model.load_state_dict(state["teacher"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"])
-        start, train_time = state["iteration"], state.get("train_time", 0.0)
-        last_metrics = state.get("metrics", {})
-        log.info("resumed from %s at iteration %d", checkpoint_dir_of(resume_from), start)
-
-    autocast = (
-        (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
-    )
-    train_loader, test_loader = build_loaders(cfg, start)
-    metric_log = MetricLog(work_dir, cfg.train.tensorboard)
-    progress = _progress(cfg.train.max_iters, start, cfg.train.progress_bar)
-    sums: dict[str, float] = defaultdict(float)
-    since_report: dict[str, float] = defaultdict(float)
-    count = since_count = 0
-    iteration = start
-    try:
-        model.train()
-        for batch in train_loader:
-            tick = time.perf_counter()
-            optimizer.zero_grad(set_to_none=True)
-            logged = step(batch, iteration, device, autocast)
-            if cfg.optim.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            iteration += 1
-            values = {k: float(v) for k, v in logged.items()}
-            for name, value in values.items():
-                if not math.isfinite(value):
-                    raise NonFiniteLossError(f"loss '{name}' is {value} at iteration {iteration - 1}")
-            values.update({f"{k}_weighted": v for k, v in step.weighted_terms(values).items()})
-            for key, value in values.items():
-                sums[key] += value
-                since_report[key] += value
-            count += 1
-            since_count += 1
-            train_time += time.perf_counter() - tick
-            progress.update(1)
-            if iteration % cfg.train.log_interval == 0 or iteration == cfg.train.max_iters:
-                means = {f"loss/{k}": v / count for k, v in sums.items()}
-                means["lr"] = optimizer.param_groups[0]["lr"]
-                metric_log.write(iteration, means)
-                progress.set_postfix(
-                    loss=f"{sum(v for k, v in means.items() if k.startswith('loss/src_')):.3f}",
-                    miou18=f"{last_metrics.get('miou18', float('nan')):.1f}",
-                )
-                sums.clear()
-                count = 0
-            if iteration % cfg.train.eval_interval == 0 or iteration == cfg.train.max_iters:
-                metrics = evaluate(model, test_loader, device, amp=use_bf16)
-                last_metrics = metrics
-                reported = {
-                    "iteration": iteration,
-                    "max_iters": cfg.train.max_iters,
-                    **metrics,
-                    **{f"loss/{k}": v / max(since_count, 1) for k, v in since_report.items()},
-                    "time/train_s": train_time,
-                }
-                reported["pseudo_weight"] = reported.pop("loss/pseudo_weight", float("nan"))
-                state = {
-                    "model": model.state_dict(),
-                    "teacher": step.teacher.model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "rng": _rng_state(),
-                    "iteration": iteration,
-                    "train_time": train_time,
-                    "metrics": metrics,
-                }
-                folder = save_checkpoint(
-                    work_dir, iteration, state, cfg, reported, cfg.train.keep_checkpoints
-                )
-                metric_log.write(iteration, {k: v for k, v in metrics.items() if not k.startswith("iou/")})
-                progress.set_postfix(miou18=f"{metrics['miou18']:.1f}")
-                since_report.clear()
-                since_count = 0
-                if report is not None:
-                    report(reported, str(folder))
-    finally:
-        progress.close()
-        metric_log.close()
-        del train_loader
-    return last_metrics
+    resume = prepare_resume(cfg, resume_from)
+    if resume is not None:
+        cfg = resume.config
+    check_training_data(cfg)  # seconds: a bad file stops the run now, not at the first draw or evaluation
+    datasets = build_datasets(cfg)
+    work_dir = Path(cfg.train.work_dir)
+    headline = cfg.target.headline_metric
+    with open_work_dir(work_dir):
+        seed_everything(cfg.seed, cfg.train.deterministic)
+        session = build_session(cfg, device, resume)
+        autocast = autocast_factory(device, cfg.train.amp)
+        train_loader = build_train_loader(cfg, datasets.paired, session.iteration)
+        test_loader = build_test_loader(cfg, datasets.test)
+        metric_log = MetricLog(work_dir, cfg.train.tensorboard, session.iteration)
+        progress = _progress(cfg.train.max_iters, session.iteration, cfg.train.progress_bar)
+        since_log, since_eval = Means(), Means()
+        try:
+            session.model.train()
+            for batch in train_loader:
+                tick = time.perf_counter()
+                values = train_step(session, batch, device, autocast)
+                session.train_time += time.perf_counter() - tick
+                since_log.add(values)
+                since_eval.add(values)
+                progress.update(1)
+                iteration, last = session.iteration, session.iteration == cfg.train.max_iters
+                if iteration % cfg.train.log_interval == 0 or last:
+                    means = {f"loss/{k}": v for k, v in since_log.pop().items()}
+                    means["lr"] = session.optimizer.param_groups[0]["lr"]
+                    metric_log.write(iteration, means)
+                    progress.set_postfix(
+                        loss=f"{sum(v for k, v in means.items() if k.startswith('loss/src_')):.3f}",
+                        **{headline: f"{session.metrics.get(headline, math.nan):.1f}"},
+                    )
+                if iteration % cfg.train.eval_interval == 0 or last:
+                    reported, folder = evaluate_and_checkpoint(
+                        session, test_loader, device, autocast, work_dir, since_eval.pop()
+                    )
+                    metric_log.write(
+                        iteration, {k: v for k, v in session.metrics.items() if not k.startswith("iou/")}
+                    )
+                    if report is not None:
+                        report(reported, str(folder))
+        finally:
+            progress.close()
+            metric_log.close()
+            del train_loader
+    return session.metrics

@@ -11,11 +11,20 @@ so a typo costs a second before anything starts instead of a failed trial hours 
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
+
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+"""A float that is not NaN or inf (YAML reads `.nan` and `.inf` as numbers)."""
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+NonNegativeFloat = Annotated[FiniteFloat, Field(ge=0)]
+Probability = Annotated[FiniteFloat, Field(ge=0, le=1)]
+WidthHeight = Annotated[list[PositiveInt], Field(min_length=2, max_length=2)]
+"""[width, height] in pixels, as the configs write image sizes."""
 
 
 class StrictModel(BaseModel):
@@ -36,7 +45,7 @@ def dotted(location: tuple[Any, ...]) -> str:
     for part in location:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif isinstance(part, str) and ("[" in part or part in _TYPE_TAGS):
+        elif isinstance(part, str) and ("[" in part or part in _TYPE_TAGS or part in _UNION_TAGS):
             continue
         else:
             out += f".{part}" if out else str(part)
@@ -44,6 +53,13 @@ def dotted(location: tuple[Any, ...]) -> str:
 
 
 _TYPE_TAGS = {"float", "int", "str", "bool", "list", "dict", "none", "literal", "tagged-union"}
+_UNION_TAGS: set[str] = set()
+
+
+def register_union_tags(tags: Any) -> None:
+    """Names of the members of a discriminated union (pydantic puts the member's tag into the error
+    location: 'data.target.dark_zurich.crop'); they are dropped from the dotted field names users see."""
+    _UNION_TAGS.update(str(tag) for tag in tags)
 
 
 def describe(error: dict[str, Any]) -> str:
@@ -62,6 +78,13 @@ def describe(error: dict[str, Any]) -> str:
     if len(shown) > 80:
         shown = shown[:77] + "..."
     return f"field '{field}': {message[0].lower() + message[1:] if message else message}, got {shown}"
+
+
+def field_error(source: str, field: str, message: str, value: Any = ...) -> str:
+    """One problem that pydantic's own checks cannot see (it spans two fields, or needs a registry), in
+    the same format as `describe`: "FILE: field 'a.b': <message>, got <value>"."""
+    shown = "" if value is ... else f", got {value!r}"
+    return f"{source}: field '{field}': {message}{shown}"
 
 
 def format_errors(error: ValidationError, source: str) -> str:

@@ -12,7 +12,7 @@ torch.set_num_threads(2)  # the CI machine has 2 cores; more threads only add co
 
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Root of the default small synthetic twin (ROOT/cityscapes, ROOT/DSEC_Night), prepared and indexed.
+    """Root of the default small synthetic twin (ROOT/cityscapes and every target's tree), prepared.
 
     Generated once per test session; tests must treat it as read-only (copy it to modify files).
     """
@@ -23,28 +23,43 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+TINY_TARGETS = {
+    "dsec_night": {"crop": [64, 64], "resize": [32, 32], "test_rows": 110},
+    "dark_zurich": {"resize": [64, 36], "crop": [32, 32]},
+}
+"""The data.target section of each registered target at toy size (tests/test_targets.py checks that every
+registered target has one)."""
+TINY_UDA = {"dark_zurich": {"pseudo_weight_ignore_top": 1, "pseudo_weight_ignore_bottom": 8}}
+"""The Dark Zurich recipe ignores 15 + 120 rows of a 512 crop; scaled to the 32-pixel toy crop."""
+
+
 @pytest.fixture()
 def tiny_config(synthetic_root: Path, tmp_path: Path):
-    """A trainer config small enough for one CPU step in well under a second (B0, slim decoder, 32px)."""
-    from cmda.config import config_from_dict
+    """A trainer config small enough for one CPU step in well under a second (B0, slim decoder, 32px).
 
-    def make(**overrides):
+    `tiny_config(target="dark_zurich", **{"dotted.key": value})` picks the target and overrides keys.
+    """
+    from cmda.config import config_from_dict
+    from cmda.data.targets import get_target
+
+    def make(target: str = "dsec_night", **overrides):
         from cmda.config import apply_overrides
 
+        spec = get_target(target)
         base = {
             "seed": 0,
             "model": {"backbone": "mit_b0", "decoder_channels": 32, "pretrained": "none", "cyclegan": "none"},
             "data": {
                 "source": {"root": str(synthetic_root / "cityscapes"), "resize": [64, 32], "crop": [32, 32]},
                 "target": {
-                    "root": str(synthetic_root / "DSEC_Night"),
-                    "crop": [64, 64],
-                    "resize": [32, 32],
-                    "test_rows": 110,
+                    "name": target,
+                    "root": str(synthetic_root / spec.synthetic_dir),
+                    **TINY_TARGETS[target],
                 },
                 "batch_size": 2,
                 "num_workers": 0,
             },
+            "uda": dict(TINY_UDA.get(target, {})),
             "optim": {"lr": 6e-4, "warmup_iters": 2},
             "train": {
                 "max_iters": 4,

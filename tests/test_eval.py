@@ -1,4 +1,5 @@
-"""mIoU from a confusion matrix: hand-computed cases, ignore label, the 18- vs 19-class mean."""
+"""mIoU from a confusion matrix: hand-computed cases, ignore label, the 18- vs 19-class mean, and the
+metric definitions of every registered target."""
 
 from __future__ import annotations
 
@@ -8,7 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from cmda.eval import MIOU18_CLASSES, confusion_matrix, metrics_from_confusion, miou
+from cmda.data import CLASSES
+from cmda.data.targets import TARGETS, get_target
+from cmda.eval import confusion_matrix, metrics_from_confusion, miou
+
+DSEC = get_target("dsec_night")
 
 
 def test_confusion_matrix_ignores_255_and_counts_gt_by_pred():
@@ -39,15 +44,30 @@ def test_18_class_mean_leaves_out_truck_and_matches_the_readme_conversion():
         if c != 14:
             conf[c, c] = 10
             conf[c, (c + 1) % 19] = 5  # IoU < 1, and some pixels predicted as truck (class 13 -> 14)
-    metrics = metrics_from_confusion(conf)
+    metrics = metrics_from_confusion(conf, DSEC.metrics)
     assert metrics["iou/truck"] == 0.0
     assert metrics["miou18"] == pytest.approx(metrics["miou19"] * 19 / 18)
-    assert 14 not in MIOU18_CLASSES and len(MIOU18_CLASSES) == 18
+    assert 14 not in DSEC.metrics["miou18"] and len(DSEC.metrics["miou18"]) == 18
     conf[13, 14], conf[13, 13] = 0, 15  # truck never predicted: NaN, both means agree
-    metrics = metrics_from_confusion(conf)
+    metrics = metrics_from_confusion(conf, DSEC.metrics)
     assert math.isnan(metrics["iou/truck"]) and metrics["miou18"] == pytest.approx(metrics["miou19"])
 
 
 def test_out_of_range_labels_are_rejected():
     with pytest.raises(ValueError, match="outside 0..2"):
         confusion_matrix(torch.tensor([0]), torch.tensor([7]), 3)
+
+
+@pytest.mark.parametrize("name", sorted(TARGETS))
+def test_every_target_reports_its_declared_metrics(name):
+    """Each registered target: the evaluation reports exactly `metric_names`, the headline among them,
+    every mean over the classes the entry declares (checked against a direct computation)."""
+    spec = get_target(name)
+    generator = torch.Generator().manual_seed(len(name))
+    conf = torch.randint(0, 50, (spec.num_classes, spec.num_classes), generator=generator)
+    metrics = metrics_from_confusion(conf, spec.metrics)
+    assert set(metrics) == set(spec.metric_names) and spec.headline_metric in metrics
+    _, iou = miou(conf)
+    for metric, classes in spec.metrics.items():
+        assert set(classes) <= set(range(len(CLASSES)))
+        assert metrics[metric] == pytest.approx(100 * np.nanmean(iou[list(classes)]))

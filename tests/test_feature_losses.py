@@ -29,7 +29,7 @@ def features(seed: int, requires_grad: bool = True) -> dict[str, list[torch.Tens
 
 
 def test_registry_matches_the_study_table():
-    assert {name: v.terms for name, v in VARIANTS.items()} == EXPECTED_TERMS
+    assert {name: v.default_lambdas for name, v in VARIANTS.items()} == EXPECTED_TERMS
 
 
 def test_faithful_terms_are_last_stage_mse_with_source_detached():
@@ -57,13 +57,43 @@ def test_source_term_pulls_both_encoders_and_joins_the_source_phase():
     assert weighted.item() == pytest.approx(0.1 * raw.item())
 
 
-def test_lambdas_weight_then_per_term_overrides():
+def test_lambda_scale_multiplies_the_defaults_then_explicit_lambdas_win():
     variant = VARIANTS["rgb_st+event_st"]
-    assert variant.resolve_lambdas() == {"rgb_st": 0.1, "event_st": 0.05}
-    assert variant.resolve_lambdas(weight=0.5) == {"rgb_st": 0.5, "event_st": 0.5}
-    assert variant.resolve_lambdas(weight=0.5, lambdas={"event_st": 0.2}) == {"rgb_st": 0.5, "event_st": 0.2}
+    assert variant.resolve_lambdas() == {"rgb_st": 0.1, "event_st": 0.05}  # 1.0 = the fork's pair
+    assert variant.resolve_lambdas(2.0) == pytest.approx({"rgb_st": 0.2, "event_st": 0.1})
+    assert variant.resolve_lambdas(0.5, {"event_st": 0.2}) == pytest.approx({"rgb_st": 0.05, "event_st": 0.2})
+    assert variant.resolve_lambdas(0.0) == {"rgb_st": 0.0, "event_st": 0.0}
     with pytest.raises(ValueError, match="has no term 'fusion_st'"):
-        variant.resolve_lambdas(lambdas={"fusion_st": 1.0})
+        variant.resolve_lambdas(explicit={"fusion_st": 1.0})
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_every_variant_is_well_formed(name):
+    """Each registered variant: phases are known, lambdas >= 0, requirements are modalities a target may
+    provide, and every term computes a finite scalar on features of the right branches."""
+    from cmda.data.targets import TARGETS
+
+    variant = VARIANTS[name]
+    provided = set().union(*(spec.modalities for spec in TARGETS.values()))
+    for term_name, term in variant.terms.items():
+        assert term.phase in ("source", "mixed") and term.default_lambda >= 0, term_name
+        assert term.requires <= provided, f"{term_name} needs {term.requires}, which no target provides"
+    events = torch.rand(2, 3, 16, 16)
+    ctx = FeatureContext(source=features(7), target=features(8), source_events=events, target_events=events)
+    lambdas = variant.resolve_lambdas()
+    out = {**variant.compute("source", ctx, lambdas), **variant.compute("mixed", ctx, lambdas)}
+    assert set(out) == set(variant.terms)
+    assert all(raw.dim() == 0 and torch.isfinite(raw) for _, raw in out.values())
+
+
+def test_event_terms_compare_the_targets_second_modality():
+    """On an ISR target the EVENT terms read the second backbone's ISR features."""
+    src, tgt = features(9), features(10)
+    variant = VARIANTS["rgb_st+event_st"]
+    isr = variant.compute(
+        "mixed", FeatureContext(source=src, target=tgt, second="isr"), {"rgb_st": 1.0, "event_st": 1.0}
+    )
+    assert isr["event_st"][1] == pytest.approx(F.mse_loss(tgt["isr"][3], src["isr"][3]).item())
 
 
 def test_lambda_zero_logs_but_adds_no_gradient():

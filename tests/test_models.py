@@ -21,6 +21,7 @@ from cmda.models import (
     load_official_mit,
 )
 from cmda.models.mit import EfficientAttention, MixVisionTransformer, adapt_stem_weight
+from cmda.models.weights import read_state_dict
 
 PUBLISHED_ENCODER_PARAMS_M = {
     "mit_b0": 3.3,
@@ -121,17 +122,17 @@ def official_checkpoint(model: MixVisionTransformer) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("wrapper", [None, "state_dict", "model"])
-def test_load_official_reproduces_outputs(wrapper: str | None) -> None:
+def test_load_official_reproduces_outputs(wrapper: str | None, tmp_path: Path) -> None:
     source = eval_mit("mit_b0")
     checkpoint = official_checkpoint(source)
+    path = tmp_path / "mit_b0.pth"
+    torch.save(checkpoint if wrapper is None else {wrapper: checkpoint}, path)
     torch.manual_seed(123)
     target = build_mit("mit_b0", drop_path_rate=0.0).eval()
     x = torch.randn(1, 3, 64, 96)
     with torch.no_grad():
         assert not torch.allclose(target(x)[3], source(x)[3])
-        missing, unexpected = load_official_mit(
-            target, checkpoint if wrapper is None else {wrapper: checkpoint}
-        )
+        missing, unexpected = load_official_mit(target, read_state_dict(path, "hint"), source=path)
         assert missing == [] and unexpected == []
         for ours, theirs in zip(target(x), source(x)):
             torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
@@ -142,9 +143,9 @@ def test_load_official_names_missing_and_unexpected_keys() -> None:
     checkpoint = official_checkpoint(model)
     del checkpoint["block2.1.attn.kv.weight"]
     checkpoint["block9.0.attn.q.weight"] = torch.zeros(1)
-    expected = r"missing keys \['block2\.1\.attn\.kv\.weight'\].*block9\.0\.attn\.q"
+    expected = r"(?s)mit_b0\.pth does not fit.*Missing.*block2\.1\.attn\.kv\.weight.*Unexpected.*block9\.0"
     with pytest.raises(ValueError, match=expected):
-        load_official_mit(model, checkpoint)
+        load_official_mit(model, checkpoint, source="mit_b0.pth")
     missing, unexpected = load_official_mit(model, checkpoint, strict=False)
     assert missing == ["block2.1.attn.kv.weight"] and unexpected == ["block9.0.attn.q.weight"]
 
@@ -152,7 +153,7 @@ def test_load_official_names_missing_and_unexpected_keys() -> None:
 def test_load_official_names_wrong_shape() -> None:
     model = build_mit("mit_b0")
     checkpoint = official_checkpoint(build_mit("mit_b1"))
-    expected = r"block1\.0\.attn\.q\.weight: checkpoint \(64, 64\) vs model \(32, 32\)"
+    expected = r"(?s)size mismatch for block1\.0\.attn\.q\.weight.*\[64, 64\].*\[32, 32\]"
     with pytest.raises(ValueError, match=expected):
         load_official_mit(model, checkpoint)
 
@@ -195,7 +196,7 @@ def test_sdpa_attention_equals_plain_softmax() -> None:
 
 def test_segmentor_outputs_and_gradients_reach_every_part() -> None:
     torch.manual_seed(0)
-    model = CMDASegmentor("mit_b0", num_classes=5, event_channels=1).train()
+    model = CMDASegmentor("mit_b0", num_classes=5, second_channels=1).train()
     image, events, isr = torch.randn(2, 3, 64, 96), torch.randn(2, 1, 64, 96), torch.randn(2, 3, 64, 96)
     out = model(image, events, isr)
     assert set(out.logits) == set(out.features) == {"image", "events", "fusion", "isr"}
@@ -232,24 +233,40 @@ def test_decoder_dropout_only_on_image_path() -> None:
     assert not torch.allclose(logits["image"], no_dropout)
 
 
-def test_segmentor_loads_pretrained_into_both_backbones(tmp_path: Path) -> None:
+def test_segmentor_builds_bare_then_loads_pretrained_into_both_backbones(tmp_path: Path) -> None:
     checkpoint = official_checkpoint(eval_mit("mit_b0"))
     path = tmp_path / "mit_b0.pth"
-    torch.save({"state_dict": checkpoint}, path)
-    model = CMDASegmentor("mit_b0", event_channels=2, pretrained=str(path))
+    torch.save({"state_dict": {"module." + k: v for k, v in checkpoint.items()}}, path)
+    model = CMDASegmentor("mit_b0", second_channels=2)
     expected = checkpoint["block3.1.mlp.fc2.weight"]
+    assert not torch.equal(model.backbone_image.block3[1].mlp.fc2.weight, expected)
+    model.load_pretrained(path)
     torch.testing.assert_close(model.backbone_image.block3[1].mlp.fc2.weight, expected)
     torch.testing.assert_close(model.backbone_events.block3[1].mlp.fc2.weight, expected)
     assert model.backbone_events.patch_embed1.proj.weight.shape[1] == 2
-    with pytest.raises(ValueError, match="does not fit backbone 'mit_b1'"):
-        CMDASegmentor("mit_b1", pretrained=path)
+    with pytest.raises(ValueError, match=r"(?s)mit_b0\.pth \(backbone mit_b1\) does not fit.*size mismatch"):
+        CMDASegmentor("mit_b1").load_pretrained(path)
 
 
-def test_segmentor_pretrained_missing_file_and_none(tmp_path: Path) -> None:
+def test_segmentor_pretrained_missing_or_unreadable_file(tmp_path: Path) -> None:
     missing = tmp_path / "mit_b0.pth"
     with pytest.raises(FileNotFoundError, match=r"mit_b0\.pth.*NVlabs/SegFormer.*pretrained/README\.md"):
-        CMDASegmentor("mit_b0", pretrained=missing)
-    assert isinstance(CMDASegmentor("mit_b0", pretrained="none"), CMDASegmentor)
+        CMDASegmentor("mit_b0").load_pretrained(missing)
+    missing.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match=r"could not read weights file .*mit_b0\.pth"):
+        CMDASegmentor("mit_b0").load_pretrained(missing)
+
+
+def test_segmentor_fuses_with_the_declared_second_modality() -> None:
+    """fuse_with="isr" (Dark Zurich): the ISR is the fused input and no events branch exists."""
+    torch.manual_seed(0)
+    model = CMDASegmentor("mit_b0", num_classes=3, fusion="attention", fuse_with="isr").eval()
+    image, isr = torch.randn(1, 3, 64, 64), torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        out = model(image, isr=isr)
+        assert set(out.logits) == {"image", "isr", "fusion"}
+        expected = F.interpolate(out.logits["fusion"], size=(64, 64), mode="bilinear")
+        torch.testing.assert_close(model.predict(image, isr), expected)
 
 
 def test_segmentor_channels_last_matches() -> None:
@@ -326,7 +343,8 @@ def test_load_event_translator_strict(tmp_path: Path) -> None:
     broken = dict(generator.state_dict())
     broken.pop("model.10.conv_block.5.bias")
     torch.save(broken, path)
-    with pytest.raises(ValueError, match=r"missing keys \['model\.10\.conv_block\.5\.bias'\]"):
+    expected = r"(?s)EN\.pth does not fit ResnetGenerator.*model\.10\.conv_block\.5\.bias"
+    with pytest.raises(ValueError, match=expected):
         load_event_translator(path)
     with pytest.raises(FileNotFoundError, match=r"nothing\.pth.*XiaRho/CMDA"):
         load_event_translator(tmp_path / "nothing.pth")

@@ -55,7 +55,8 @@ def test_non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(
         return value * float("nan") if calls["n"] > 8 * 2 else value  # 8 CE terms per step: NaN in step 3
 
     monkeypatch.setattr(dacs, "weighted_ce", poisoned)
-    with pytest.raises(dacs.NonFiniteLossError, match="at iteration 2"):
+    expected = "loss term 'src_image' .source phase. is nan at iteration 2"
+    with pytest.raises(dacs.NonFiniteLossError, match=expected):
         run(config)
     assert load_checkpoint(config.train.work_dir)["iteration"] == 2
 
@@ -76,7 +77,7 @@ def test_short_training_on_the_synthetic_twin_learns(tiny_config):
     torch.manual_seed(0)
     untrained = build_model(config)
     _, test_loader = build_loaders(config, 0)
-    before = evaluate(untrained, test_loader, torch.device("cpu"))["miou18"]
+    before = evaluate(untrained, test_loader, torch.device("cpu"), config.target)["miou18"]
     after = run(config)["miou18"]
     # measured: about 1.4 untrained and about 10 after 40 iterations
     assert after > before + 5, (before, after)
@@ -98,3 +99,109 @@ def test_cmda_test_cli_reproduces_the_evaluation_and_writes_colour_pngs(tiny_con
     assert pngs and Image.open(pngs[0]).mode == "RGB"
     colours = {tuple(c) for c in np.asarray(Image.open(pngs[0])).reshape(-1, 3)}
     assert colours <= set(PALETTE)
+
+
+def interrupt_at(iteration: int):
+    """A report callback that stops the run (like a kill) right after the checkpoint of `iteration`."""
+    folders = []
+
+    def report(metrics, folder):
+        folders.append(folder)
+        if metrics["iteration"] == iteration:
+            raise KeyboardInterrupt
+
+    return folders, report
+
+
+def test_weights_load_only_from_scratch_and_test_and_resume_need_no_weight_files(
+    tiny_config, tmp_path, monkeypatch, capsys
+):
+    from cmda.cli import main
+    from cmda.models import ResnetGenerator, build_mit
+    from cmda.models.segmentor import CMDASegmentor
+
+    mit, gan = tmp_path / "mit_b0.pth", tmp_path / "cityscapes_ICD_to_dsec_EN.pth"
+    torch.save(build_mit("mit_b0").state_dict(), mit)
+    generator = ResnetGenerator()
+    torch.save(generator.state_dict(), gan)
+    loads = []
+    original = CMDASegmentor.load_pretrained
+    monkeypatch.setattr(
+        CMDASegmentor, "load_pretrained", lambda self, p: loads.append(p) or original(self, p)
+    )
+    config = tiny_config(**{"model.pretrained": str(mit), "model.cyclegan": str(gan)})
+    folders, report = interrupt_at(2)
+    with pytest.raises(KeyboardInterrupt):
+        run(config, report=report)
+    assert loads == [str(mit)]
+    state = load_checkpoint(folders[0])
+    for key, value in generator.state_dict().items():
+        torch.testing.assert_close(state["translator"][key], value)
+    mit.unlink()
+    gan.unlink()
+    assert main(["test", folders[0]]) == 0  # evaluates without the ImageNet or CycleGAN file
+    assert "miou18" in json.loads(capsys.readouterr().out)
+    run(config, resume_from=folders[0])  # resumes without them too
+    assert loads == [str(mit)] and load_checkpoint(config.train.work_dir)["iteration"] == 4
+
+
+def test_resume_refuses_a_changed_setting_and_records_an_allowed_one(tiny_config):
+    from cmda.errors import RunError
+
+    config = tiny_config()
+    folders, report = interrupt_at(2)
+    with pytest.raises(KeyboardInterrupt):
+        run(config, report=report)
+    with pytest.raises(
+        RunError, match=r"optim\.lr: 0\.0006 in the checkpoint, 0\.001 now.*another train\.work_dir"
+    ):
+        run(tiny_config(**{"optim.lr": 1e-3, "data.batch_size": 1}), resume_from=folders[0])
+    with pytest.raises(RunError, match=r"data\.batch_size: 2 in the checkpoint, 1 now"):
+        run(tiny_config(**{"data.batch_size": 1}), resume_from=folders[0])
+    run(tiny_config(**{"train.eval_interval": 1}), resume_from=folders[0])
+    state = load_checkpoint(config.train.work_dir)
+    assert state["iteration"] == 4 and state["config"]["train"]["eval_interval"] == 1
+    assert state["config_changes"] == [{"iteration": 2, "key": "train.eval_interval", "old": 2, "new": 1}]
+
+
+def test_a_killed_run_resumes_without_duplicate_log_rows_or_stale_temporaries(tiny_config, monkeypatch):
+    import csv
+    from pathlib import Path
+
+    from cmda import train
+    from cmda.io import default_mode
+
+    config = tiny_config(**{"train.resume": "auto"})
+    original = train.MetricLog.write
+
+    def killed_after_row_3(self, iteration, values):
+        original(self, iteration, values)
+        if iteration == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train.MetricLog, "write", killed_after_row_3)
+    with pytest.raises(KeyboardInterrupt):
+        run(config)
+    monkeypatch.setattr(train.MetricLog, "write", original)
+    work_dir = Path(config.train.work_dir)
+    stale = work_dir / "checkpoints" / ".tmp_iter_0000004.abc"
+    stale.mkdir()
+    (stale / "checkpoint.pt").write_bytes(b"half")
+    run(config)  # train.resume: auto continues from iteration 2
+    assert not stale.exists()
+    with (work_dir / "log.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["iteration"]) for r in rows] == [1, 2, 3, 4]
+    assert rows[1]["miou18"] and rows[3]["miou18"] and not rows[2]["miou18"]
+    folder = checkpoint_dir_of(work_dir)
+    assert folder.stat().st_mode & 0o777 == default_mode(directory=True)
+
+
+def test_a_run_that_fails_before_writing_anything_leaves_no_work_dir(tiny_config, monkeypatch):
+    from pathlib import Path
+
+    config = tiny_config()
+    monkeypatch.setattr(dacs, "weighted_ce", lambda logits, label, weight=None: logits.sum() * float("nan"))
+    with pytest.raises(dacs.NonFiniteLossError, match="at iteration 0"):
+        run(config)
+    assert not Path(config.train.work_dir).exists()

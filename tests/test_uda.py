@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from cmda.data.targets import TARGETS
 from cmda.uda.dacs import DACSStep, branch_losses, pseudo_labels, weighted_ce
 from cmda.uda.ema import EMATeacher, ema_alpha
 from cmda.uda.feature_losses import VARIANTS
@@ -77,10 +78,12 @@ def test_ce_averages_over_all_pixels_including_ignored():
     label = torch.tensor([[[0, 1], [255, 255]]])
     expected = torch.log(torch.tensor(2.0)) * 2 / 4
     assert weighted_ce(logits, label).item() == pytest.approx(expected.item())
-    losses = branch_losses(
-        {"image": logits, "events": logits, "isr": logits}, label, {"image": 0.5, "events": 0.5, "isr": 0.25}
-    )
+    weights = {"image": 0.5, "second": 0.5, "fusion": 0.5, "isr": 0.25}
+    losses = branch_losses({"image": logits, "events": logits, "isr": logits}, label, weights, "events")
     assert losses["events"].item() == pytest.approx(0.25 * expected.item())  # halved beside an ISR branch
+    assert losses["isr"].item() == pytest.approx(0.25 * expected.item())
+    isr_second = branch_losses({"image": logits, "isr": logits}, label, {**weights, "second": 0.7}, "isr")
+    assert isr_second["isr"].item() == pytest.approx(0.7 * expected.item())  # Dark Zurich: ISR = second
 
 
 def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
@@ -187,17 +190,28 @@ def one_step(config, seed_batch: int = 0):
 
     torch.manual_seed(0)
     model = build_model(config)
-    step = DACSStep(model, config)
+    step = DACSStep(model, config.uda, config.target, seed=config.seed)
     loader, _ = build_loaders(config, 0)
     batch = next(iter(loader))
     logged = step(batch, 1, torch.device("cpu"), contextlib.nullcontext)
     return model, logged
 
 
-@pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_one_iteration_of_each_variant(tiny_config, variant):
-    model, logged = one_step(tiny_config(**{"uda.feature_loss.variant": variant}))
-    expected = {f"{phase}_{b}" for phase in ("src", "mix") for b in ("image", "events", "fusion", "isr")}
+SERVED = [
+    (variant, target)
+    for variant in sorted(VARIANTS)
+    for target in sorted(TARGETS)
+    if set().union(*VARIANTS[variant].requires.values()) <= TARGETS[target].modalities
+]
+"""Every (variant, target) pair the config accepts (tests/test_config.py checks the refused ones)."""
+
+
+@pytest.mark.parametrize(("variant", "target"), SERVED)
+def test_one_iteration_of_each_variant_on_each_target(tiny_config, variant, target):
+    spec = TARGETS[target]
+    model, logged = one_step(tiny_config(target=target, **{"uda.feature_loss.variant": variant}))
+    branches = {"image", "fusion", "isr", spec.second_modality}
+    expected = {f"{phase}_{b}" for phase in ("src", "mix") for b in branches}
     expected |= set(VARIANTS[variant].terms) | {"pseudo_weight"}
     if "masked_event_s_rgb_t" in expected:
         expected.add("masked_event_coverage")
@@ -210,7 +224,7 @@ def test_one_iteration_of_each_variant(tiny_config, variant):
 def test_lambda_zero_equals_the_plain_cmda_step(tiny_config):
     base_model, base_logged = one_step(tiny_config())
     zero_model, zero_logged = one_step(
-        tiny_config(**{"uda.feature_loss.variant": "rgb_st+event_st", "uda.feature_loss.weight": 0.0})
+        tiny_config(**{"uda.feature_loss.variant": "rgb_st+event_st", "uda.feature_loss.lambda_scale": 0.0})
     )
     for key, value in base_logged.items():
         assert zero_logged[key].item() == value.item(), key

@@ -54,7 +54,7 @@ class TrialPath:
 
 
 def _unset(value: Any) -> bool:
-    from cmda.models.segmentor import is_unset
+    from cmda.io import is_unset
 
     return is_unset(value)
 

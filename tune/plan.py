@@ -15,7 +15,6 @@ EMA teacher weights plus AdamW's two moments, all fp32, i.e. about 16 bytes per 
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -123,35 +122,32 @@ def measure_seconds_per_iter(config: dict[str, Any], steps: int = 3, threads: in
 
 
 def _median_step_seconds(config: dict[str, Any], steps: int) -> float:
+    """The trainer's own pieces (cmda.train: datasets, session, loader, one `train_step`), so that the timed
+    step is exactly what a trial runs; ImageNet weights are not loaded (they change nothing of the speed)."""
     import torch
 
     from cmda.config import apply_overrides, config_from_dict
-    from cmda.train import build_loaders, build_model, build_translator, resolve_device
-    from cmda.uda.dacs import DACSStep
+    from cmda.train import (
+        autocast_factory,
+        build_datasets,
+        build_session,
+        build_train_loader,
+        resolve_device,
+        train_step,
+    )
 
     cfg = config_from_dict(apply_overrides(config, {"model.pretrained": "none", "data.num_workers": 0}))
     device = resolve_device(cfg.train.device)
-    model = build_model(cfg).to(device)
-    step = DACSStep(model, cfg, translator=build_translator(cfg))
-    step.teacher.to(device)
-    if step.translator is not None:
-        step.translator.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr)
-    use_bf16 = cfg.train.amp == "bf16" or (cfg.train.amp == "auto" and device.type == "cuda")
-    autocast = (
-        (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
-    )
-    train_loader, _ = build_loaders(cfg, 0)
-    batch = next(iter(train_loader))
+    session = build_session(cfg, device, None)
+    autocast = autocast_factory(device, cfg.train.amp)
+    batch = next(iter(build_train_loader(cfg, build_datasets(cfg).paired, 0)))
     durations = []
-    model.train()
-    for i in range(steps + 1):
+    session.model.train()
+    for _ in range(steps + 1):
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        step(batch, i, device, autocast)
-        optimizer.step()
+        train_step(session, batch, device, autocast)
         if device.type == "cuda":
             torch.cuda.synchronize()
         durations.append(time.perf_counter() - start)

@@ -2,7 +2,7 @@
 
 - every trial's trainer config passes the trainer's own validation (`cmda.config.config_from_dict`, what
   `cmda train` runs), with the trial's variant, lambdas and seed in place;
-- the data roots and weight files those configs name exist;
+- the data roots and weight files those configs name exist (`tune.paths`, called from `tune.driver`);
 - the storage path can be written;
 - the experiment folder is new (an existing one is continued with `cmda-tune resume`, never overwritten);
 - each trial's resources fit on ONE node (a trial cannot span nodes); on an autoscaling cluster a request no
@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +23,11 @@ from tune.sweep import (
     GridSearch,
     SweepError,
     SweepSpec,
-    dotted_get,
     lambda_text,
     make_configuration,
 )
 
 log = logging.getLogger(__name__)
-DATA_ROOT_KEYS = ("data.source.root", "data.target.root")
-WEIGHT_KEYS = ("model.pretrained", "model.cyclegan")
 # What Ray itself puts into a new experiment folder before anything else (its storage probe).
 RAY_STORAGE_MARKER = ".validate_storage_marker"
 
@@ -76,34 +73,6 @@ def check_trial_configs(spec: SweepSpec) -> list[dict[str, Any]]:
             ) from None
         configs.append(resolved)
     return configs
-
-
-def check_files(spec: SweepSpec, configs: Iterable[Mapping[str, Any]]) -> None:
-    """Data roots are folders and weight files exist (relative paths are read from the cwd, as trials do)."""
-    from cmda.models.segmentor import is_unset
-
-    problems: dict[str, str] = {}
-    for config in configs:
-        for key in DATA_ROOT_KEYS:
-            value = dotted_get(config, key)
-            if value is not None and not Path(value).expanduser().is_dir():
-                problems[key] = (
-                    f"data root {value!r} is not a folder (resolved {Path(value).expanduser().resolve()}); "
-                    f"prepare the data (README, Data) or fix the path"
-                )
-        for key in WEIGHT_KEYS:
-            value = dotted_get(config, key)
-            if value is not None and not is_unset(value) and not Path(value).expanduser().is_file():
-                problems[key] = (
-                    f"weights file {value!r} not found (resolved {Path(value).expanduser().resolve()}); "
-                    f"see pretrained/README.md, or set it to none"
-                )
-    if problems:
-        lines = [
-            f"{spec.path}: field '{key}' (base_config {spec.base_config} / overrides): {message}"
-            for key, message in sorted(problems.items())
-        ]
-        raise SweepError("\n".join(lines))
 
 
 def check_storage(spec: SweepSpec, storage: str) -> None:

@@ -275,13 +275,6 @@ def round_lambda(value: float) -> float:
     return float(f"{value:.{LAMBDA_DIGITS}g}")
 
 
-def variant_terms(variant: str) -> dict[str, float]:
-    """Term -> default lambda, read from the trainer's registry so the two can never drift apart."""
-    from cmda.uda.feature_losses import VARIANTS
-
-    return dict(VARIANTS[variant].terms)
-
-
 def valid_variants() -> tuple[str, ...]:
     from cmda.uda.feature_losses import VARIANTS
 
@@ -291,20 +284,15 @@ def valid_variants() -> tuple[str, ...]:
 def resolve_lambdas(
     variant: str, scale: float | None, explicit: Mapping[str, float] | None
 ) -> dict[str, float]:
-    """Per-term lambdas: every term's default times `scale` (None = 1.0), then explicit values win.
+    """Per-term lambdas: the trainer's own rule (`VARIANTS[v].resolve_lambdas`, scale None = 1.0), rounded to
+    LAMBDA_DIGITS so that equal configurations compare equal. An unknown term is a KeyError."""
+    from cmda.uda.feature_losses import VARIANTS
 
-    The same rule as the trainer's `VARIANTS[v].resolve_lambdas(scale, explicit)` (shared contract); computed
-    here from the registry's defaults so that the sweep side does not depend on the trainer's signature.
-    """
-    defaults = variant_terms(variant)
-    unknown = sorted(set(explicit or {}) - set(defaults))
-    if unknown:
-        raise KeyError(
-            f"variant {variant!r} has no term(s) {unknown}; its terms: {sorted(defaults) or 'none'}"
-        )
-    factor = 1.0 if scale is None else float(scale)
-    resolved = {term: factor * value for term, value in defaults.items()}
-    resolved.update({term: float(value) for term, value in (explicit or {}).items()})
+    try:
+        factor = 1.0 if scale is None else float(scale)
+        resolved = VARIANTS[variant].resolve_lambdas(factor, dict(explicit or {}))
+    except ValueError as exc:
+        raise KeyError(str(exc)) from None
     return {term: round_lambda(value) for term, value in sorted(resolved.items())}
 
 

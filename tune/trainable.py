@@ -59,7 +59,7 @@ def is_deterministic(error: BaseException) -> bool:
 
 def deterministic_error_types() -> tuple[type[BaseException], ...]:
     from cmda.config import ConfigError
-    from cmda.data.events import EventFileError
+    from cmda.data.errors import DataError
     from cmda.data.targets import UnknownTargetError
     from cmda.io import YAMLFileError
     from cmda.uda.dacs import NonFiniteLossError
@@ -69,7 +69,7 @@ def deterministic_error_types() -> tuple[type[BaseException], ...]:
         ConfigError,
         YAMLFileError,
         UnknownTargetError,
-        EventFileError,
+        DataError,  # EventFileError and every dataset error a loader worker raises
         FileNotFoundError,
     )
 
@@ -79,7 +79,7 @@ def trainer_overrides(params: Mapping[str, Any]) -> dict[str, Any]:
     trainer's config names.
 
     `lambdas` are the resolved per-term lambdas (every term of the variant), so they win over any
-    `lambda_scale` or `weight` the base config may hold: the trial trains exactly what its params say.
+    `lambda_scale` the base config may hold: the trial trains exactly what its params say.
     """
     ablation = params["ablation"]
     return {

@@ -1,8 +1,11 @@
 """Data for CMDA: the real on-disk formats (Cityscapes, DSEC-Night, Dark Zurich), event voxelization,
 modality extractors, rare class sampling and a synthetic twin written in the same formats.
 
-This module holds only constants, so importing it stays cheap (the analysis package reads the class names).
+This module holds only constants, so importing it stays cheap (the analysis package reads the class names,
+and the target registry reads the ISR parameter sets without importing torch).
 """
+
+from dataclasses import dataclass
 
 CLASSES: tuple[str, ...] = (
     "road",
@@ -57,3 +60,28 @@ DSEC_EXCLUDED_CLASS = 14
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+DIRECTIONS: tuple[str, ...] = ("leftdown", "leftup", "rightdown", "rightup")
+"""ISR shift directions; index 2*a + b is entry [a][b] of the original's table
+[['leftdown', 'leftup'], ['rightdown', 'rightup']]."""
+
+
+@dataclass(frozen=True)
+class ISRParams:
+    """Parameters of the content extractor: log range (a, b), threshold tau, clip kappa, shift in pixels."""
+
+    val_range: tuple[float, float]
+    threshold: float
+    clip_range: float
+    shift_pixel: int
+
+
+CITYSCAPES_ISR = ISRParams((1.0, 10.0), 0.03, 0.2, 3)
+"""Source (day) ISR, the same in both of the original's settings."""
+DSEC_ISR = ISRParams((0.01, 1.01), 0.005, 0.1, 1)
+"""Target (night) ISR of the DSEC recipe."""
+MIXED_ISR = DSEC_ISR
+"""The ISR the DSEC recipe recomputes from the ClassMix-mixed image inside the training step."""
+DARK_ZURICH_ISR = ISRParams((1.0, 100.0), 0.01, 0.1, 3)
+"""Target and mixed ISR of the Dark Zurich recipe (the original's `isr_parms` in cs2dz_image+raw-isr)."""

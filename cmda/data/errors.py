@@ -19,13 +19,15 @@ import re
 from collections.abc import Callable
 from typing import TypeVar
 
+from cmda.errors import CMDAError
+
 _WORKER_WRAPPER = re.compile(r"\ACaught \w+ in .*?\.\nOriginal Traceback", re.S)
 _CONVERTED = (ValueError, OSError, KeyError, EOFError)
 
 T = TypeVar("T")
 
 
-class DataError(ValueError):
+class DataError(CMDAError, ValueError):
     """A dataset file that is missing, unreadable or inconsistent; the message names the file."""
 
     def __init__(self, message: str = "") -> None:

@@ -14,33 +14,19 @@ without a round trip to the host.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
-DIRECTIONS: tuple[str, ...] = ("leftdown", "leftup", "rightdown", "rightup")
-"""Shift directions; index 2*a + b is entry [a][b] of the original's table
-[['leftdown', 'leftup'], ['rightdown', 'rightup']]."""
-
-
-@dataclass(frozen=True)
-class ISRParams:
-    """Parameters of the content extractor: log range (a, b), threshold tau, clip kappa, shift in pixels."""
-
-    val_range: tuple[float, float]
-    threshold: float
-    clip_range: float
-    shift_pixel: int
-
-
-CITYSCAPES_ISR = ISRParams((1.0, 10.0), 0.03, 0.2, 3)
-"""Source (day) ISR of the DSEC recipe."""
-DSEC_ISR = ISRParams((0.01, 1.01), 0.005, 0.1, 1)
-"""Target (night) ISR of the DSEC recipe."""
-MIXED_ISR = DSEC_ISR
-"""The ISR recomputed from the ClassMix-mixed image inside the training step."""
-DARK_ZURICH_ISR = ISRParams((1.0, 100.0), 0.01, 0.1, 3)
-"""Target and mixed ISR of the Dark Zurich recipe."""
+# The parameter sets are plain data kept with the other constants (importing them must not import torch);
+# re-exported here because every caller of the extractors needs them.
+from cmda.data import (  # noqa: F401
+    CITYSCAPES_ISR,
+    DARK_ZURICH_ISR,
+    DIRECTIONS,
+    DSEC_ISR,
+    MIXED_ISR,
+    ISRParams,
+)
 
 
 def to_gray_uint8(image: torch.Tensor) -> torch.Tensor:

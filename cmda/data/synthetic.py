@@ -1,4 +1,4 @@
-"""A small synthetic twin of Cityscapes + DSEC-Night, written in the real on-disk formats.
+"""A small synthetic twin of Cityscapes, DSEC-Night and Dark Zurich, written in the real on-disk formats.
 
 Why: tests, demos and the Ray Tune sweeps need data that exercises the exact loader code paths, without the
 real datasets (tens of GB, not downloadable here). The scenes are LEARNABLE, so a tiny model can show that
@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +24,8 @@ import numpy as np
 
 from cmda.data.cityscapes import LABEL_ID_TO_TRAIN_ID, prepare_cityscapes
 from cmda.data.dsec import build_index_files
+from cmda.data.targets import TARGETS
+from cmda.io import write_bytes_atomic
 
 ROAD, SIDEWALK, BUILDING, POLE, SIGN, VEGETATION, TERRAIN, SKY, PERSON, CAR, TRUCK = (
     0, 1, 2, 5, 7, 8, 9, 10, 11, 13, 14,
@@ -70,6 +70,7 @@ class SyntheticPaths:
     root: Path
     cityscapes: Path
     dsec: Path
+    dark_zurich: Path
 
 
 def make_scene(rng: np.random.Generator, with_truck: bool) -> Scene:
@@ -242,16 +243,7 @@ def synthesize_events(
     return x[order].astype(np.uint16), y[order].astype(np.uint16), t[order].astype(np.int64), p[order]
 
 
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+_write_bytes_atomic = write_bytes_atomic
 
 
 def _png_bytes(array: np.ndarray) -> bytes:
@@ -447,6 +439,39 @@ def write_dsec(
         ev.write_rectify_map_h5(seq / "events/left/rectify_map.h5", rect_map)
 
 
+DARK_ZURICH_SEQUENCES = ("GOPR0351", "GOPR0356")
+
+
+def write_dark_zurich(
+    root: Path,
+    seed: int,
+    size: tuple[int, int],
+    sequences: int,
+    train_per_sequence: int,
+    val_per_sequence: int,
+) -> None:
+    """Dark Zurich's night part: rgb_anon/{train,val}/night/<GOPRxxxx>/<GOPRxxxx>_frame_NNNNNN_rgb_anon.png
+    and, for val, gt/val/night/<seq>/<...>_gt_labelTrainIds.png (+ _gt_labelColor.png), at a 16:9 size."""
+    width, height = size
+    for seq_index, name in enumerate(DARK_ZURICH_SEQUENCES[:sequences]):
+        for split, count, offset in (("train", train_per_sequence, 0), ("val", val_per_sequence, 1000)):
+            for item in range(count):
+                rng = np.random.default_rng([seed, 3, seq_index, offset + item])
+                scene = make_scene(rng, with_truck=False)
+                label = rasterize(scene, width, height, frame=0.0)
+                noise = rng.normal(0.0, 3.0, (height, width, 3))
+                day = render_day(label, _class_textures(width, height, rng), noise)
+                stem = f"{name}_frame_{offset + 7 * item:06d}"
+                _write_bytes_atomic(
+                    root / "rgb_anon" / split / "night" / name / f"{stem}_rgb_anon.png",
+                    _png_bytes(render_night(day, scene, 0.0)),
+                )
+                if split == "val":
+                    gt = root / "gt" / split / "night" / name
+                    _write_bytes_atomic(gt / f"{stem}_gt_labelTrainIds.png", _png_bytes(label))
+                    _write_bytes_atomic(gt / f"{stem}_gt_labelColor.png", _png_bytes(_palette_image(label)))
+
+
 def generate(
     root: str | Path,
     *,
@@ -460,20 +485,34 @@ def generate(
     event_contrast: float = 0.15,
     noise_events_per_window: int = 200,
     dsec_sequences: int = 5,
+    dark_zurich_size: tuple[int, int] = (192, 108),
+    dark_zurich_sequences: int = 2,
+    dark_zurich_train: int = 6,
+    dark_zurich_val: int = 3,
     workers: int = 1,
 ) -> SyntheticPaths:
-    """Write ROOT/cityscapes and ROOT/DSEC_Night, then prepare them exactly as the real data is prepared."""
+    """Write ROOT/cityscapes and every target's twin (ROOT/DSEC_Night, ROOT/dark_zurich), then prepare them
+    exactly as the real data is prepared."""
     if frames_per_sequence < 4:
         raise ValueError(
             f"frames_per_sequence must be >= 4 (train needs frames after the labels), got "
             f"{frames_per_sequence}"
         )
     root = Path(root)
-    paths = SyntheticPaths(root, root / "cityscapes", root / "DSEC_Night")
+    paths = SyntheticPaths(
+        root,
+        root / "cityscapes",
+        root / TARGETS["dsec_night"].synthetic_dir,
+        root / TARGETS["dark_zurich"].synthetic_dir,
+    )
     write_cityscapes(paths.cityscapes, seed, tuple(cityscapes_size), tuple(cities), images_per_city)
     write_dsec(
         paths.dsec, seed, tuple(dsec_size), frames_per_sequence, label_every, event_contrast,
         noise_events_per_window, dsec_sequences,
+    )  # fmt: skip
+    write_dark_zurich(
+        paths.dark_zurich, seed, tuple(dark_zurich_size), dark_zurich_sequences, dark_zurich_train,
+        dark_zurich_val,
     )  # fmt: skip
     prepare_cityscapes(paths.cityscapes, workers=workers)
     build_index_files(paths.dsec)
@@ -482,7 +521,9 @@ def generate(
 
 def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `cmda data synth ROOT`."""
-    parser.add_argument("root", type=Path, help="output folder (cityscapes/ and DSEC_Night/ are created)")
+    parser.add_argument(
+        "root", type=Path, help="output folder (cityscapes/, DSEC_Night/ and dark_zurich/ are created)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--size",
@@ -506,6 +547,9 @@ def run_synth(args: argparse.Namespace) -> SyntheticPaths:
             images_per_city=2,
             frames_per_sequence=12,
             label_every=3,
+            dark_zurich_size=(1920, 1080),
+            dark_zurich_train=2,
+            dark_zurich_val=1,
         )
     if args.images_per_city is not None:
         options["images_per_city"] = args.images_per_city
@@ -514,5 +558,5 @@ def run_synth(args: argparse.Namespace) -> SyntheticPaths:
     if args.noise_events is not None:
         options["noise_events_per_window"] = args.noise_events
     paths = generate(args.root, **options)
-    print(f"wrote {paths.cityscapes} and {paths.dsec}")
+    print(f"wrote {paths.cityscapes}, {paths.dsec} and {paths.dark_zurich}")
     return paths

@@ -16,12 +16,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = 255
-NUM_CLASSES = 19
+from cmda.data import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, NUM_CLASSES
+
 CROP_TRIES = 10
-# Same values as cmda.data.IMAGENET_MEAN/STD; repeated so this module has no import cycle with the package.
-IMAGENET_MEAN_01 = (0.485, 0.456, 0.406)
-IMAGENET_STD_01 = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -182,8 +179,8 @@ def read_label(path: Path, expected_hw: tuple[int, int] | None = None) -> torch.
 
 def normalize_image(image_255: torch.Tensor) -> torch.Tensor:
     """float RGB in 0..255 -> ImageNet-normalised (mean/std given in [0,1] units, as CMDA's loaders use)."""
-    mean = torch.tensor(IMAGENET_MEAN_01, dtype=torch.float32).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD_01, dtype=torch.float32).view(3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(3, 1, 1)
     return (image_255 / 255.0 - mean) / std
 
 

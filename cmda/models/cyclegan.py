@@ -10,11 +10,10 @@ Layout: ReflPad3, Conv7 (idx 1), IN, ReLU, 2x [Conv3 s2, IN, ReLU] (idx 4, 7), 9
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from torch import Tensor, nn
 
-from cmda.models.segmentor import load_checkpoint_file
+from cmda.models.weights import load_strict, read_state_dict
 
 
 def _instance_norm(channels: int) -> nn.InstanceNorm2d:
@@ -78,37 +77,21 @@ class ResnetGenerator(nn.Module):
         return self.model(x)
 
 
-def load_event_translator(path: str | os.PathLike[str]) -> ResnetGenerator:
-    """Load the CMDA authors' generator weights (a plain state dict, optional ``module.`` prefix) strictly.
+TRANSLATOR_HINT = (
+    "Get cityscapes_ICD_to_dsec_EN.pth from the CMDA authors' release (XiaRho/CMDA README), put it into "
+    "pretrained/, see pretrained/README.md; or set model.cyclegan: none."
+)
 
-    Returns the generator in eval mode with ``requires_grad=False`` on every parameter: it is a frozen tool.
-    """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"event translator weights not found: {path} (resolved {path.resolve()}). Get "
-            "cityscapes_ICD_to_dsec_EN.pth from the CMDA authors' release (XiaRho/CMDA README), put it "
-            "into pretrained/, see pretrained/README.md; or set model.cyclegan: none."
-        )
-    state_dict = load_checkpoint_file(path)
-    state_dict = {k.removeprefix("module."): v for k, v in state_dict.items()}
-    generator = ResnetGenerator()
-    own = generator.state_dict()
-    missing = sorted(set(own) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(own))
-    if missing or unexpected:
-        raise ValueError(
-            f"{path} is not a ResnetGenerator(1, 1, ngf=64, 9 blocks) state dict: "
-            f"missing keys {missing or 'none'}; unexpected keys {unexpected or 'none'}"
-        )
-    wrong = [
-        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in sorted(own)
-        if state_dict[k].shape != own[k].shape
-    ]
-    if wrong:
-        raise ValueError(f"{path} has wrong shapes: " + "; ".join(wrong))
-    generator.load_state_dict(state_dict, strict=True)
+
+def frozen(generator: ResnetGenerator) -> ResnetGenerator:
+    """Eval mode and ``requires_grad=False`` everywhere: the translator is a fixed tool, never trained."""
     generator.eval()
     generator.requires_grad_(False)
     return generator
+
+
+def load_event_translator(path: str | os.PathLike[str]) -> ResnetGenerator:
+    """Build the generator, then load the CMDA authors' weights (optional ``module.`` prefix) strictly."""
+    generator = ResnetGenerator()
+    load_strict(generator, read_state_dict(path, TRANSLATOR_HINT), path)
+    return frozen(generator)

@@ -9,6 +9,7 @@ to validate keys/shapes and adapt the stem for event inputs with a different cha
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -281,44 +282,21 @@ def adapt_stem_weight(weight: Tensor, in_chans: int) -> Tensor:
     return mean.repeat(1, in_chans, 1, 1) * (source_chans / in_chans)
 
 
-def unwrap_state_dict(state_dict: Mapping[str, object]) -> dict[str, Tensor]:
-    """Accept a bare state dict or one wrapped under ``state_dict`` / ``model`` (both appear in releases)."""
-    for wrapper in ("state_dict", "model"):
-        inner = state_dict.get(wrapper) if isinstance(state_dict, Mapping) else None
-        if isinstance(inner, Mapping):
-            state_dict = inner
-            break
-    if not isinstance(state_dict, Mapping):
-        raise ValueError(f"expected a state dict (name -> tensor mapping), got {type(state_dict).__name__}")
-    return {str(k): v for k, v in state_dict.items() if isinstance(v, Tensor)}
-
-
 def load_official_mit(
-    model: MixVisionTransformer, state_dict: Mapping[str, object], strict: bool = True
+    model: MixVisionTransformer,
+    state_dict: Mapping[str, Tensor],
+    strict: bool = True,
+    source: str | os.PathLike[str] = "MiT checkpoint",
 ) -> tuple[list[str], list[str]]:
     """Load an NVlabs ``mit_bX.pth`` state dict (ImageNet classifier ``head.*`` ignored) into ``model``.
 
     The stem is adapted with :func:`adapt_stem_weight` when ``model.in_chans`` differs from the checkpoint's.
-    Raises ValueError naming every missing / unexpected key (``strict=True``) and any key whose shape differs
-    (always). Returns (missing, unexpected) key lists, empty when strict.
+    Keys and shapes are checked by PyTorch's ``load_state_dict`` (``strict`` as given; wrong shapes always
+    fail); the ValueError names ``source``. Returns (missing, unexpected) key lists, empty when strict.
     """
-    weights = {k: v for k, v in unwrap_state_dict(state_dict).items() if not k.startswith("head.")}
+    from cmda.models.weights import load_strict
+
+    weights = {k: v for k, v in state_dict.items() if not k.startswith("head.")}
     if STEM_KEY in weights and weights[STEM_KEY].ndim == 4:
         weights[STEM_KEY] = adapt_stem_weight(weights[STEM_KEY], model.in_chans)
-    own = model.state_dict()
-    missing = sorted(set(own) - set(weights))
-    unexpected = sorted(set(weights) - set(own))
-    if strict and (missing or unexpected):
-        raise ValueError(
-            "MiT checkpoint does not match the model: "
-            f"missing keys {missing or 'none'}; unexpected keys {unexpected or 'none'}"
-        )
-    wrong = [
-        f"{key}: checkpoint {tuple(weights[key].shape)} vs model {tuple(own[key].shape)}"
-        for key in sorted(set(own) & set(weights))
-        if weights[key].shape != own[key].shape
-    ]
-    if wrong:
-        raise ValueError("MiT checkpoint has wrong shapes: " + "; ".join(wrong))
-    model.load_state_dict({k: v for k, v in weights.items() if k in own}, strict=False)
-    return missing, unexpected
+    return load_strict(model, weights, source, strict=strict)

@@ -10,15 +10,14 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cmda.models.daformer_head import DAFormerHead
 from cmda.models.fusion import build_fusion
 from cmda.models.mit import build_mit, load_official_mit
+from cmda.models.weights import read_state_dict
 
 BRANCHES = ("image", "events", "fusion", "isr")
 
@@ -31,84 +30,71 @@ class SegmentorOutput:
     features: dict[str, list[Tensor]] = field(default_factory=dict)
 
 
-def is_unset(value: str | os.PathLike[str] | None) -> bool:
-    """``None``, ``""``, ``"none"`` and ``"null"`` all mean "no weights file" in configs."""
-    return value is None or str(value).strip().lower() in ("", "none", "null")
-
-
-def resolve_pretrained(pretrained: str | os.PathLike[str] | None) -> Path | None:
-    """Unset (see `is_unset`) means train from scratch; anything else must be an existing file."""
-    if is_unset(pretrained):
-        return None
-    path = Path(pretrained).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"pretrained MiT weights not found: {path} (resolved {path.resolve()}). Put the NVlabs SegFormer "
-            "ImageNet-1k file (mit_b0.pth .. mit_b5.pth, linked from the NVlabs/SegFormer README) into "
-            "pretrained/ as described in pretrained/README.md, or set model.pretrained: none (train from "
-            "scratch)."
-        )
-    return path
-
-
-def load_checkpoint_file(path: Path) -> dict[str, object]:
-    """Load a tensor-only checkpoint safely (``weights_only``), naming the file on failure."""
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # re-raised with the file named
-        raise ValueError(f"could not read checkpoint {path}: {error}") from error
-    if not isinstance(loaded, dict):
-        raise ValueError(f"checkpoint {path}: expected a dict of tensors, got {type(loaded).__name__}")
-    return loaded
+MIT_WEIGHTS_HINT = (
+    "Put the NVlabs SegFormer ImageNet-1k file (mit_b0.pth .. mit_b5.pth, linked from the NVlabs/SegFormer "
+    "README) into pretrained/ as described in pretrained/README.md, or set model.pretrained: none (train "
+    "from scratch)."
+)
 
 
 class CMDASegmentor(nn.Module):
-    """The CMDA network (see docs/ARCHITECTURE.md, ``cmda.models``)."""
+    """The CMDA network (see docs/ARCHITECTURE.md, ``cmda.models``), built bare: ImageNet weights are
+    loaded afterwards with `load_pretrained`, only when a run starts from scratch.
+
+    ``fuse_with`` names the second modality ("events" or "isr"): the input the fusion module combines with
+    the image. The second backbone (``backbone_events``, the original's name) encodes events and ISR alike.
+    """
 
     def __init__(
         self,
         backbone: str = "mit_b5",
         num_classes: int = 19,
-        event_channels: int = 3,
-        pretrained: str | os.PathLike[str] | None = None,
+        second_channels: int = 3,
         drop_path_rate: float = 0.1,
         fusion: str = "attention_avg",
         decoder_channels: int = 256,
+        fuse_with: str = "events",
     ) -> None:
         super().__init__()
-        self.event_channels = event_channels
+        if fuse_with not in ("events", "isr"):
+            raise ValueError(f"fuse_with must be 'events' or 'isr', got {fuse_with!r}")
+        self.backbone_name = backbone
+        self.second_channels = second_channels
+        self.fuse_with = fuse_with
         self.backbone_image = build_mit(backbone, in_chans=3, drop_path_rate=drop_path_rate)
-        self.backbone_events = build_mit(backbone, in_chans=event_channels, drop_path_rate=drop_path_rate)
+        self.backbone_events = build_mit(backbone, in_chans=second_channels, drop_path_rate=drop_path_rate)
         embed_dims = self.backbone_image.embed_dims
         self.fusion = build_fusion(fusion, embed_dims)
         self.decode_head = DAFormerHead(embed_dims, num_classes=num_classes, channels=decoder_channels)
-        weights_path = resolve_pretrained(pretrained)
-        if weights_path is not None:
-            state_dict = load_checkpoint_file(weights_path)
-            for module in (self.backbone_image, self.backbone_events):
-                try:
-                    load_official_mit(module, state_dict, strict=True)
-                except ValueError as error:
-                    raise ValueError(f"{weights_path} does not fit backbone {backbone!r}: {error}") from error
 
-    def _as_event_input(self, x: Tensor, name: str) -> Tensor:
+    def load_pretrained(self, path: str | os.PathLike[str]) -> None:
+        """Load an NVlabs ImageNet MiT file into both backbones (the event stem adapted); strict."""
+        state_dict = read_state_dict(path, MIT_WEIGHTS_HINT)
+        for module in (self.backbone_image, self.backbone_events):
+            load_official_mit(
+                module, state_dict, strict=True, source=f"{path} (backbone {self.backbone_name})"
+            )
+
+    def _as_second_input(self, x: Tensor, name: str) -> Tensor:
         """ISR images are 3-channel; with N event bins they are averaged and repeated to N channels."""
-        if x.shape[1] == self.event_channels:
+        if x.shape[1] == self.second_channels:
             return x
         if name == "isr":
-            return x.mean(dim=1, keepdim=True).expand(-1, self.event_channels, -1, -1)
-        raise ValueError(f"{name} must have {self.event_channels} channels, got shape {tuple(x.shape)}")
+            return x.mean(dim=1, keepdim=True).expand(-1, self.second_channels, -1, -1)
+        raise ValueError(f"{name} must have {self.second_channels} channels, got shape {tuple(x.shape)}")
 
     def encode(
         self, image: Tensor, events: Tensor | None = None, isr: Tensor | None = None
     ) -> dict[str, list[Tensor]]:
-        """Features per branch; "fusion" is present whenever events are given. Inputs are detached."""
+        """Features per branch; "fusion" is present whenever the `fuse_with` input is given. Inputs are
+        detached."""
         features = {"image": self.backbone_image(image.detach())}
         if events is not None:
-            features["events"] = self.backbone_events(self._as_event_input(events.detach(), "events"))
-            features["fusion"] = self.fusion(features["image"], features["events"])
+            features["events"] = self.backbone_events(self._as_second_input(events.detach(), "events"))
         if isr is not None:
-            features["isr"] = self.backbone_events(self._as_event_input(isr.detach(), "isr"))
+            features["isr"] = self.backbone_events(self._as_second_input(isr.detach(), "isr"))
+        if self.fuse_with in features:
+            features["fusion"] = self.fusion(features["image"], features[self.fuse_with])
         return features
 
     def decode(self, features: dict[str, list[Tensor]]) -> dict[str, Tensor]:
@@ -124,11 +110,19 @@ class CMDASegmentor(nn.Module):
         features = self.encode(image, events, isr)
         return SegmentorOutput(logits=self.decode(features), features=features)
 
-    def predict(self, image: Tensor, events: Tensor | None = None) -> Tensor:
-        """Fusion logits (image logits without events) bilinearly resized to the input size."""
-        features = self.encode(image, events)
-        branch = "fusion" if events is not None else "image"
-        logits = self.decode_head(features[branch], dropout=False)
+    def fused_logits(self, image: Tensor, second: Tensor) -> Tensor:
+        """Fusion-branch logits (1/4 size) of the image with any second input through the second backbone
+        (events or ISR: the original's teacher fuses the night image with either)."""
+        first = self.backbone_image(image.detach())
+        other = self.backbone_events(self._as_second_input(second.detach(), "isr"))
+        return self.decode({"fusion": self.fusion(first, other)})["fusion"]
+
+    def predict(self, image: Tensor, second: Tensor | None = None) -> Tensor:
+        """Fusion logits (image logits without a second input) bilinearly resized to the input size."""
+        if second is None:
+            logits = self.decode_head(self.backbone_image(image), dropout=False)
+        else:
+            logits = self.fused_logits(image, second)
         return F.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=False)
 
     def named_parameter_kinds(self) -> Iterator[tuple[str, nn.Parameter, bool, bool]]:

@@ -13,24 +13,22 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cmda.config import Config
-from cmda.data import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
-from cmda.data.extractors import (
-    CITYSCAPES_ISR,
-    DSEC_ISR,
-    MIXED_ISR,
-    ISRParams,
-    image_content_extractor,
-    to_gray_uint8,
-)
+from cmda.data import CITYSCAPES_ISR, IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, ISRParams
+from cmda.data.extractors import image_content_extractor, to_gray_uint8
+from cmda.errors import RunError
 from cmda.uda.ema import EMATeacher
 from cmda.uda.feature_losses import VARIANTS, FeatureContext
 from cmda.uda.mix import class_mix_masks, color_jitter, gaussian_blur, mix
+
+if TYPE_CHECKING:
+    from cmda.config import UDAConfig
+    from cmda.data.targets import TargetSpec
 
 log = logging.getLogger(__name__)
 
@@ -67,15 +65,27 @@ def weighted_ce(logits: Tensor, label: Tensor, weight: Tensor | None = None) -> 
     return loss.mean()
 
 
+def branch_weight(branch: str, weights: dict[str, float], second: str, branches: set[str]) -> float:
+    """The CE weight of one branch: `weights["second"]` for the second modality (halved when the extra ISR
+    branch also exists, as the original halves its events weight then), else `weights[branch]`."""
+    if branch == second:
+        return weights["second"] / 2 if second != "isr" and "isr" in branches else weights["second"]
+    return weights[branch]
+
+
 def branch_losses(
-    logits: dict[str, Tensor], label: Tensor, weights: dict[str, float], weight: Tensor | None = None
+    logits: dict[str, Tensor],
+    label: Tensor,
+    weights: dict[str, float],
+    second: str = "events",
+    weight: Tensor | None = None,
 ) -> dict[str, Tensor]:
-    """Weighted CE per branch; the events weight is halved when an ISR branch exists (as the original)."""
-    out = {}
-    for branch, branch_logits in logits.items():
-        w = weights[branch] / 2 if branch == "events" and "isr" in logits else weights[branch]
-        out[branch] = w * weighted_ce(branch_logits, label, weight)
-    return out
+    """Weighted CE per branch (see `branch_weight`)."""
+    branches = set(logits)
+    return {
+        branch: branch_weight(branch, weights, second, branches) * weighted_ce(branch_logits, label, weight)
+        for branch, branch_logits in logits.items()
+    }
 
 
 @torch.no_grad()
@@ -88,103 +98,163 @@ def pseudo_labels(teacher_logits: Tensor, size: tuple[int, int], threshold: floa
     return label, (confidence >= threshold).float().mean()
 
 
-def ensure_finite(losses: dict[str, Tensor], iteration: int) -> None:
-    for name, value in losses.items():
+def pseudo_weight_map(weight: Tensor, shape: tuple[int, int, int], top: int, bottom: int) -> Tensor:
+    """The batch's pseudo-label weight as a [B,H,W] map whose `top` first and `bottom` last rows are 0
+    (the original's pseudo_weight_ignore_top/bottom: Dark Zurich's sky and ego-car rows)."""
+    weights = weight.expand(shape).clone()
+    if top > 0:
+        weights[:, :top] = 0
+    if bottom > 0:
+        weights[:, -bottom:] = 0
+    return weights
+
+
+def ensure_finite(terms: dict[str, Tensor], phase: str, iteration: int) -> None:
+    """Stop at the first non-finite term, naming it (and its phase), before its backward."""
+    for name, value in terms.items():
         if not torch.isfinite(value).all():
-            raise NonFiniteLossError(f"loss '{name}' is {value.item()} at iteration {iteration}")
+            raise NonFiniteLossError(
+                f"loss term '{name}' ({phase} phase) is {value.item()} at iteration {iteration}; the run "
+                "stops here and its last checkpoint stays (lower optim.lr or that term's lambda, or check "
+                "the data of this iteration)"
+            )
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(RunError, FloatingPointError):
     """A NaN or inf loss: the run stops, its last good checkpoint stays."""
 
 
 @dataclass
 class StepInputs:
-    """One batch on the device, with every modality the step needs."""
+    """One batch on the device, with every modality the step needs (`None` where the target has none)."""
 
     src_image: Tensor
     src_label: Tensor
-    src_events: Tensor
     src_isr: Tensor
+    src_events: Tensor | None
     tgt_image: Tensor
-    tgt_events: Tensor
     tgt_isr: Tensor
+    tgt_events: Tensor | None
 
 
 class DACSStep:
     """The CMDA training step around a student (`CMDASegmentor`), its EMA teacher and an optional
-    motion->event translator (the frozen CycleGAN generator)."""
+    motion->event translator (the frozen CycleGAN generator).
 
-    def __init__(self, model: nn.Module, config: Config, translator: nn.Module | None = None) -> None:
+    It takes only what it uses: the UDA settings, the target's registry entry and the run's seed (each
+    step's random draws come from (seed, iteration), so a resumed run draws what an uninterrupted one would).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        uda: UDAConfig,
+        target: TargetSpec,
+        seed: int = 0,
+        translator: nn.Module | None = None,
+    ) -> None:
         self.model = model
-        self.config = config
+        self.uda = uda
+        self.target = target
+        self.seed = seed
+        self.second = target.second_modality
         self.translator = translator
-        self.teacher = EMATeacher(model, alpha=config.uda.alpha)
-        loss_cfg = config.uda.feature_loss
+        self.teacher = EMATeacher(model, alpha=uda.alpha)
+        loss_cfg = uda.feature_loss
         self.variant = VARIANTS[loss_cfg.variant]
-        self.lambdas = self.variant.resolve_lambdas(loss_cfg.weight, loss_cfg.lambdas)
-        self.event_channels = getattr(model, "event_channels", 3)
-        if translator is None:
+        self.lambdas = self.variant.resolve_lambdas(loss_cfg.lambda_scale, loss_cfg.lambdas)
+        self.loss_weights = uda.loss_weights.as_dict()
+        self.second_channels = getattr(model, "second_channels", 3)
+        if translator is None and self.second == "events":
             log.info("no CycleGAN weights given: the raw motion image serves as the source events")
+
+    def isr_direction(self, drawn: Tensor | int) -> Tensor | int:
+        """The target's fixed ISR shift direction, or the drawn one where the target draws it."""
+        fixed = self.target.fixed_isr_direction
+        return drawn if fixed is None else fixed
 
     def prepare(self, batch: dict, device: torch.device) -> StepInputs:
         """Move a collated batch to the device and build the derived modalities there."""
         src, tgt = batch["source"], batch["target"]
         src_image = src["image"].to(device, non_blocking=True)
         tgt_image = tgt["image"].to(device, non_blocking=True)
-        motion = src["motion"].to(device, non_blocking=True)
-        with torch.no_grad():
-            if self.translator is not None:
-                motion = self.translator(motion.mean(dim=1, keepdim=True))
-            src_events = motion.mean(dim=1, keepdim=True).expand(-1, self.event_channels, -1, -1)
+        src_events = tgt_events = None
+        if self.second == "events":
+            motion = src["motion"].to(device, non_blocking=True)
+            with torch.no_grad():
+                if self.translator is not None:
+                    motion = self.translator(motion.mean(dim=1, keepdim=True))
+                src_events = motion.mean(dim=1, keepdim=True).expand(-1, self.second_channels, -1, -1)
+            src_events = src_events.contiguous()
+            tgt_events = tgt["events"].to(device, non_blocking=True)
+        if "isr" in tgt:  # the target computes its ISR in the loader (see TargetSpec.loader_isr)
+            tgt_isr = tgt["isr"].to(device, non_blocking=True)
+        else:
+            tgt_isr = isr_of(
+                tgt_image, self.target.target_isr, self.isr_direction(tgt["isr_direction"].to(device))
+            )
         return StepInputs(
             src_image=src_image,
             src_label=src["label"].to(device, non_blocking=True).long(),
-            src_events=src_events.contiguous(),
-            src_isr=isr_of(src_image, CITYSCAPES_ISR, src["isr_direction"].to(device)),
+            src_isr=isr_of(src_image, CITYSCAPES_ISR, self.isr_direction(src["isr_direction"].to(device))),
+            src_events=src_events,
             tgt_image=tgt_image,
-            tgt_events=tgt["events"].to(device, non_blocking=True),
-            tgt_isr=isr_of(tgt_image, DSEC_ISR, tgt["isr_direction"].to(device)),
+            tgt_isr=tgt_isr,
+            tgt_events=tgt_events,
+        )
+
+    def student_inputs(self, events: Tensor | None, isr: Tensor) -> dict[str, Tensor]:
+        """Keyword inputs of the student beside the image: events + ISR, or the ISR alone."""
+        return {"events": events, "isr": isr} if self.second == "events" else {"isr": isr}
+
+    def feature_context(self, x: StepInputs, source_features: dict) -> FeatureContext:
+        loss_cfg = self.uda.feature_loss
+        return FeatureContext(
+            source=source_features,
+            source_events=x.src_events,
+            target_events=x.tgt_events,
+            stages=loss_cfg.stages,
+            reduction=loss_cfg.reduction,
+            mask_source=loss_cfg.mask_source,
+            second=self.second,
         )
 
     def __call__(self, batch: dict, iteration: int, device: torch.device, autocast) -> dict[str, Tensor]:
         """Run one step (both backwards; the caller steps the optimizer). Returns detached loss terms."""
-        cfg = self.config.uda
-        generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + iteration)
+        cfg = self.uda
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + iteration)
         self.teacher.update(self.model, iteration)
         x = self.prepare(batch, device)
         logged: dict[str, Tensor] = {}
 
         # 1. source: supervised CE on every branch (+ source-phase feature terms), then backward
         with autocast():
-            src_out = self.model(x.src_image, x.src_events, x.src_isr)
-            src_losses = branch_losses(src_out.logits, x.src_label, cfg.loss_weights)
-            ctx = FeatureContext(
-                source=src_out.features,
-                source_events=x.src_events,
-                target_events=x.tgt_events,
-                stages=self.config.uda.feature_loss.stages,
-                reduction=self.config.uda.feature_loss.reduction,
-                mask_source=self.config.uda.feature_loss.mask_source,
-            )
+            src_out = self.model(x.src_image, **self.student_inputs(x.src_events, x.src_isr))
+            src_losses = branch_losses(src_out.logits, x.src_label, self.loss_weights, self.second)
+            ctx = self.feature_context(x, src_out.features)
             src_terms = self.variant.compute("source", ctx, self.lambdas)
-        src_total = sum(src_losses.values()) + sum(weighted for weighted, _ in src_terms.values())
-        logged.update({f"src_{k}": v.detach() for k, v in src_losses.items()})
+        src_weighted = {f"src_{k}": v for k, v in src_losses.items()}
+        src_weighted.update({k: weighted for k, (weighted, _) in src_terms.items()})
+        ensure_finite(src_weighted, "source", iteration)
+        logged.update({k: v.detach() for k, v in src_weighted.items() if k.startswith("src_")})
         logged.update({k: raw for k, (_, raw) in src_terms.items()})
-        ensure_finite({"source": src_total}, iteration)
-        src_total.backward()
+        sum(src_weighted.values()).backward()
         source_features = {k: [f.detach() for f in v] for k, v in src_out.features.items()}
-        del src_out, src_total
+        del src_out, src_weighted
 
         # 2. pseudo labels from the teacher's fusion branch on (night image, night events or night ISR)
         use_events = torch.rand((), generator=generator).item() < cfg.teacher_events_p
         with torch.no_grad(), autocast():
-            second = x.tgt_events if use_events else x.tgt_isr
-            teacher_logits = self.teacher.model.decode(
-                {"fusion": self.teacher.model.encode(x.tgt_image, second)["fusion"]}
-            )["fusion"]
+            second = x.tgt_events if (self.second == "events" and use_events) else x.tgt_isr
+            teacher_logits = self.teacher.model.fused_logits(x.tgt_image, second)
         pseudo_label, pseudo_weight = pseudo_labels(
             teacher_logits, x.tgt_image.shape[-2:], cfg.pseudo_threshold
+        )
+        weight_map = pseudo_weight_map(
+            pseudo_weight,
+            tuple(pseudo_label.shape),
+            cfg.pseudo_weight_ignore_top,
+            cfg.pseudo_weight_ignore_bottom,
         )
 
         # 3. ClassMix of image / events / label, strong augmentation of the image, ISR recomputed from it
@@ -197,32 +267,36 @@ class DACSStep:
         if cfg.blur and draw_blur > 0.5:
             mixed01 = gaussian_blur(mixed01, sigma)
         mixed_image = normalize(mixed01)
-        direction = 2 * (int(10 * draw_jitter) % 2) + int(100 * draw_jitter) % 2
-        mixed_isr = image_content_extractor(to_gray_uint8(mixed01), MIXED_ISR, direction).expand(
-            -1, self.event_channels, -1, -1
+        direction = self.isr_direction(2 * (int(10 * draw_jitter) % 2) + int(100 * draw_jitter) % 2)
+        mixed_isr = image_content_extractor(to_gray_uint8(mixed01), self.target.mixed_isr, direction).expand(
+            -1, self.second_channels, -1, -1
         )
-        mixed_events = mix(masks, x.src_events, x.tgt_events)
+        mixed_events = mix(masks, x.src_events, x.tgt_events) if self.second == "events" else None
         mixed_label = torch.where(masks[:, 0] > 0, x.src_label, pseudo_label)
-        mixed_weight = masks[:, 0] + (1 - masks[:, 0]) * pseudo_weight
+        mixed_weight = masks[:, 0] + (1 - masks[:, 0]) * weight_map
 
         # 4. mixed sample: weighted CE (+ mixed-phase feature terms), then backward
         with autocast():
-            mix_out = self.model(mixed_image, mixed_events, mixed_isr)
-            mix_losses = branch_losses(mix_out.logits, mixed_label, cfg.loss_weights, mixed_weight)
+            mix_out = self.model(mixed_image, **self.student_inputs(mixed_events, mixed_isr))
+            mix_losses = branch_losses(
+                mix_out.logits, mixed_label, self.loss_weights, self.second, mixed_weight
+            )
             mix_terms = {}
-            if self.variant.needs_target():
-                if self.config.uda.feature_loss.target == "night":
-                    target_features = self.model.encode(x.tgt_image, x.tgt_events)
+            if self.variant.has_mixed_terms():
+                if cfg.feature_loss.target_features == "night":
+                    night = self.student_inputs(x.tgt_events, x.tgt_isr)
+                    target_features = self.model.encode(x.tgt_image, **night)
                 else:
                     target_features = mix_out.features
                 ctx.source, ctx.target = source_features, target_features
                 mix_terms = self.variant.compute("mixed", ctx, self.lambdas)
-        mix_total = sum(mix_losses.values()) + sum(weighted for weighted, _ in mix_terms.values())
-        logged.update({f"mix_{k}": v.detach() for k, v in mix_losses.items()})
+        mix_weighted = {f"mix_{k}": v for k, v in mix_losses.items()}
+        mix_weighted.update({k: weighted for k, (weighted, _) in mix_terms.items()})
+        ensure_finite(mix_weighted, "mixed", iteration)
+        logged.update({k: v.detach() for k, v in mix_weighted.items() if k.startswith("mix_")})
         logged.update({k: raw for k, (_, raw) in mix_terms.items()})
         logged.update(ctx.diagnostics)  # e.g. the masked-event coverage
-        ensure_finite({"mixed": mix_total}, iteration)
-        mix_total.backward()
+        sum(mix_weighted.values()).backward()
         logged["pseudo_weight"] = pseudo_weight.detach()
         return logged
 

@@ -15,8 +15,13 @@ Faithful defaults (what the study's code does):
 
 Options that never change those defaults: `stages` (mean over several stages), `reduction: stats`
 (MSE between per-channel spatial means plus MSE between per-channel spatial variances: distribution
-alignment instead of a pixel-wise pull between unrelated images), `target: night` (an extra student pass
-on the pure night batch supplies the target features).
+alignment instead of a pixel-wise pull between unrelated images), `target_features: night` (an extra
+student pass on the pure night batch supplies the target features).
+
+"EVENT" terms compare the features of the second backbone, i.e. of the target's second modality (events
+on DSEC-Night, the image's ISR on Dark Zurich: `FeatureContext.second`). A term that needs something only
+some targets provide declares it in `Term.requires`; the config refuses such a variant on a target without
+it, naming both.
 """
 
 from __future__ import annotations
@@ -55,6 +60,8 @@ class FeatureContext:
     mask_min_fraction: float = MIN_ACTIVE_FRACTION
     diagnostics: dict[str, Tensor] = field(default_factory=dict)
     """Values a term records for the log (not losses), e.g. the masked-event coverage."""
+    second: str = "events"
+    """Feature key of the second modality ("events" or "isr"): what the EVENT terms compare."""
 
 
 def stage_distance(a: Tensor, b: Tensor, reduction: str) -> Tensor:
@@ -130,7 +137,7 @@ def _detached(features: list[Tensor]) -> list[Tensor]:
 def rgb_event_src(ctx: FeatureContext) -> Tensor:
     """L2(RGB src, EVENT src): image vs event encoder on the day batch, before fusion; nothing detached,
     so both encoders are pulled toward each other (study: dacs_loss_L2_sourcedomain.py, lambda_l2)."""
-    return feature_distance(ctx.source["image"], ctx.source["events"], ctx)
+    return feature_distance(ctx.source["image"], ctx.source[ctx.second], ctx)
 
 
 def fusion_st(ctx: FeatureContext) -> Tensor:
@@ -147,13 +154,13 @@ def rgb_st(ctx: FeatureContext) -> Tensor:
 def event_s_rgb_t(ctx: FeatureContext) -> Tensor:
     """L2(EVENT src, RGB tgt): the target IMAGE features pulled toward the source EVENT features, source
     detached; the target event branch gets no gradient (study: dacs_L2_RGBst_L2_EVENTsRGBt.py)."""
-    return feature_distance(ctx.target["image"], _detached(ctx.source["events"]), ctx)
+    return feature_distance(ctx.target["image"], _detached(ctx.source[ctx.second]), ctx)
 
 
 def event_st(ctx: FeatureContext) -> Tensor:
     """L2(EVENT src, EVENT tgt): event-encoder outputs, source detached
     (study: dacs_L2_RGBst_L2_EVENTst.py)."""
-    return feature_distance(ctx.target["events"], _detached(ctx.source["events"]), ctx)
+    return feature_distance(ctx.target[ctx.second], _detached(ctx.source[ctx.second]), ctx)
 
 
 def masked_event_s_rgb_t(ctx: FeatureContext) -> Tensor:
@@ -171,30 +178,41 @@ def masked_event_s_rgb_t(ctx: FeatureContext) -> Tensor:
 
 @dataclass(frozen=True)
 class Term:
-    """One loss term: its default lambda, the phase it joins ('source' or 'mixed') and how to compute it."""
+    """One loss term: its default lambda, the phase it joins ('source' or 'mixed'), how to compute it, and
+    the target modalities it needs beyond image + second modality (e.g. {"events"} for a mask made of
+    event voxels), checked against the target registry before anything runs."""
 
     default_lambda: float
     phase: str
     compute: Callable[[FeatureContext], Tensor]
+    requires: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
 class FeatureLossVariant:
+    """A named set of terms. `terms` maps term name -> `Term`; `default_lambdas` maps name -> lambda."""
+
     name: str
     description: str
-    term_specs: dict[str, Term] = field(default_factory=dict)
+    terms: dict[str, Term] = field(default_factory=dict)
 
     @property
-    def terms(self) -> dict[str, float]:
-        """Term name -> default lambda."""
-        return {name: term.default_lambda for name, term in self.term_specs.items()}
+    def default_lambdas(self) -> dict[str, float]:
+        """Term name -> default lambda (the L2 fork's values)."""
+        return {name: term.default_lambda for name, term in self.terms.items()}
 
-    def resolve_lambdas(self, weight: float | None = None, lambdas: dict[str, float] | None = None) -> dict:
-        """Per-term lambdas: defaults, replaced by `weight` for every term, then per-term overrides."""
-        resolved = {
-            n: (t.default_lambda if weight is None else float(weight)) for n, t in self.term_specs.items()
-        }
-        for name, value in (lambdas or {}).items():
+    @property
+    def requires(self) -> dict[str, frozenset[str]]:
+        """Term name -> what it needs of the target, for the terms that need anything."""
+        return {name: term.requires for name, term in self.terms.items() if term.requires}
+
+    def resolve_lambdas(
+        self, scale: float = 1.0, explicit: dict[str, float] | None = None
+    ) -> dict[str, float]:
+        """Per-term lambdas that train: each term's default times `scale` (1.0 = the fork's values), then
+        the `explicit` per-term lambdas, which win. An unknown term in `explicit` is an error."""
+        resolved = {name: float(scale) * term.default_lambda for name, term in self.terms.items()}
+        for name, value in (explicit or {}).items():
             if name not in resolved:
                 raise ValueError(f"variant {self.name!r} has no term {name!r}; its terms: {sorted(resolved)}")
             resolved[name] = float(value)
@@ -209,7 +227,7 @@ class FeatureLossVariant:
         trains exactly like `none`.
         """
         out = {}
-        for name, term in self.term_specs.items():
+        for name, term in self.terms.items():
             if term.phase != phase:
                 continue
             if lambdas[name] == 0:
@@ -221,8 +239,9 @@ class FeatureLossVariant:
                 out[name] = (lambdas[name] * raw, raw.detach())
         return out
 
-    def needs_target(self) -> bool:
-        return any(term.phase == "mixed" for term in self.term_specs.values())
+    def has_mixed_terms(self) -> bool:
+        """Whether any term joins the mixed phase (and so needs the target-side features)."""
+        return any(term.phase == MIXED for term in self.terms.values())
 
 
 SOURCE, MIXED = "source", "mixed"
@@ -257,6 +276,9 @@ VARIANTS: dict[str, FeatureLossVariant] = {
     "rgb_st+event_s_rgb_t+masked_event": FeatureLossVariant(
         "rgb_st+event_s_rgb_t+masked_event",
         "rgb_st+event_s_rgb_t with the event term only at stage cells dense in events (our definition)",
-        {"rgb_st": Term(0.1, MIXED, rgb_st), "masked_event_s_rgb_t": Term(0.05, MIXED, masked_event_s_rgb_t)},
+        {
+            "rgb_st": Term(0.1, MIXED, rgb_st),
+            "masked_event_s_rgb_t": Term(0.05, MIXED, masked_event_s_rgb_t, requires=frozenset({"events"})),
+        },
     ),
 }
