@@ -5,6 +5,7 @@ intervals, power notes, comparisons.csv and the report page."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 import re
 import subprocess
@@ -245,9 +246,8 @@ def test_headline_metric_comes_from_the_sweep_or_the_targets_registry(tmp_path, 
     assert (loaded.setting.metric, loaded.setting.metric_label) == ("miou19", "mIoU19")
     assert comparisons(loaded)["delta"].iloc[0] == pytest.approx(4.0 * 18 / 19)
     night = targets.TARGETS["dsec_night"]
-    monkeypatch.setitem(targets.TARGETS, "other_night", targets.TargetSpec(
-        name="other_night", description="test", second_modality="isr", headline_metric="miou19",
-        metrics={"miou19": night.metrics["miou19"]}, train_split="train", test_split="val"))
+    monkeypatch.setitem(targets.TARGETS, "other_night", dataclasses.replace(
+        night, name="other_night", headline_metric="miou19", metrics={"miou19": night.metrics["miou19"]}))
     resolved = write_experiment(tmp_path / "b", trials, resolved="data: {target: {name: other_night}}\n")
     setting = load(resolved).setting
     assert (setting.metric, setting.target, setting.classes) == ("miou19", "other_night", tuple(range(19)))

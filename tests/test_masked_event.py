@@ -97,7 +97,7 @@ def test_masked_variant_differs_from_the_unmasked_one_on_the_same_batch(tiny_con
     for variant in ("rgb_st+event_s_rgb_t", "rgb_st+event_s_rgb_t+masked_event"):
         config = tiny_config(**demo_size, **{"uda.feature_loss.variant": variant})
         torch.manual_seed(0)
-        step = DACSStep(build_model(config), config)
+        step = DACSStep(build_model(config), config.uda, config.target, seed=config.seed)
         batch = next(iter(build_loaders(config, 0)[0]))
         logged[variant] = step(batch, 1, torch.device("cpu"), contextlib.nullcontext)
     plain, masked = logged["rgb_st+event_s_rgb_t"], logged["rgb_st+event_s_rgb_t+masked_event"]

@@ -277,10 +277,19 @@ def test_trial_config_layers_overrides_then_trial_params(tmp_path, base_config) 
     assert trial_label(explicit) == "fusion_st_l0.2_s7"
 
 
-@pytest.mark.parametrize("name", ["demo.yaml", "l2_ablation_b2.yaml", "l2_optuna_b2.yaml"])
+@pytest.mark.parametrize(
+    "name", ["demo.yaml", "l2_ablation_b2.yaml", "l2_optuna_b2.yaml", "l2_ablation_cs2dz_b2.yaml"]
+)
 def test_shipped_sweep_files_are_valid(name: str) -> None:
+    from cmda.data.targets import get_target
+    from tune.preflight import check_trial_configs
+
     spec = load_sweep(REPO / "configs" / "sweeps" / name)
-    assert spec.metric == "miou18"
+    assert spec.metric == get_target(spec.target).headline_metric
+    assert len(check_trial_configs(spec)) == spec.search.num_trials or name == "l2_optuna_b2.yaml"
+    if name == "l2_ablation_cs2dz_b2.yaml":  # the L2 variants on Dark Zurich: new ground, ranked on miou19
+        assert (spec.target, spec.metric) == ("dark_zurich", "miou19")
+        assert len(spec.search.configurations) == 21 and spec.search.num_trials == 63
     if name == "demo.yaml":
         assert isinstance(spec.search, GridSearch)
         assert {c.variant for c in spec.search.configurations} == set(VARIANTS)
@@ -312,3 +321,20 @@ def test_enabled_tracking_callback_without_its_package_is_a_clear_error(
 def test_parse_sweep_rejects_non_mapping(tmp_path: Path) -> None:
     with pytest.raises(SweepError, match="<top level>"):
         parse_sweep(["a"], tmp_path / "x.yaml")
+
+
+def test_a_variant_the_target_cannot_serve_is_refused_naming_both(tmp_path: Path, capsys) -> None:
+    """The masked-event term needs real events; on Dark Zurich (images + ISR) the sweep is refused before
+    Ray starts, naming the term, the variant and the target."""
+    from tune.cli import main
+
+    sweep = tmp_path / "dz.yaml"
+    sweep.write_text(yaml.safe_dump({
+        "base_config": str(REPO / "configs" / "demo_cs2dz.yaml"),
+        "search": {"grid": {"variants": ["none", "rgb_st+event_s_rgb_t+masked_event"]}},
+        "storage_path": str(tmp_path / "results"),
+    }))
+    assert main(["sweep", str(sweep), "--check"]) == 2
+    err = capsys.readouterr().err
+    assert "masked_event_s_rgb_t" in err and "'rgb_st+event_s_rgb_t+masked_event'" in err
+    assert "'dark_zurich'" in err and "needs events" in err
