@@ -37,6 +37,7 @@ from cmda.validation import (
     Probability,
     StrictModel,
     WidthHeight,
+    crop_in_resize,
     field_error,
     register_union_tags,
     validate,
@@ -59,10 +60,6 @@ TargetConfig = (
     if len(_TARGET_MODELS) > 1
     else _TARGET_MODELS[0]
 )
-
-
-def _fits(inner: list[int], outer: list[int]) -> bool:
-    return inner[0] <= outer[0] and inner[1] <= outer[1]
 
 
 class ModelConfig(StrictModel):
@@ -100,13 +97,7 @@ class SourceDataConfig(StrictModel):
     @field_validator("crop")
     @classmethod
     def _crop_fits_resize(cls, crop: list[int], info: ValidationInfo) -> list[int]:
-        resize = info.data.get("resize")
-        if resize is not None and not _fits(crop, resize):
-            raise ValueError(
-                f"must fit in data.source.resize {resize} (Cityscapes images are resized first, then "
-                "cropped): make data.source.crop at most data.source.resize"
-            )
-        return crop
+        return crop_in_resize(crop, info.data.get("resize"), "source", "Cityscapes")
 
 
 class DataConfig(StrictModel):

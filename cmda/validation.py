@@ -105,3 +105,18 @@ def validate(model: type[M], data: Any, source: str, error_class: type[Exception
         return model.model_validate(data)
     except ValidationError as error:
         raise error_class(format_errors(error, source)) from None
+
+
+def crop_in_resize(crop: list[int], resize: list[int] | None, section: str, dataset: str) -> list[int]:
+    """Validator body for a [W, H] crop taken from images first resized to `resize` (data.<section>)."""
+    if resize is not None and not fits(crop, resize):
+        raise ValueError(
+            f"must fit in data.{section}.resize {resize} ({dataset} images are resized first, then "
+            f"cropped): make data.{section}.crop at most data.{section}.resize"
+        )
+    return crop
+
+
+def fits(inner: list[int], outer: list[int]) -> bool:
+    """A [W, H] box fits in another one."""
+    return inner[0] <= outer[0] and inner[1] <= outer[1]

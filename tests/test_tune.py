@@ -164,9 +164,13 @@ def trial_dirs(exp: Path) -> dict[str, Path]:
 
 
 def left_in_scratch(scratch: Path, exp: Path) -> list[Path]:
-    """Scratch folders of the experiment's trials (trial folders are named <label>_<trial id>)."""
-    ids = [name.rsplit("_", 1)[-1] for name in trial_dirs(exp)]
-    return [p for trial_id in ids for p in scratch.glob(f"cmda_trial_{trial_id}_*")]
+    """What the experiment's trainers left in node-local scratch: their folder goes with the sweep, also
+    for trials the scheduler killed before their own cleanup ran."""
+    from tune.trainable import scratch_root
+
+    root = scratch_root(str(exp))
+    assert root.parent == scratch
+    return sorted(root.rglob("*")) + [root] if root.exists() else []
 
 
 def run(spec: Any, **kwargs: Any) -> Any:

@@ -26,7 +26,7 @@ from tune.experiment import Experiment, ExperimentError, error_summary, normaliz
 from tune.paths import FILE, TrialPath, missing_paths, resolve_sweep_paths, sweep_paths
 from tune.preflight import ClusterError
 from tune.progress import LiveTable
-from tune.remote import check_paths_where_trials_run, is_client_address
+from tune.remote import check_paths_where_trials_run, is_client_address, remove_scratch_everywhere
 from tune.status import SWEEP_COPY_NAME
 from tune.sweep import SweepError, SweepSpec, load_sweep, parse_sweep
 from tune.trainable import TrainFn, make_trainable
@@ -307,7 +307,7 @@ def run_sweep(
         live_interval_s=live_interval_s,
     )
     save_sweep_copy(spec)
-    return _fit(tuner, spec.name, started_ray)
+    return _fit(tuner, spec, started_ray)
 
 
 def load_experiment_sweep(path: str, sweep_file: str | Path | None = None) -> SweepSpec:
@@ -377,15 +377,20 @@ def resume_sweep(
         resume_errored=not restart_errored,
         restart_errored=restart_errored,
     )
-    return _fit(tuner, spec.name, started_ray)
+    return _fit(tuner, spec, started_ray)
 
 
-def _fit(tuner: Any, name: str, started_ray: bool) -> Any:
+def _fit(tuner: Any, spec: SweepSpec, started_ray: bool) -> Any:
     started = time.time()
     try:
         return tuner.fit()
     finally:
-        remove_driver_staging(name, since=started)
+        remove_driver_staging(spec.name, since=started)
+        try:
+            for note in remove_scratch_everywhere(Experiment(experiment_dir(spec)).root):
+                log.warning("removing the trainers' scratch: %s", note)
+        except Exception as error:  # noqa: BLE001 - cleanup must never hide the sweep's own outcome
+            log.warning("could not remove the trainers' scratch on every node: %s", error)
         if started_ray:
             import ray
 

@@ -36,6 +36,36 @@ def _check_on_node(paths: Sequence[TrialPath]) -> tuple[str, list[str]]:
     return node, missing_paths(paths)
 
 
+def on_nodes(fn: Any, nodes: Sequence[dict[str, Any]], *args: Any,
+             timeout_s: float = CHECK_TIMEOUT_S) -> tuple[list[Any], list[str]]:
+    """Run `fn(*args)` once on each given node (a zero-CPU task pinned to it); return (the answers that
+    came back, notes on the nodes that died or did not answer within `timeout_s`)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    task = ray.remote(num_cpus=0, max_retries=0)(fn)
+    refs = [task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+            .remote(*args) for n in nodes]
+    ready, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+    answers, notes = [], []
+    for ref in ready:
+        try:
+            answers.append(ray.get(ref))
+        except ray.exceptions.RayError as error:  # a node that died meanwhile
+            notes.append(f"did not finish on one node: {error}")
+    if pending:
+        notes.append(f"did not answer within {timeout_s:g} s on {len(pending)} node(s)")
+        for ref in pending:
+            ray.cancel(ref, force=True)
+    return answers, notes
+
+
+def alive_nodes() -> list[dict[str, Any]]:
+    import ray
+
+    return [n for n in ray.nodes() if n.get("Alive")]
+
+
 def check_paths_where_trials_run(paths: Sequence[TrialPath], *, cpu: float, gpu: float, client: bool = False,
                                  timeout_s: float = CHECK_TIMEOUT_S) -> list[str]:
     """Raise PathError naming every node and path that is missing; return notes for the user.
@@ -44,11 +74,10 @@ def check_paths_where_trials_run(paths: Sequence[TrialPath], *, cpu: float, gpu:
     checked in this process; otherwise every live node that can hold a trial runs the check as a task.
     """
     import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     if not paths:
         return []
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    nodes = alive_nodes()
     driver_node = None if client else ray.get_runtime_context().get_node_id()
     if not client and [n["NodeID"] for n in nodes] == [driver_node]:
         problems = missing_paths(paths)
@@ -63,22 +92,18 @@ def check_paths_where_trials_run(paths: Sequence[TrialPath], *, cpu: float, gpu:
             f"no live node can hold a trial yet ({cpu:g} CPU, {gpu:g} GPU): checked the data paths on the "
             f"{len(nodes)} node(s) that are up; nodes the autoscaler starts later must mount the same paths"
         )
-    task = ray.remote(num_cpus=0, max_retries=0)(_check_on_node)
-    refs = [task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
-            .remote(list(paths)) for n in targets]
-    ready, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
-    problems = []
-    for ref in ready:
-        try:
-            address, missing = ray.get(ref)
-        except ray.exceptions.RayError as error:  # a node that died meanwhile: Ray retries trials there
-            notes.append(f"path check did not finish on one node: {error}")
-            continue
-        problems.extend(f"node {address}: {line}" for line in missing)
-    if pending:
-        notes.append(f"path check did not answer within {timeout_s:g} s on {len(pending)} node(s)")
-        for ref in pending:
-            ray.cancel(ref, force=True)
+    answers, trouble = on_nodes(_check_on_node, targets, list(paths), timeout_s=timeout_s)
+    notes.extend(f"path check {line}" for line in trouble)
+    problems = [f"node {address}: {line}" for address, missing in answers for line in missing]
     if problems:
         raise PathError("paths the trials read are missing where the trials run:\n  " + "\n  ".join(problems))
+    return notes
+
+
+def remove_scratch_everywhere(experiment_fs_path: str) -> list[str]:
+    """Remove the trainers' scratch of one experiment on every live node (a trial stopped by the scheduler is
+    killed before its own cleanup runs); returns notes on nodes that did not answer."""
+    from tune.trainable import remove_scratch
+
+    _, notes = on_nodes(remove_scratch, alive_nodes(), experiment_fs_path, timeout_s=30.0)
     return notes

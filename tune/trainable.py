@@ -23,6 +23,7 @@ Deterministic failures (a non-finite loss, a config, YAML or data error) are rai
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -141,13 +142,26 @@ def default_train_fn() -> TrainFn:
     return run
 
 
+def scratch_root(experiment_fs_path: str) -> Path:
+    """This node's scratch folder of one experiment: `$CMDA_SCRATCH` (default the system temp folder) /
+    cmda_scratch_<hash of the experiment's storage path>, so two sweeps never share or remove each other's."""
+    base = Path(os.environ.get(SCRATCH_ENV) or tempfile.gettempdir()).expanduser()
+    return base / f"cmda_scratch_{hashlib.sha1(experiment_fs_path.encode()).hexdigest()[:12]}"
+
+
+def remove_scratch(experiment_fs_path: str) -> None:
+    """Remove this node's scratch of an experiment (what trials killed by the scheduler left behind)."""
+    shutil.rmtree(scratch_root(experiment_fs_path), ignore_errors=True)
+
+
 @contextmanager
-def scratch_dir(trial_id: str) -> Iterator[Path]:
+def scratch_dir(trial_id: str, experiment_fs_path: str) -> Iterator[Path]:
     """Node-local work dir for the trainer, outside anything Ray syncs; removed when the trial ends. What an
-    earlier attempt of the same trial left on this node (killed before its cleanup ran) goes first."""
-    root = Path(os.environ.get(SCRATCH_ENV) or tempfile.gettempdir()).expanduser()
+    earlier attempt of the same trial left on this node (killed before its cleanup ran) goes first; what a
+    trial killed by the scheduler leaves goes when the sweep ends (`remote.remove_scratch_everywhere`)."""
+    root = scratch_root(experiment_fs_path)
     root.mkdir(parents=True, exist_ok=True)
-    prefix = f"cmda_trial_{trial_id}_"
+    prefix = f"{trial_id}_"
     for stale in root.glob(f"{prefix}*"):
         shutil.rmtree(stale, ignore_errors=True)
     path = Path(tempfile.mkdtemp(prefix=prefix, dir=root))
@@ -208,7 +222,7 @@ def make_trainable(train_fn: TrainFn | None = None) -> Callable[[dict[str, Any]]
         artifacts = artifact_dir(context)
         fn = train_fn if train_fn is not None else default_train_fn()
         limit_threads(_trial_cpus(context))
-        with scratch_dir(context.get_trial_id()) as work_dir:
+        with scratch_dir(context.get_trial_id(), context.get_storage().experiment_fs_path) as work_dir:
             config = resolve_trial_config(params, work_dir=work_dir, name=context.get_trial_name())
             # GPU placement (tune.placement): see only Ray's GPUs, and name the device that follows from them.
             requested = config.get("train", {}).get("device", "auto")

@@ -36,16 +36,12 @@ from cmda.data import (
     ISRParams,
 )
 from cmda.errors import CMDAError
-from cmda.validation import StrictModel, WidthHeight
+from cmda.validation import StrictModel, WidthHeight, crop_in_resize, fits
 
 SECOND_MODALITIES = ("events", "isr")
 """What the second backbone encodes on the target: event voxel grids, or the image's ISR."""
 EVAL_BRANCHES = ("fusion", "image")
 """Which output evaluation reads: the fusion of image and second modality, or the image branch alone."""
-
-
-def _fits(inner: list[int], outer: list[int]) -> bool:
-    return inner[0] <= outer[0] and inner[1] <= outer[1]
 
 
 class TargetConfigBase(StrictModel):
@@ -91,13 +87,7 @@ class DarkZurichConfig(TargetConfigBase):
     @field_validator("crop")
     @classmethod
     def _crop_fits_resize(cls, crop: list[int], info: ValidationInfo) -> list[int]:
-        resize = info.data.get("resize")
-        if resize is not None and not _fits(crop, resize):
-            raise ValueError(
-                f"must fit in data.target.resize {resize} (Dark Zurich images are resized first, then "
-                "cropped): make data.target.crop at most data.target.resize"
-            )
-        return crop
+        return crop_in_resize(crop, info.data.get("resize"), "target", "Dark Zurich")
 
 
 @dataclass(frozen=True)
@@ -177,7 +167,7 @@ class TargetSpec:
 
 def check_crop_fits(crop: list[int], frame_wh: tuple[int, int], what: str, fix: str) -> None:
     """A crop larger than the frames it is cut from, as a sentence naming the key and the right fix."""
-    if not _fits(crop, list(frame_wh)):
+    if not fits(crop, list(frame_wh)):
         raise CMDAError(
             f"data.target.crop {crop} (width, height) is larger than the {what} "
             f"({frame_wh[0]}x{frame_wh[1]}) it is cut from; {fix}"
