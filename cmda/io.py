@@ -27,6 +27,8 @@ from typing import IO, Any
 
 import yaml
 
+StrPath = str | os.PathLike[str]
+
 TMP_PREFIX = ".tmp_"
 """Prefix of every temporary file or folder these helpers create (`clean_stale_tmp` removes leftovers)."""
 
@@ -47,14 +49,19 @@ def default_mode(directory: bool = False) -> int:
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_path(path: StrPath, tmp_dir: StrPath | None = None) -> Iterator[Path]:
     """Yield a temporary path next to `path`; on success it replaces `path`, on error it is removed.
 
     For writers that want a file name (h5py, PIL, torch.save); see `write_atomic` for a file handle.
+    `tmp_dir` puts the temporary elsewhere on the same file system: for a folder that another process copies
+    while we write (Ray uploads a trial's artifact folder in a background thread), so that a temporary
+    name is never copied and left behind at the destination.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.", dir=path.parent)
+    staging = path.parent if tmp_dir is None else Path(tmp_dir)
+    staging.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.", dir=staging)
     os.close(fd)
     tmp = Path(name)
     try:
@@ -66,32 +73,34 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
-def write_atomic(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]) -> Path:
-    """Call `write(binary_handle)` on a temporary file, then move it onto `path`."""
-    with atomic_path(path) as tmp, tmp.open("wb") as handle:
+def write_atomic(
+    path: StrPath, write: Callable[[IO[bytes]], Any], tmp_dir: StrPath | None = None
+) -> Path:
+    """Call `write(binary_handle)` on a temporary file, then move it onto `path` (`tmp_dir`: atomic_path)."""
+    with atomic_path(path, tmp_dir) as tmp, tmp.open("wb") as handle:
         write(handle)
     return Path(path)
 
 
-def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
-    return write_atomic(path, lambda handle: handle.write(data))
+def write_bytes_atomic(path: StrPath, data: bytes, tmp_dir: StrPath | None = None) -> Path:
+    return write_atomic(path, lambda handle: handle.write(data), tmp_dir)
 
 
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
-    return write_bytes_atomic(path, text.encode("utf-8"))
+def write_text_atomic(path: StrPath, text: str, tmp_dir: StrPath | None = None) -> Path:
+    return write_bytes_atomic(path, text.encode("utf-8"), tmp_dir)
 
 
-def write_json_atomic(path: str | os.PathLike[str], data: Any, indent: int | None = 1) -> Path:
+def write_json_atomic(path: StrPath, data: Any, indent: int | None = 1) -> Path:
     """JSON with NaN/inf allowed (metrics may be NaN; Python's json reads them back)."""
     return write_text_atomic(path, json.dumps(data, indent=indent, allow_nan=True) + "\n")
 
 
-def write_yaml_atomic(path: str | os.PathLike[str], data: Any) -> Path:
-    return write_text_atomic(path, yaml.safe_dump(data, sort_keys=False))
+def write_yaml_atomic(path: StrPath, data: Any, tmp_dir: StrPath | None = None) -> Path:
+    return write_text_atomic(path, yaml.safe_dump(data, sort_keys=False), tmp_dir)
 
 
 @contextmanager
-def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_directory(path: StrPath) -> Iterator[Path]:
     """Yield a temporary folder next to `path`; on success it replaces `path` (an existing folder of that
     name is removed first), on error it is removed. The folder gets the usual mode (0755 under umask 022)."""
     path = Path(path)
@@ -108,7 +117,7 @@ def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
-def clean_stale_tmp(folder: str | os.PathLike[str]) -> list[Path]:
+def clean_stale_tmp(folder: StrPath) -> list[Path]:
     """Remove what a killed writer left in `folder` (names starting with TMP_PREFIX); return them."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -123,13 +132,14 @@ def clean_stale_tmp(folder: str | os.PathLike[str]) -> list[Path]:
     return removed
 
 
-def is_unset(value: str | os.PathLike[str] | None) -> bool:
+def is_unset(value: StrPath | None) -> bool:
     """``None``, ``""``, ``"none"`` and ``"null"`` all mean "no file" for an optional path in a config
     (weights files). Here, not next to the model code, so the sweep driver can ask without importing torch."""
     return value is None or str(value).strip().lower() in ("", "none", "null")
 
 
 # -- YAML -----------------------------------------------------------------------------------------------
+
 
 class _Loader(yaml.SafeLoader):
     """SafeLoader whose floats follow YAML 1.2: `6e-5`, `1E4`, `.5`, `-inf` are numbers."""
@@ -162,7 +172,7 @@ def parse_yaml(text: str, source: str = "<text>") -> Any:
         raise YAMLFileError(f"{source}: not valid YAML: {error}") from error
 
 
-def load_yaml(path: str | os.PathLike[str]) -> Any:
+def load_yaml(path: StrPath) -> Any:
     """Read a YAML file (see `parse_yaml`); a missing or unreadable file is a YAMLFileError naming it."""
     path = Path(path)
     try:

@@ -177,6 +177,41 @@ def run(spec: Any, **kwargs: Any) -> Any:
     return run_sweep(spec, train_fn=contract_trainer, live_interval_s=0, **kwargs)
 
 
+def test_small_files_are_published_without_a_temporary_in_the_uploaded_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ray uploads the artifact folder in a background thread while the trial publishes its next log.csv;
+    whatever it sees there mid-copy must be a finished file (a temporary would stay at the destination)."""
+    import shutil
+
+    from tune import trainable
+
+    work_dir, artifacts = tmp_path / "work", tmp_path / "working_dirs" / "trial_0"
+    (work_dir / "tensorboard").mkdir(parents=True)
+    (work_dir / "log.csv").write_text("iteration,loss\n1,0.5\n")
+    (work_dir / "tensorboard" / "events.out.tfevents.1").write_bytes(b"\0" * 64)
+    seen_mid_copy: list[set[str]] = []
+    copy = shutil.copyfile
+
+    def copy_and_look(source: Any, target: Any) -> Any:
+        seen_mid_copy.append({p.name for p in artifacts.rglob("*")})
+        return copy(source, target)
+
+    monkeypatch.setattr(trainable.shutil, "copyfile", copy_and_look)
+    staging = trainable.staging_dir(artifacts)
+    for _ in range(2):
+        trainable.publish_small_files(work_dir, artifacts, staging)
+    assert len(seen_mid_copy) == 4
+    assert not any(name.startswith(".") for names in seen_mid_copy for name in names), seen_mid_copy
+    assert (artifacts / "log.csv").read_text() == (work_dir / "log.csv").read_text()
+    assert (artifacts / "tensorboard" / "events.out.tfevents.1").stat().st_size == 64
+    assert not _inside_folder(staging, artifacts) and list(staging.iterdir()) == []
+
+
+def _inside_folder(path: Path, folder: Path) -> bool:
+    return folder.resolve() in path.resolve().parents
+
+
 def test_asha_stops_weak_trials_and_storage_keeps_only_checkpoints_and_small_files(
     cluster, tmp_path: Path, scratch: Path, capsys
 ) -> None:

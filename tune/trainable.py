@@ -178,24 +178,32 @@ def artifact_dir(context: Any) -> Path:
     return path
 
 
-def publish_small_files(work_dir: Path, destination: Path) -> None:
+def staging_dir(artifacts: Path) -> Path:
+    """Where writes into the artifact folder keep their temporaries: beside it (same file system, so the
+    final rename stays atomic) but outside it. Ray uploads the artifact folder in a background thread after
+    a report, while the trial goes on and publishes again; a temporary inside would be uploaded and, as the
+    upload never deletes at the destination, stay in the experiment folder for good."""
+    return artifacts.parent / f".staging_{artifacts.name}"
+
+
+def publish_small_files(work_dir: Path, destination: Path, tmp_dir: Path | None = None) -> None:
     """Copy the trainer's log.csv and TensorBoard events to `destination` (the artifact folder, or a
     checkpoint's LOGS_IN_CHECKPOINT folder); each copy replaces the previous one atomically, so a concurrent
-    upload sees a whole file."""
+    upload sees a whole file (`tmp_dir`: where the temporaries live, see `staging_dir`)."""
     for name in SMALL_FILES:
         source = work_dir / name
         if source.is_file():
-            _copy_file(source, destination / name)
+            _copy_file(source, destination / name, tmp_dir)
         elif source.is_dir():
             for item in source.rglob("*"):
                 if item.is_file():
-                    _copy_file(item, destination / name / item.relative_to(source))
+                    _copy_file(item, destination / name / item.relative_to(source), tmp_dir)
 
 
-def _copy_file(source: Path, target: Path) -> None:
+def _copy_file(source: Path, target: Path, tmp_dir: Path | None) -> None:
     from cmda.io import atomic_path
 
-    with atomic_path(target) as tmp:
+    with atomic_path(target, tmp_dir) as tmp:
         shutil.copyfile(source, tmp)
 
 
@@ -220,6 +228,7 @@ def make_trainable(train_fn: TrainFn | None = None) -> Callable[[dict[str, Any]]
         logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
         context = tune.get_context()
         artifacts = artifact_dir(context)
+        staging = staging_dir(artifacts)
         fn = train_fn if train_fn is not None else default_train_fn()
         limit_threads(_trial_cpus(context))
         with scratch_dir(context.get_trial_id(), context.get_storage().experiment_fs_path) as work_dir:
@@ -229,11 +238,11 @@ def make_trainable(train_fn: TrainFn | None = None) -> Callable[[dict[str, Any]]
             placement, device = place_trial(requested, _trial_gpus(context))
             config.setdefault("train", {})["device"] = device
             placement.limit_memory(device)
-            write_yaml_atomic(artifacts / RESOLVED_CONFIG_NAME, config)
+            write_yaml_atomic(artifacts / RESOLVED_CONFIG_NAME, config, tmp_dir=staging)
 
             def report(metrics: Mapping[str, float | int], checkpoint_dir: str | None) -> None:
                 clean = {k: (v if isinstance(v, (int, float)) else float(v)) for k, v in metrics.items()}
-                publish_small_files(work_dir, artifacts)
+                publish_small_files(work_dir, artifacts, staging)
                 if checkpoint_dir is None:
                     tune.report(clean)
                     return
@@ -246,7 +255,8 @@ def make_trainable(train_fn: TrainFn | None = None) -> Callable[[dict[str, Any]]
             try:
                 run_trainer(fn, config, report, tune.get_checkpoint(), work_dir)
             finally:
-                publish_small_files(work_dir, artifacts)
+                publish_small_files(work_dir, artifacts, staging)
+                shutil.rmtree(staging, ignore_errors=True)
 
     return cmda_trial
 
