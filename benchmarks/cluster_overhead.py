@@ -71,7 +71,8 @@ def standin_trainer(config: dict[str, Any], report: Any = None, resume_from: str
 def record(path: str, trial: str, fn_start: float, report_s: list[float], compute_s: float) -> None:
     import ray
 
-    line = {"trial": trial, "fn_start": fn_start, "fn_end": time.time(), "report_s": report_s,
+    line = {"trial": trial, "trial_id": tune.get_context().get_trial_id(),
+            "fn_start": fn_start, "fn_end": time.time(), "report_s": report_s,
             "compute_s": compute_s, "node": ray.get_runtime_context().get_node_id()}
     with open(path, "a") as handle:
         handle.write(json.dumps(line) + "\n")
@@ -124,11 +125,11 @@ class Times(tune.Callback):
 def write_sweep(folder: Path, name: str, storage: str, args: argparse.Namespace) -> Path:
     base = folder / "base.yaml"
     base.write_text(yaml.safe_dump({"name": "bench", "train": {"max_iters": args.reports, "device": "auto"}}))
-    lambdas = [round(0.1 * (i + 1), 2) for i in range(args.trials)]
+    scales = [float(i + 1) for i in range(args.trials)]
     overrides = {"bench.trial_s": args.trial_s, "bench.reports": args.reports,
                  "bench.checkpoint_mb": args.checkpoint_mb, "bench.record": str(folder / f"{name}.jsonl")}
     raw = {"name": name, "base_config": str(base), "storage_path": storage, "overrides": overrides,
-           "search": {"grid": {"variants": ["fusion_st"], "lambdas": lambdas, "seeds": [0]}},
+           "search": {"grid": {"variants": ["fusion_st"], "lambda_scales": scales, "seeds": [0]}},
            "scheduler": {"type": "none"}, "resources": {"cpu": 1}, "max_concurrent_trials": 2,
            "failure": {"max_failures": 0}, "checkpoint": {"num_to_keep": 1}}
     path = folder / f"{name}.yaml"
@@ -186,7 +187,7 @@ def run_setup(label: str, args: argparse.Namespace, root: Path, storage: str) ->
             grid = run_bare(args, root, storage, times)
             location = f"{storage}/bare_ray"
         else:
-            spec = load_sweep(write_sweep(root, name, storage, args), known_variants=("none", "fusion_st"))
+            spec = load_sweep(write_sweep(root, name, storage, args))
             grid = run_sweep(spec, train_fn=standin_trainer, extra_callbacks=[times], verbose=0)
             location = experiment_dir(spec)
         wall = time.time() - started
@@ -194,7 +195,7 @@ def run_setup(label: str, args: argparse.Namespace, root: Path, storage: str) ->
         rows = [json.loads(line) for line in (root / f"{name}.jsonl").read_text().splitlines()]
         per_trial = []
         for row in rows:
-            trial_id = row["trial"].rsplit("_", 2)[-2] + "_" + row["trial"].rsplit("_", 1)[-1]
+            trial_id = row["trial_id"]
             begin, end = times.started[trial_id], times.completed[trial_id]
             per_trial.append({
                 "wall": end - begin, "compute": row["compute_s"], "launch": row["fn_start"] - begin,

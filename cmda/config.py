@@ -15,7 +15,6 @@ resolved values, so a saved config.yaml says exactly what trained.
 
 from __future__ import annotations
 
-import copy
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -24,10 +23,11 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from cmda.data import NUM_CLASSES
 from cmda.data.targets import DEFAULT_TARGET, TARGETS, TargetSpec, get_target
-from cmda.errors import CMDAError
-from cmda.io import YAMLFileError, is_unset, load_yaml, parse_yaml, write_yaml_atomic
+from cmda.errors import ConfigError
+from cmda.io import YAMLFileError, is_unset, load_yaml, write_yaml_atomic
 from cmda.models.fusion import FUSIONS
 from cmda.models.mit import MIT_CONFIGS
+from cmda.overrides import apply_overrides
 from cmda.uda.feature_losses import VARIANTS
 from cmda.validation import (
     FiniteFloat,
@@ -42,11 +42,6 @@ from cmda.validation import (
     register_union_tags,
     validate,
 )
-
-
-class ConfigError(CMDAError, ValueError):
-    """A config value or key that is not what the trainer expects; the message names file and field."""
-
 
 BackboneName = Literal[tuple(MIT_CONFIGS)]  # type: ignore[valid-type]
 FusionName = Literal[tuple(FUSIONS)]  # type: ignore[valid-type]
@@ -315,35 +310,6 @@ def config_from_dict(data: Any, source: str = "<dict>") -> Config:
     if errors:
         raise ConfigError("\n".join(errors))
     return config
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """'a.b=value' -> ('a.b', value read as YAML, so `6e-5` is a number)."""
-    if "=" not in text:
-        raise ConfigError(f"--set {text!r}: expected key=value, e.g. --set optim.lr=6e-5")
-    key, value = text.split("=", 1)
-    try:
-        return key.strip(), parse_yaml(value, f"--set {text}")
-    except YAMLFileError as error:
-        raise ConfigError(str(error)) from None
-
-
-def apply_overrides(data: dict[str, Any], overrides: dict[str, Any] | list[str] | None) -> dict[str, Any]:
-    """Return a copy of `data` with dotted-key overrides applied (strings 'k=v' are YAML-parsed)."""
-    result = copy.deepcopy(data)
-    if not overrides:
-        return result
-    items = [parse_override(o) for o in overrides] if isinstance(overrides, list) else list(overrides.items())
-    for key, value in items:
-        node = result
-        parts = key.split(".")
-        for part in parts[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"override '{key}': '{part}' is not a mapping")
-            node = child
-        node[parts[-1]] = copy.deepcopy(value)
-    return result
 
 
 def load_config(path: str | os.PathLike[str], overrides: dict[str, Any] | list[str] | None = None) -> Config:

@@ -14,3 +14,7 @@ class CMDAError(Exception):
 
 class RunError(CMDAError):
     """A training or evaluation run that cannot start or go on (device, work dir, resume, loss)."""
+
+
+class ConfigError(CMDAError, ValueError):
+    """A config value or key that is not what the trainer expects; the message names file and field."""

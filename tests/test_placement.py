@@ -53,8 +53,9 @@ def test_fractional_gpus_get_a_memory_share_whole_ones_do_not() -> None:
     assert Placement(gpu_ids=(), gpus=0.5).limit_memory("cpu") is None  # nothing to cap on the CPU
 
 
-def test_trial_threads_follow_the_cpu_request_without_importing_torch_first() -> None:
-    """The trainable hands torch the trial's CPU count through the environment; torch honours it on import."""
+def test_trial_threads_follow_the_cpu_request_without_importing_torch_first(tmp_path) -> None:
+    """The trainable hands torch the trial's CPU count through the environment; torch honours it on import.
+    Resolving the trial's config before the trainer starts imports no torch either (seconds per trial)."""
     import os
     import subprocess
     import sys
@@ -62,7 +63,13 @@ def test_trial_threads_follow_the_cpu_request_without_importing_torch_first() ->
 
     if (os.cpu_count() or 1) < 2:
         pytest.skip("one core: a 1-thread limit is indistinguishable from torch's default here")
-    code = ("import sys; from tune.trainable import limit_threads; limit_threads(1); "
+    base = tmp_path / "base.yaml"
+    base.write_text("train: {max_iters: 4}\n")
+    params = {"base_config": str(base), "overrides": {"optim.lr": "6e-5"}, "seed": 3,
+              "ablation": {"variant": "fusion_st", "lambda_scale": 1.0, "lambdas": {"fusion_st": 0.05}}}
+    code = ("import sys; from tune.trainable import limit_threads, resolve_trial_config; limit_threads(1); "
+            f"config = resolve_trial_config({params!r}, work_dir='w', name='t'); "
+            "assert config['seed'] == 3 and config['train']['work_dir'] == 'w', config; "
             "assert 'torch' not in sys.modules; import torch; print(torch.get_num_threads())")
     repo = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=120,

@@ -137,8 +137,8 @@ def config_paths(config: Mapping[str, Any], origin_of: Any) -> list[TrialPath]:
 def sweep_paths(base_config: str | os.PathLike[str], overrides: Mapping[str, Any],
                 sweep_file: str | os.PathLike[str]) -> list[TrialPath]:
     """Path-valued keys of the base config with the sweep's overrides applied, each with its origin."""
-    from cmda.config import apply_overrides
     from cmda.io import load_yaml
+    from cmda.overrides import apply_overrides
 
     base = load_yaml(base_config) or {}
     merged = apply_overrides(base if isinstance(base, dict) else {}, dict(overrides))

@@ -461,7 +461,7 @@ def _resolve_base_config(path: Path, value: str) -> Path:
 
 def trial_template(base_config: Path, overrides: Mapping[str, Any]) -> dict[str, Any]:
     """Base config with the sweep's overrides applied: what every trial shares, as a plain dict."""
-    from cmda.config import apply_overrides
+    from cmda.overrides import apply_overrides
 
     raw = load_yaml(base_config) or {}
     if not isinstance(raw, dict):

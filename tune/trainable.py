@@ -59,9 +59,9 @@ def is_deterministic(error: BaseException) -> bool:
 
 
 def deterministic_error_types() -> tuple[type[BaseException], ...]:
-    from cmda.config import ConfigError
     from cmda.data.errors import DataError
     from cmda.data.targets import UnknownTargetError
+    from cmda.errors import ConfigError
     from cmda.io import YAMLFileError
     from cmda.uda.dacs import NonFiniteLossError
 
@@ -94,7 +94,7 @@ def resolve_trial_config(
     params: Mapping[str, Any], work_dir: str | Path | None = None, name: str | None = None
 ) -> dict[str, Any]:
     """Base config + sweep overrides + this trial's ablation cell and seed (in that order of precedence)."""
-    from cmda.config import apply_overrides
+    from cmda.overrides import apply_overrides
     from tune.sweep import trial_template
 
     trial = trainer_overrides(params)
