@@ -14,6 +14,7 @@ from typing import Any
 
 from cmda.data.targets import UnknownTargetError, get_target
 from cmda.io import parse_yaml
+from cmda.overrides import dotted_get
 from tune.experiment import Experiment, ExperimentError, TrialRecord
 from tune.sweep import SchedulerSpec
 
@@ -75,15 +76,6 @@ class Setting:
             return None
 
 
-def _lookup(data: Mapping[str, Any] | None, dotted: str) -> Any:
-    node: Any = data
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
 def asha_rungs(grace_period: float, reduction_factor: float, max_t: float) -> tuple[int, ...]:
     """The iterations at which successive halving decides: grace * rf^k below max_t (at max_t the trial
     ends anyway, so no decision is taken there)."""
@@ -129,25 +121,25 @@ def experiment_setting(experiment: Experiment, sweep: Mapping[str, Any] | None,
             config = parse_yaml(resolved[1], where)
         except Exception as error:  # noqa: BLE001 - a corrupt copy is reported, the analysis goes on
             notes.append(f"{where}: unreadable ({error}); the target and backbone are assumed")
-    scheduler = _lookup(sweep, "scheduler") if isinstance(_lookup(sweep, "scheduler"), Mapping) else {}
+    scheduler = dotted_get(sweep, "scheduler") if isinstance(dotted_get(sweep, "scheduler"), Mapping) else {}
 
-    target = _target_name(_lookup(sweep, "target")) or _target_name(_lookup(config, "data.target"))
+    target = _target_name(dotted_get(sweep, "target")) or _target_name(dotted_get(config, "data.target"))
     if target is None:
         target = DEFAULT_TARGET
         notes.append(f"neither sweep.yaml nor a resolved trainer config names the target: assuming "
                      f"{DEFAULT_TARGET!r}, the trainer's default")
-    metric = _lookup(sweep, "metric") or scheduler.get("metric")
+    metric = dotted_get(sweep, "metric") or scheduler.get("metric")
     if not metric:
         try:
             metric = get_target(target).headline_metric
         except UnknownTargetError as error:
             raise ExperimentError(f"{experiment.location}: no metric in sweep.yaml and {error}") from None
-    mode = str(_lookup(sweep, "mode") or scheduler.get("mode") or "max")
+    mode = str(dotted_get(sweep, "mode") or scheduler.get("mode") or "max")
 
     backbones = [t.params.get("backbone") for t in trials if t.params.get("backbone")]
-    backbone = max(set(backbones), key=backbones.count) if backbones else _lookup(config, "model.backbone")
+    backbone = max(set(backbones), key=backbones.count) if backbones else dotted_get(config, "model.backbone")
     reported = [t.max_iters for t in trials if t.max_iters is not None]
-    max_iters = max(reported) if reported else _number(_lookup(config, "train.max_iters"))
+    max_iters = max(reported) if reported else _number(dotted_get(config, "train.max_iters"))
     kind = str(scheduler.get("type", "none" if sweep is not None else "unknown"))
     rungs: tuple[int, ...] = ()
     if kind in ("asha", "per_config_asha") and scheduler.get("time_attr", "iteration") == "iteration":
@@ -155,7 +147,7 @@ def experiment_setting(experiment: Experiment, sweep: Mapping[str, Any] | None,
         rf = _number(scheduler.get("reduction_factor")) or float(SchedulerSpec.reduction_factor)
         max_t = _number(scheduler.get("max_t")) or (float(max_iters) if max_iters else math.inf)
         rungs = asha_rungs(grace, rf, max_t) if math.isfinite(max_t) else ()
-    resources = _lookup(sweep, "resources")
+    resources = dotted_get(sweep, "resources")
     gpu = _number(resources.get("gpu")) if isinstance(resources, Mapping) else None
     return Setting(metric=str(metric), mode=mode, target=target, backbone=backbone,
                    max_iters=int(max_iters) if max_iters else None, scheduler=kind, rungs=rungs,

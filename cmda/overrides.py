@@ -1,4 +1,5 @@
-"""Dotted-key overrides (`--set optim.lr=6e-5`, a sweep file's `overrides:`, a trial's parameters).
+"""Dotted keys into nested config dicts: overrides (`--set optim.lr=6e-5`, a sweep file's `overrides:`, a
+trial's parameters) and lookups.
 
 A module of its own, apart from the config schema in `cmda.config`: that one imports the model and loss
 registries (torch, timm: seconds), while a Ray trial only needs to merge its parameters into the trainer
@@ -8,6 +9,7 @@ config before the trainer starts, and must not pay for those imports twice.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from typing import Any
 
 from cmda.errors import ConfigError
@@ -41,3 +43,13 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any] | list[str] 
             node = child
         node[parts[-1]] = copy.deepcopy(value)
     return result
+
+
+def dotted_get(data: Mapping[str, Any] | None, key: str, default: Any = None) -> Any:
+    """`data["a"]["b"]` for `key` "a.b", or `default` where a level is missing or not a mapping."""
+    node: Any = data
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return default
+        node = node[part]
+    return node

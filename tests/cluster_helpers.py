@@ -17,13 +17,37 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
+import ray
 import yaml
 from ray import cloudpickle
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import the tests folder
+
+
+@contextmanager
+def simulated_cluster(head_cpus: int, environment: Mapping[str, str]) -> Iterator[Any]:
+    """A connected `ray.cluster_utils.Cluster` with a head of `head_cpus` CPUs (tests add worker nodes).
+    `environment` is set before its processes start, so they inherit it, and restored when it shuts down."""
+    from ray.cluster_utils import Cluster
+
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in environment.items():
+            patch.setenv(key, value)
+        if ray.is_initialized():
+            ray.shutdown()
+        head = {"num_cpus": head_cpus, "include_dashboard": False}
+        sim = Cluster(initialize_head=True, connect=True, head_node_args=head)
+        try:
+            yield sim
+        finally:
+            ray.shutdown()
+            sim.shutdown()
 
 
 def standin_trainer(config: dict[str, Any], report: Any = None, resume_from: str | None = None) -> dict:

@@ -9,7 +9,6 @@ passes them on to every worker process (a Ray fixture must depend on it to start
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -33,18 +32,14 @@ def s3_bucket() -> Iterator[str]:
         "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1",
         "AWS_EC2_METADATA_DISABLED": "true",
     }
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    try:
-        boto3.client("s3").create_bucket(Bucket=BUCKET)
-        yield f"s3://{BUCKET}"
-    finally:
-        server.stop()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        try:
+            boto3.client("s3").create_bucket(Bucket=BUCKET)
+            yield f"s3://{BUCKET}"
+        finally:
+            server.stop()
 
 
 def list_objects(uri: str) -> dict[str, int]:

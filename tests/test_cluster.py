@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import ray
-from cluster_helpers import records, standin_trainer, write_sweep
+from cluster_helpers import records, simulated_cluster, standin_trainer, write_sweep
 from s3_server import list_objects, s3_bucket  # noqa: F401 - fixture
 
 from tune.driver import experiment_dir, resume_sweep, run_sweep
@@ -38,26 +37,10 @@ REPO = TESTS.parent
 def cluster(s3_bucket: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:  # noqa: F811
     """A 1-CPU head (the driver's node); tests add worker nodes with `add_worker`. Started after the S3
     server so that every Ray process inherits its address and credentials."""
-    from ray.cluster_utils import Cluster
-
     env = {"TUNE_GLOBAL_CHECKPOINT_S": "0.1", "RAY_CHDIR_TO_TRIAL_DIR": "0"}
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    if ray.is_initialized():
-        ray.shutdown()
-    sim = Cluster(initialize_head=True, connect=True,
-                  head_node_args={"num_cpus": 1, "include_dashboard": False})
-    sim.temp_root = tmp_path_factory.mktemp("nodes")
-    try:
+    with simulated_cluster(head_cpus=1, environment=env) as sim:
+        sim.temp_root = tmp_path_factory.mktemp("nodes")
         yield sim
-    finally:
-        ray.shutdown()
-        sim.shutdown()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def add_worker(cluster: Any, name: str, **resources: Any) -> Any:

@@ -19,6 +19,10 @@ from tune.simulation import SimController, SimTrial, run_sweep, saturating_curve
 GO, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
 
 
+TWO_CONFIGURATIONS = (("a0", 1.0, 0), ("a1", 1.0, 1), ("b0", 9.0, 0), ("b1", 9.0, 1))
+"""(trial id, lambda scale, seed): configuration a (scale 1) and b (scale 9), two seeds each."""
+
+
 def trial(trial_id: str, scale: float | None, seed: int, variant: str = "fusion_st") -> SimTrial:
     lambdas = {} if scale is None else {"fusion_st": 0.05 * scale}
     return SimTrial(
@@ -56,10 +60,7 @@ def test_per_config_decides_on_the_mean_over_seeds_and_stops_siblings_at_once() 
     sched = per_config()
     assert sched.milestones == [2, 4]
     ctl = SimController(sched)
-    a0, a1, b0, b1 = (
-        ctl.add(trial(n, s, seed))
-        for n, s, seed in (("a0", 1.0, 0), ("a1", 1.0, 1), ("b0", 9.0, 0), ("b1", 9.0, 1))
-    )
+    a0, a1, b0, b1 = (ctl.add(trial(n, s, seed)) for n, s, seed in TWO_CONFIGURATIONS)
     assert report(ctl, a0, 2, 0.5) == GO and report(ctl, a1, 2, 0.7) == GO  # first at the rung: kept
     assert report(ctl, b0, 2, 0.1) == GO  # Ray's ASHA would stop b0 alone here; we wait for its sibling
     assert report(ctl, b0, 4, 0.1) == GO  # ...which may lag behind: b0 trains on meanwhile
@@ -98,10 +99,7 @@ def test_a_recoverable_failure_is_not_permanent() -> None:
     """Ray calls on_trial_error before every retry too; the retried seed keeps its place (issue 9 (a))."""
     sched = per_config()
     ctl = SimController(sched)
-    a0, a1, b0, b1 = (
-        ctl.add(trial(n, s, seed))
-        for n, s, seed in (("a0", 1.0, 0), ("a1", 1.0, 1), ("b0", 9.0, 0), ("b1", 9.0, 1))
-    )
+    a0, a1, b0, b1 = (ctl.add(trial(n, s, seed)) for n, s, seed in TWO_CONFIGURATIONS)
     report(ctl, a0, 2, 0.5)
     report(ctl, a1, 2, 0.7)
     for t in (b0, b1):  # a lost node: every seed of b fails once and is requeued
@@ -114,10 +112,7 @@ def test_a_recoverable_failure_is_not_permanent() -> None:
 def test_a_rung_waiting_on_a_seed_that_failed_for_good_is_decided() -> None:
     sched = per_config()
     ctl = SimController(sched)
-    a0, a1, b0, b1 = (
-        ctl.add(trial(n, s, seed))
-        for n, s, seed in (("a0", 1.0, 0), ("a1", 1.0, 1), ("b0", 9.0, 0), ("b1", 9.0, 1))
-    )
+    a0, a1, b0, b1 = (ctl.add(trial(n, s, seed)) for n, s, seed in TWO_CONFIGURATIONS)
     report(ctl, a0, 2, 0.5)
     report(ctl, a1, 2, 0.7)
     assert report(ctl, b0, 2, 0.1) == GO  # waits for b1
@@ -130,16 +125,7 @@ def test_nan_scores_neither_poison_the_cutoff_nor_survive_it() -> None:
     sched = per_config(group_size=1)
     ctl = SimController(sched)
     nan_cfg, good, mid, bad = (
-        ctl.add(trial(n, s, 0))
-        for n, s in (
-            (
-                "nan",
-                1.0,
-            ),
-            ("good", 2.0),
-            ("mid", 3.0),
-            ("bad", 4.0),
-        )
+        ctl.add(trial(n, s, 0)) for n, s in (("nan", 1.0), ("good", 2.0), ("mid", 3.0), ("bad", 4.0))
     )
     assert report(ctl, nan_cfg, 2, math.nan) == GO  # first at the rung: nothing to compare with
     assert report(ctl, good, 2, 0.9) == GO  # np.percentile over [nan] would be nan and stop nothing
@@ -188,7 +174,7 @@ def test_state_is_rebuilt_from_the_trials_results_after_a_resume(tmp_path: Path)
         "b1": [(2, 0.2, 13)],
         "c0": [(2, 0.3, 14)],
     }
-    for name, scale, seed in (("a0", 1.0, 0), ("a1", 1.0, 1), ("b0", 9.0, 0), ("b1", 9.0, 1), ("c0", 5.0, 0)):
+    for name, scale, seed in (*TWO_CONFIGURATIONS, ("c0", 5.0, 0)):
         t = trial(name, scale, seed)
         write_results(
             tmp_path / name, [{"iteration": i, "miou18": m, "timestamp": ts} for i, m, ts in history[name]]
@@ -214,7 +200,7 @@ def test_resumed_siblings_of_a_stopped_configuration_are_stopped(tmp_path: Path)
     rows = {"a0": [(2, 0.9, 1)], "a1": [(2, 0.9, 2)], "b0": [(2, 0.1, 3)], "b1": [(2, 0.1, 4), (4, 0.1, 5)]}
     statuses = {"a0": Trial.TERMINATED, "a1": Trial.TERMINATED, "b0": Trial.TERMINATED, "b1": Trial.PENDING}
     trials = []
-    for name, scale, seed in (("a0", 1.0, 0), ("a1", 1.0, 1), ("b0", 9.0, 0), ("b1", 9.0, 1)):
+    for name, scale, seed in TWO_CONFIGURATIONS:
         t = trial(name, scale, seed)
         write_results(
             tmp_path / name, [{"iteration": i, "miou18": m, "timestamp": ts} for i, m, ts in rows[name]]

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import ray
 import yaml
+from cluster_helpers import simulated_cluster
 from ray import cloudpickle, tune
 
 from tune.cli import _exit_for
@@ -95,8 +96,6 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def cluster(scratch: Path):
     """One simulated cluster for the module: a 2-CPU head; tests may add and remove worker nodes. Its
     processes inherit this environment (set before they start)."""
-    from ray.cluster_utils import Cluster
-
     environment = {
         "TUNE_GLOBAL_CHECKPOINT_S": "0.1",
         "RAY_CHDIR_TO_TRIAL_DIR": "0",
@@ -105,23 +104,8 @@ def cluster(scratch: Path):
         # fire on every report here; a real sweep evaluates every few minutes.
         "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
     }
-    saved = {key: os.environ.get(key) for key in environment}
-    os.environ.update(environment)
-    if ray.is_initialized():
-        ray.shutdown()
-    sim = Cluster(
-        initialize_head=True, connect=True, head_node_args={"num_cpus": 2, "include_dashboard": False}
-    )
-    try:
+    with simulated_cluster(head_cpus=2, environment=environment) as sim:
         yield sim
-    finally:
-        ray.shutdown()
-        sim.shutdown()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def write_sweep(tmp_path: Path, name: str, **fields: Any) -> Path:

@@ -22,6 +22,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from cmda.io import YAMLFileError, load_yaml
+from cmda.overrides import apply_overrides, dotted_get
 from cmda.validation import StrictModel, validate
 
 BASELINE_VARIANT = "none"
@@ -461,21 +462,10 @@ def _resolve_base_config(path: Path, value: str) -> Path:
 
 def trial_template(base_config: Path, overrides: Mapping[str, Any]) -> dict[str, Any]:
     """Base config with the sweep's overrides applied: what every trial shares, as a plain dict."""
-    from cmda.overrides import apply_overrides
-
     raw = load_yaml(base_config) or {}
     if not isinstance(raw, dict):
         raise ValueError(f"{base_config}: a trainer config must be a mapping, got {type(raw).__name__}")
     return apply_overrides(raw, dict(overrides))
-
-
-def dotted_get(data: Mapping[str, Any], key: str, default: Any = None) -> Any:
-    node: Any = data
-    for part in key.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return default
-        node = node[part]
-    return node
 
 
 def _trainer_default(key: str) -> Any:
