@@ -69,17 +69,6 @@ def _iteration(row: dict[str, Any]) -> float | None:
     return _number(row.get("iteration", row.get("training_iteration")))
 
 
-def trial_state(record: TrialRecord) -> str:
-    """Ray's status, or what the files say when the state file does not know the trial."""
-    if record.status:
-        return record.status.upper()
-    if record.error_file:
-        return ERROR
-    if record.last_result.get("done"):
-        return TERMINATED
-    return RUNNING if record.results else PENDING
-
-
 def _history_rows(trial: str, record: TrialRecord) -> list[dict[str, Any]]:
     """One row per report with every numeric scalar (Ray's nested `config` and booleans left out)."""
     rows = []
@@ -172,7 +161,7 @@ def _load_one(location: str, gpus: float, prefix: bool) -> dict[str, Any]:
     for record in records:
         trial = f"{name}/{record.dirname}" if prefix else record.dirname
         cell = Cell.from_params(record.params)
-        state = trial_state(record)
+        state = record.status
         max_iters = record.max_iters or setting.max_iters
         iteration = record.iteration
         values = [(r, _number(r.get(setting.metric))) for r in record.results]

@@ -32,6 +32,7 @@ from analysis.tables import (
 )
 from cmda.io import write_text_atomic
 from tune.experiment import ERROR, PENDING, RUNNING, TERMINATED
+from tune.sweep import ASHA_TYPES
 
 FIGURES = {
     "ladder": "Every configuration at every evaluation",
@@ -80,7 +81,7 @@ def _summary(loaded: Loaded) -> str:
         parts.append(f"Backbone {setting.backbone}.")
     if setting.max_iters:
         parts.append(f"Full budget {setting.max_iters} iterations.")
-    if setting.scheduler in ("asha", "per_config_asha"):
+    if setting.scheduler in ASHA_TYPES:
         rungs = ", ".join(map(str, setting.rungs)) or "unknown"
         kind = ("per-configuration ASHA (all seeds of a configuration stop together)"
                 if setting.scheduler == "per_config_asha" else

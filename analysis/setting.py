@@ -12,16 +12,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cmda.data.targets import UnknownTargetError, get_target
+from cmda.data.targets import DEFAULT_TARGET, UnknownTargetError, get_target
 from cmda.io import parse_yaml
 from cmda.overrides import dotted_get
-from tune.experiment import Experiment, ExperimentError, TrialRecord
-from tune.sweep import SchedulerSpec
+from tune.experiment import Experiment, ExperimentError, TrialRecord, saved_ranking
+from tune.sweep import ASHA_TYPES, SchedulerSpec
+from tune.trainable import RESOLVED_CONFIG_NAME
 
-DEFAULT_TARGET = "dsec_night"
 """The trainer config's default `data.target.name`: what an experiment that names no target ran on."""
 
-RESOLVED_CONFIG = "resolved_config.yaml"
 
 
 @dataclass(frozen=True)
@@ -104,8 +103,8 @@ def read_resolved_config(experiment: Experiment, trials: Sequence[TrialRecord],
     ordered = sorted(trials, key=lambda t: (t.params.get("ablation", {}).get("variant") != baseline,
                                             t.dirname))
     for trial in ordered:
-        if trial.started and experiment.is_file(trial.dirname, RESOLVED_CONFIG):
-            return trial.dirname, experiment.read_text(trial.dirname, RESOLVED_CONFIG)
+        if trial.started and experiment.is_file(trial.dirname, RESOLVED_CONFIG_NAME):
+            return trial.dirname, experiment.read_text(trial.dirname, RESOLVED_CONFIG_NAME)
     return None
 
 
@@ -116,25 +115,24 @@ def experiment_setting(experiment: Experiment, sweep: Mapping[str, Any] | None,
     notes: list[str] = []
     config = None
     if resolved is not None:
-        where = experiment.where(resolved[0], RESOLVED_CONFIG)
+        where = experiment.where(resolved[0], RESOLVED_CONFIG_NAME)
         try:
             config = parse_yaml(resolved[1], where)
         except Exception as error:  # noqa: BLE001 - a corrupt copy is reported, the analysis goes on
             notes.append(f"{where}: unreadable ({error}); the target and backbone are assumed")
     scheduler = dotted_get(sweep, "scheduler") if isinstance(dotted_get(sweep, "scheduler"), Mapping) else {}
+    metric, mode = saved_ranking(sweep)
 
     target = _target_name(dotted_get(sweep, "target")) or _target_name(dotted_get(config, "data.target"))
     if target is None:
         target = DEFAULT_TARGET
         notes.append(f"neither sweep.yaml nor a resolved trainer config names the target: assuming "
                      f"{DEFAULT_TARGET!r}, the trainer's default")
-    metric = dotted_get(sweep, "metric") or scheduler.get("metric")
     if not metric:
         try:
             metric = get_target(target).headline_metric
         except UnknownTargetError as error:
             raise ExperimentError(f"{experiment.location}: no metric in sweep.yaml and {error}") from None
-    mode = str(dotted_get(sweep, "mode") or scheduler.get("mode") or "max")
 
     backbones = [t.params.get("backbone") for t in trials if t.params.get("backbone")]
     backbone = max(set(backbones), key=backbones.count) if backbones else dotted_get(config, "model.backbone")
@@ -142,7 +140,7 @@ def experiment_setting(experiment: Experiment, sweep: Mapping[str, Any] | None,
     max_iters = max(reported) if reported else _number(dotted_get(config, "train.max_iters"))
     kind = str(scheduler.get("type", "none" if sweep is not None else "unknown"))
     rungs: tuple[int, ...] = ()
-    if kind in ("asha", "per_config_asha") and scheduler.get("time_attr", "iteration") == "iteration":
+    if kind in ASHA_TYPES and scheduler.get("time_attr", "iteration") == "iteration":
         grace = _number(scheduler.get("grace_period")) or float(SchedulerSpec.grace_period)
         rf = _number(scheduler.get("reduction_factor")) or float(SchedulerSpec.reduction_factor)
         max_t = _number(scheduler.get("max_t")) or (float(max_iters) if max_iters else math.inf)

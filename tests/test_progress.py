@@ -6,7 +6,7 @@ import io
 
 from ray.tune.experiment import Trial
 
-from tune.progress import LiveTable
+from tune.live_table import LiveTable
 from tune.simulation import SimTrial
 
 

@@ -84,13 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from tune import driver, preflight
+    from tune.preflight import ClusterError
 
     try:
         if args.command == "status":
             return _status(args.experiment_dir)
         if args.command == "plan":
             return _plan(args)
+        from tune import driver  # imports Ray Tune: only the commands that start Ray pay for it
+
         if args.command == "resume":
             grid = driver.resume_sweep(
                 args.experiment_dir,
@@ -114,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _status(exp)
         print(f"experiment folder: {exp}")
         return _exit_for(grid)
-    except (SweepError, preflight.ClusterError, ExperimentError, FileNotFoundError, ImportError) as exc:
+    except (SweepError, ClusterError, ExperimentError, FileNotFoundError, ImportError) as exc:
         print(f"cmda-tune: error: {exc}", file=sys.stderr)
         return EXIT_REJECTED
 

@@ -22,12 +22,18 @@ import yaml
 
 from cmda.io import clean_stale_tmp
 from tune import preflight
-from tune.experiment import Experiment, ExperimentError, error_summary, normalize_location, open_experiment
+from tune.experiment import (
+    SWEEP_FILE,
+    Experiment,
+    ExperimentError,
+    error_summary,
+    normalize_location,
+    open_experiment,
+)
+from tune.live_table import LiveTable
 from tune.paths import FILE, TrialPath, missing_paths, resolve_sweep_paths, sweep_paths
 from tune.preflight import ClusterError
-from tune.progress import LiveTable
 from tune.remote import check_paths_where_trials_run, is_client_address, remove_scratch_everywhere
-from tune.status import SWEEP_COPY_NAME
 from tune.sweep import SweepError, SweepSpec, load_sweep, parse_sweep
 from tune.trainable import TrainFn, make_trainable
 
@@ -224,7 +230,7 @@ def save_sweep_copy(spec: SweepSpec) -> None:
     """Keep the sweep next to its results (a folder or a bucket) so `resume`, `status` and the analysis
     need only the experiment location; its overrides are the settled ones (absolute paths, tune.paths)."""
     text = yaml.safe_dump(saved_sweep(spec), sort_keys=False)
-    Experiment(experiment_dir(spec)).write_text(text, SWEEP_COPY_NAME)
+    Experiment(experiment_dir(spec)).write_text(text, SWEEP_FILE)
 
 
 def settle_paths(spec: SweepSpec, address: str | None) -> tuple[SweepSpec, list[TrialPath]]:
@@ -318,10 +324,10 @@ def load_experiment_sweep(path: str, sweep_file: str | Path | None = None) -> Sw
     raw = experiment.sweep()
     if raw is None:
         raise FileNotFoundError(
-            f"{experiment.where(SWEEP_COPY_NAME)}: no sweep copy in the experiment; pass the original sweep "
+            f"{experiment.where(SWEEP_FILE)}: no sweep copy in the experiment; pass the original sweep "
             "file with --sweep"
         )
-    return parse_sweep(raw, Path(experiment.where(SWEEP_COPY_NAME)))
+    return parse_sweep(raw, Path(experiment.where(SWEEP_FILE)))
 
 
 def check_restorable_state(location: str) -> None:

@@ -21,6 +21,7 @@ import json
 import math
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -313,8 +314,7 @@ class Experiment:
             if self.is_file(name, ERROR_FILE):
                 record.error_file = self.where(name, ERROR_FILE)
                 record.error = error_summary(self.read_text(name, ERROR_FILE))
-                if not record.status:
-                    record.status = ERROR
+            record.status = record.status.upper() or _state_from_files(record)
             records[name] = record
         for name, meta in known.items():
             if name not in records:
@@ -324,6 +324,25 @@ class Experiment:
                     results=[meta["last_result"]] if meta.get("last_result") else [],
                 )
         return [records[name] for name in sorted(records)]
+
+
+def _state_from_files(record: TrialRecord) -> str:
+    """A trial the state file does not know yet (the driver was killed before its snapshot): its files say."""
+    if record.error_file:
+        return ERROR
+    if record.last_result.get("done"):
+        return TERMINATED
+    return RUNNING if record.results else PENDING
+
+
+def saved_ranking(sweep: Mapping[str, Any] | None) -> tuple[str | None, str]:
+    """(metric, mode) the experiment's `sweep.yaml` ranks trials on: its resolved `metric` and `mode`, else
+    its scheduler's; the metric is None when neither names one (callers fall back on the headline)."""
+    sweep = sweep if isinstance(sweep, Mapping) else {}
+    scheduler = sweep.get("scheduler") if isinstance(sweep.get("scheduler"), Mapping) else {}
+    metric = sweep.get("metric") or scheduler.get("metric")
+    mode = str(sweep.get("mode") or scheduler.get("mode") or "max")
+    return (str(metric) if metric else None), mode
 
 
 def open_experiment(location: str | os.PathLike[str], *, must_exist: bool = True) -> Experiment:

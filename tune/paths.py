@@ -27,7 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from tune.sweep import SweepError
+from cmda.io import is_unset
+from cmda.overrides import dotted_get
+from tune.experiment import is_uri
+from tune.sweep import SweepError, trial_template
 
 FOLDER, FILE = "folder", "file"
 PATH_KEYS: dict[str, str] = {
@@ -51,16 +54,6 @@ class TrialPath:
     path: str
     kind: str
     origin: str  # "<file>: field '<dotted field>'", for messages
-
-
-def _unset(value: Any) -> bool:
-    from cmda.io import is_unset
-
-    return is_unset(value)
-
-
-def is_uri(text: str) -> bool:
-    return "://" in text
 
 
 def parse_path_map(raw: Any, source: str, fieldname: str = "path_map") -> dict[str, str]:
@@ -125,10 +118,8 @@ def config_paths(config: Mapping[str, Any], origin_of: Any) -> list[TrialPath]:
     """The set path-valued keys of a trainer config dict; `origin_of(key)` names where each was set."""
     found = []
     for key, kind in PATH_KEYS.items():
-        node: Any = config
-        for part in key.split("."):
-            node = node.get(part) if isinstance(node, Mapping) else None
-        if node is None or _unset(node) or not isinstance(node, str | os.PathLike) or is_uri(str(node)):
+        node = dotted_get(config, key)
+        if node is None or is_unset(node) or not isinstance(node, str | os.PathLike) or is_uri(str(node)):
             continue
         found.append(TrialPath(key, str(node), kind, origin_of(key)))
     return found
@@ -137,11 +128,7 @@ def config_paths(config: Mapping[str, Any], origin_of: Any) -> list[TrialPath]:
 def sweep_paths(base_config: str | os.PathLike[str], overrides: Mapping[str, Any],
                 sweep_file: str | os.PathLike[str]) -> list[TrialPath]:
     """Path-valued keys of the base config with the sweep's overrides applied, each with its origin."""
-    from cmda.io import load_yaml
-    from cmda.overrides import apply_overrides
-
-    base = load_yaml(base_config) or {}
-    merged = apply_overrides(base if isinstance(base, dict) else {}, dict(overrides))
+    merged = trial_template(Path(base_config), overrides)
 
     def origin_of(key: str) -> str:
         if key in overrides:

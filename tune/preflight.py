@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from tune.remote import alive_nodes, fits
 from tune.sweep import (
     BASELINE_VARIANT,
     GridSearch,
@@ -130,8 +131,7 @@ def check_node_fit(
     spec: SweepSpec, nodes: Sequence[Mapping[str, float]], *, autoscaling: bool = False
 ) -> str | None:
     """Raise ClusterError when no node can hold one trial; on an autoscaling cluster return a warning."""
-    want = {"CPU": spec.cpu, "GPU": spec.gpu}
-    if any(all(float(node.get(k, 0.0)) >= v for k, v in want.items()) for node in nodes):
+    if any(fits(node, spec.cpu, spec.gpu) for node in nodes):
         return None
     have = ", ".join(f"{{CPU: {n.get('CPU', 0):g}, GPU: {n.get('GPU', 0):g}}}" for n in nodes) or "no nodes"
     message = (
@@ -151,9 +151,7 @@ def check_node_fit(
 
 def cluster_nodes() -> list[dict[str, float]]:
     """Resources of the alive nodes of the connected Ray cluster."""
-    import ray
-
-    return [dict(node["Resources"]) for node in ray.nodes() if node.get("Alive")]
+    return [dict(node["Resources"]) for node in alive_nodes()]
 
 
 def autoscaling_cluster() -> bool:

@@ -1,20 +1,16 @@
 """The trial table: what a person scans during and after a sweep (variant, lambda, seed, iteration, metric).
 
-One row format serves the live table printed while a sweep runs (`LiveTable`, a Ray Tune callback reading
-Ray's Trial objects) and `cmda-tune status` (rows read from the experiment folder).
+One row format serves the live table printed while a sweep runs (`tune.live_table.LiveTable`, a Ray Tune
+callback reading Ray's Trial objects) and `cmda-tune status` (rows read from the experiment folder). This
+module does not import Ray: `cmda-tune status` and `plan` only read files.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import sys
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TextIO
-
-from ray.tune import Callback
+from typing import Any
 
 from tune.sweep import lambda_text
 
@@ -42,7 +38,7 @@ class TrialRow:
         )
 
 
-def _finite(value: Any) -> float | None:
+def finite_value(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
     return float(value)
@@ -58,7 +54,7 @@ def make_row(
     num_failures: int,
 ) -> TrialRow:
     ablation = params.get("ablation") or {}
-    scores = [s for s in (_finite(r.get(metric)) for r in results) if s is not None]
+    scores = [s for s in (finite_value(r.get(metric)) for r in results) if s is not None]
     last = results[-1] if results else {}
     best = (max(scores) if mode == "max" else min(scores)) if scores else None
     return TrialRow(
@@ -69,7 +65,7 @@ def make_row(
         state=state,
         iteration=last.get("iteration"),
         max_iters=last.get("max_iters"),
-        last=_finite(last.get(metric)),
+        last=finite_value(last.get(metric)),
         best=best,
         num_failures=num_failures,
     )
@@ -111,57 +107,3 @@ def format_table(rows: Sequence[TrialRow], metric: str) -> str:
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     text.append(f"{len(rows)} trials: {summary}; * = stopped early by the scheduler")
     return "\n".join(text)
-
-
-def trial_row(trial: Any, metric: str, mode: str, best: float | None = None) -> TrialRow:
-    """A row from a live Ray Trial (its config, status, last result, and the best value seen so far)."""
-    result = dict(trial.last_result or {})
-    row = make_row(
-        str(trial),
-        trial.config,
-        trial.status,
-        [result] if result else [],
-        metric,
-        mode,
-        int(getattr(trial.run_metadata, "num_failures", 0)),
-    )
-    return row if best is None else dataclasses.replace(row, best=best)
-
-
-class LiveTable(Callback):
-    """Prints the trial table every `interval_s` seconds when something changed, and once at the end."""
-
-    def __init__(
-        self, metric: str, mode: str = "max", interval_s: float = 30.0, stream: TextIO | None = None
-    ):
-        self._metric, self._mode, self._interval = metric, mode, interval_s
-        self._stream = stream
-        self._last_print = -math.inf
-        self._last_text = ""
-        self._best: dict[str, float] = {}
-
-    def _print(self, trials: Sequence[Any], force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._last_print < self._interval:
-            return
-        rows = [trial_row(t, self._metric, self._mode, self._best.get(t.trial_id)) for t in trials]
-        text = format_table(rows, self._metric)
-        if text != self._last_text or force:
-            print(text, file=self._stream or sys.stdout, flush=True)
-            self._last_text = text
-        self._last_print = now
-
-    def on_trial_result(
-        self, iteration: int, trials: list[Any], trial: Any, result: dict, **info: Any
-    ) -> None:
-        value = _finite(result.get(self._metric))
-        if value is not None:
-            best = self._best.get(trial.trial_id)
-            better = best is None or (value > best if self._mode == "max" else value < best)
-            self._best[trial.trial_id] = value if better else best
-
-    def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
-        self._print(trials)
-
-    def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
-        self._print(trials, force=True)

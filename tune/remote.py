@@ -10,7 +10,7 @@ the check runs on the nodes that are up and says so: the examples mount the same
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tune.paths import PathError, TrialPath, missing_paths
@@ -23,10 +23,9 @@ def is_client_address(address: str | None) -> bool:
     return address is not None and str(address).startswith("ray://")
 
 
-def fits(node: dict[str, Any], cpu: float, gpu: float) -> bool:
+def fits(resources: Mapping[str, float], cpu: float, gpu: float) -> bool:
     """Whether a node's total resources can hold one trial (what it holds right now does not matter)."""
-    total = node.get("Resources", {})
-    return float(total.get("CPU", 0.0)) >= cpu and float(total.get("GPU", 0.0)) >= gpu
+    return float(resources.get("CPU", 0.0)) >= cpu and float(resources.get("GPU", 0.0)) >= gpu
 
 
 def _check_on_node(paths: Sequence[TrialPath]) -> tuple[str, list[str]]:
@@ -85,7 +84,7 @@ def check_paths_where_trials_run(paths: Sequence[TrialPath], *, cpu: float, gpu:
             raise PathError("paths the trials read are missing:\n  " + "\n  ".join(problems))
         return []
     notes = []
-    targets = [n for n in nodes if fits(n, cpu, gpu)]
+    targets = [n for n in nodes if fits(n.get("Resources", {}), cpu, gpu)]
     if not targets:
         targets = nodes
         notes.append(

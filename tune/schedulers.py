@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -378,12 +378,3 @@ def build_scheduler(
         group_size=seeds if group_by == "configuration" else 1,
     )
 
-
-def stopped_early(trials: Iterable[Any]) -> list[str]:
-    """Ids of terminated trials whose last result is below their max_iters (informative)."""
-    out = []
-    for trial in trials:
-        last = getattr(trial, "last_result", {}) or {}
-        if trial.status == Trial.TERMINATED and last.get("iteration", 0) < last.get("max_iters", 0):
-            out.append(trial.trial_id)
-    return out

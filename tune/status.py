@@ -9,23 +9,18 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from tune.experiment import SWEEP_FILE, open_experiment
+from tune.experiment import open_experiment, saved_ranking
 from tune.progress import TrialRow, make_row
-
-SWEEP_COPY_NAME = SWEEP_FILE
 
 
 def experiment_metric(sweep: dict[str, Any] | None) -> tuple[str, str]:
     """(metric, mode) trials are ranked on: the sweep copy's resolved metric, else its target's headline."""
-    from cmda.data.targets import get_target
+    from cmda.data.targets import DEFAULT_TARGET, get_target
 
-    sweep = sweep or {}
-    scheduler = sweep.get("scheduler") if isinstance(sweep.get("scheduler"), dict) else {}
-    metric = sweep.get("metric") or scheduler.get("metric")
-    mode = str(sweep.get("mode") or scheduler.get("mode") or "max")
-    if isinstance(metric, str) and metric:
+    metric, mode = saved_ranking(sweep)
+    if metric:
         return metric, mode
-    return get_target(str(sweep.get("target") or "dsec_night")).headline_metric, mode
+    return get_target(str((sweep or {}).get("target") or DEFAULT_TARGET)).headline_metric, mode
 
 
 def experiment_status(location: str | os.PathLike[str], metric: str | None = None) -> list[TrialRow]:
@@ -37,7 +32,7 @@ def _rows(experiment: Any, metric: str | None) -> tuple[list[TrialRow], str]:
     saved, mode = experiment_metric(experiment.sweep())
     metric = metric or saved
     rows = [
-        make_row(trial.dirname, trial.params, trial.status or "?", trial.results, metric, mode,
+        make_row(trial.dirname, trial.params, trial.status, trial.results, metric, mode,
                  trial.num_failures)
         for trial in experiment.trials()
     ]

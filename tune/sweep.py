@@ -21,15 +21,15 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from cmda.data.targets import DEFAULT_TARGET
 from cmda.io import YAMLFileError, load_yaml
 from cmda.overrides import apply_overrides, dotted_get
 from cmda.validation import StrictModel, validate
 
 BASELINE_VARIANT = "none"
-SCHEDULER_TYPES = ("asha", "per_config_asha", "none")
 ASHA_TYPES = ("asha", "per_config_asha")
+SCHEDULER_TYPES = (*ASHA_TYPES, "none")
 CALLBACK_TYPES = ("wandb", "mlflow")
-DEFAULT_TARGET = "dsec_night"
 # Keys the search space sets for each trial; a sweep's overrides must not fight over them.
 TRIAL_KEYS = (
     "seed",
@@ -179,7 +179,7 @@ class SearchSection(StrictModel):
 class SchedulerSection(StrictModel):
     """Early stopping: `asha` (per trial), `per_config_asha` (per configuration, over its seeds) or none."""
 
-    type: Literal["asha", "per_config_asha", "none"] = "none"
+    type: Literal[SCHEDULER_TYPES] = "none"  # type: ignore[valid-type]
     metric: str | None = None
     """Default: the target's headline metric (miou18 on DSEC-Night, miou19 on Dark Zurich)."""
     mode: Literal["max", "min"] | None = None
@@ -216,7 +216,7 @@ class SweepFile(StrictModel):
     storage_path: str = Field(default="~/ray_results", min_length=1)
     failure: FailureSection = Field(default_factory=FailureSection)
     checkpoint: CheckpointSection = Field(default_factory=CheckpointSection)
-    callbacks: dict[Literal["wandb", "mlflow"], dict[str, Any] | bool] = Field(default_factory=dict)
+    callbacks: dict[Literal[CALLBACK_TYPES], dict[str, Any] | bool] = Field(default_factory=dict)  # type: ignore[valid-type]
     path_map: dict[str, str] = Field(default_factory=dict)
     """Driver folder -> the folder the cluster's nodes mount it at (tune.paths)."""
     # Resolved values, written into the experiment folder's sweep.yaml; when given they must agree.
