@@ -29,11 +29,11 @@ from tune.experiment import (
     PENDING,
     RUNNING,
     SWEEP_FILE,
-    TERMINATED,
     Experiment,
     ExperimentError,
     TrialRecord,
     open_experiment,
+    stopped_early,
 )
 from tune.sweep import BASELINE_VARIANT
 
@@ -181,8 +181,7 @@ def _load_one(location: str, gpus: float, prefix: bool) -> dict[str, Any]:
             "started": record.started,
             "iterations": iteration,
             "max_iters": max_iters,
-            "stopped_early": bool(state == TERMINATED and iteration is not None and max_iters is not None
-                                  and iteration < max_iters),
+            "stopped_early": stopped_early(state, iteration, max_iters),
             "final": final,
             "best": best[1] if best else None,
             "best_iteration": _iteration(best[0]) if best else None,

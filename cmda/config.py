@@ -27,7 +27,7 @@ from cmda.errors import ConfigError
 from cmda.io import YAMLFileError, is_unset, load_yaml, write_yaml_atomic
 from cmda.models.fusion import FUSIONS
 from cmda.models.mit import MIT_CONFIGS
-from cmda.overrides import apply_overrides
+from cmda.overrides import apply_overrides, dotted_get
 from cmda.uda.feature_losses import VARIANTS
 from cmda.validation import (
     FiniteFloat,
@@ -254,13 +254,15 @@ RENAMED = {
 """Keys of earlier versions -> what replaced them (a clearer message than 'unknown key')."""
 
 
+_MISSING = object()
+"""dotted_get's default in renamed_key_errors: tells a missing key from one set to null."""
+
+
 def renamed_key_errors(data: dict[str, Any], source: str) -> list[str]:
     errors = []
     for old, new in RENAMED.items():
-        node: Any = data
-        for part in old.split("."):
-            node = node.get(part, KeyError) if isinstance(node, dict) else KeyError
-        if node is not KeyError:
+        node = dotted_get(data, old, _MISSING)
+        if node is not _MISSING:
             errors.append(field_error(source, old, f"was renamed: use {new}", node))
     return errors
 

@@ -2,8 +2,8 @@
 
 Each test corrupts a copy (the session's `synthetic_root` is read-only) the way real data goes wrong:
 unsorted event times, a sequence without warp images, frame timestamps outside the recording, a truncated
-`ms_to_idx`, a transposed rectify map, a broken image read inside a loader worker, and whole trees with
-problems that `cmda data check` and the check before training must list.
+`ms_to_idx`, a transposed rectify map, a broken image read inside a loader worker (DSEC and Dark Zurich),
+and whole trees with problems that `cmda data check` and the check before training must list.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from PIL import Image
 from cmda.data import events as ev
 from cmda.data.check import DataCheckError, check_dsec, check_tree
 from cmda.data.commands import main as data_main
+from cmda.data.dark_zurich import DarkZurichDataset
 from cmda.data.dsec import TEST_LIST, TRAIN_LIST, DSECNightDataset
 from cmda.data.errors import DataError
 
@@ -168,6 +169,23 @@ def test_a_bad_file_in_a_loader_worker_surfaces_as_its_own_message(synthetic_roo
         next(iter(loader))
     assert str(from_worker.value) == str(in_process.value)
     assert str(from_worker.value).startswith(f"{sequence}/warp_images/{frame:06d}.png: not a readable image")
+    assert "Traceback" not in str(from_worker.value) and "worker" not in str(from_worker.value)
+
+
+def test_a_bad_dark_zurich_image_in_a_loader_worker_surfaces_as_its_own_message(tmp_path):
+    folder = tmp_path / "rgb_anon/train/night/GOPR0356"
+    folder.mkdir(parents=True)
+    image = folder / "GOPR0356_000000_rgb_anon.png"
+    Image.fromarray(np.zeros((54, 96, 3), np.uint8)).save(image)
+    truncate(image)
+    dataset = DarkZurichDataset(tmp_path, resize=(64, 36), crop=(32, 32), with_isr=False, seed=0)
+    with pytest.raises(DataError) as in_process:
+        dataset[0]
+    loader = torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=1)
+    with pytest.raises(DataError) as from_worker:
+        next(iter(loader))
+    assert str(from_worker.value) == str(in_process.value)
+    assert str(from_worker.value).startswith(f"{image}: not a readable image")
     assert "Traceback" not in str(from_worker.value) and "worker" not in str(from_worker.value)
 
 

@@ -118,9 +118,7 @@ class TrialRecord:
 
     @property
     def stopped_early(self) -> bool:
-        """Ended without error before its last iteration (stopped by the scheduler)."""
-        return (self.status == TERMINATED and self.iteration is not None and self.max_iters is not None
-                and self.iteration < self.max_iters)
+        return stopped_early(self.status, self.iteration, self.max_iters)
 
 
 def _is_nan(value: Any) -> bool:
@@ -333,6 +331,11 @@ def _state_from_files(record: TrialRecord) -> str:
     if record.last_result.get("done"):
         return TERMINATED
     return RUNNING if record.results else PENDING
+
+
+def stopped_early(state: str, iteration: float | None, max_iters: float | None) -> bool:
+    """Ended without error before its last iteration: stopped by the scheduler."""
+    return state == TERMINATED and iteration is not None and bool(max_iters) and iteration < max_iters
 
 
 def saved_ranking(sweep: Mapping[str, Any] | None) -> tuple[str | None, str]:

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tune.experiment import stopped_early
 from tune.sweep import lambda_text
 
 
@@ -30,12 +31,7 @@ class TrialRow:
 
     @property
     def stopped_early(self) -> bool:
-        return (
-            self.state == "TERMINATED"
-            and self.iteration is not None
-            and bool(self.max_iters)
-            and self.iteration < self.max_iters
-        )
+        return stopped_early(self.state, self.iteration, self.max_iters)
 
 
 def finite_value(value: Any) -> float | None:

@@ -281,11 +281,7 @@ def _check_warp_image(image: Path, rect_map: np.ndarray | None, map_path: Path) 
 
 
 def _check_pixel_range(slicer: ev.EventSlicer, rect_map: np.ndarray, map_path: Path) -> None:
-    x_max = y_max = 0
-    for i0 in range(0, slicer.num_events, ev.VERIFY_CHUNK):
-        chunk = slicer.get_events_by_index(i0, i0 + ev.VERIFY_CHUNK)
-        if len(chunk["x"]):
-            x_max, y_max = max(x_max, int(chunk["x"].max())), max(y_max, int(chunk["y"].max()))
+    x_max, y_max = slicer.pixel_max()
     ev.check_events_fit_map(np.array([x_max]), np.array([y_max]), rect_map, slicer.path, map_path)
 
 

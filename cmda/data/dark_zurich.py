@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cmda.data.errors import reports_data_errors
 from cmda.data.extractors import DARK_ZURICH_ISR, DIRECTIONS, ISRParams
 from cmda.data.transforms import (
     AlignedAugment,
@@ -67,6 +68,7 @@ class DarkZurichDataset(torch.utils.data.Dataset):
         name = image.name[: -len(IMAGE_SUFFIX)] + LABEL_SUFFIX
         return self.root / "gt" / self.split / "night" / image.parent.name / name
 
+    @reports_data_errors
     def __getitem__(self, index: int) -> dict:
         rng = np.random.default_rng(None if self.seed is None else [self.seed, index])
         return self.get_sample(index, rng)

@@ -296,7 +296,10 @@ class DSECNightDataset(torch.utils.data.Dataset):
         self.list_path = Path(index_file) if index_file is not None else self.root / default_list
         self.samples = read_list_file(self.list_path, self.root)
         self.augment = AlignedAugment(tuple(crop), flip_prob=0.5, resize_wh=tuple(resize))
-        self._event_index = {seq: read_event_index(seq / "images" / INDEX_FILE) for seq, _ in self.samples}
+        self._event_index = {  # one read per sequence, not per sample
+            seq: read_event_index(seq / "images" / INDEX_FILE)
+            for seq in dict.fromkeys(seq for seq, _ in self.samples)
+        }
         for sequence, frame in self.samples:  # a stale list or index file fails here, not when drawn
             self.event_window(sequence, frame)
         ev.warm_up_voxel_kernel()

@@ -199,6 +199,16 @@ class EventSlicer:
         tail = np.arange((self.t_last // 1000 + 1) if self.num_events else 0, len(table), dtype=np.int64)
         self._compare_ms_to_idx(tail, np.full(len(tail), self.num_events, dtype=np.int64))
 
+    def pixel_max(self, chunk: int = VERIFY_CHUNK) -> tuple[int, int]:
+        """(max x, max y) over all events, (0, 0) for a file without events; reads only events/x and y,
+        `chunk` events at a time."""
+        x_max = y_max = 0
+        for i0 in range(0, self.num_events, chunk):
+            i1 = min(i0 + chunk, self.num_events)
+            x_max = max(x_max, int(self._read("events/x", i0, i1).max()))
+            y_max = max(y_max, int(self._read("events/y", i0, i1).max()))
+        return x_max, y_max
+
     def _compare_ms_to_idx(self, ms: np.ndarray, expected: np.ndarray) -> None:
         wrong = np.nonzero(self.ms_to_idx[ms] != expected)[0]
         if len(wrong):

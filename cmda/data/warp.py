@@ -498,11 +498,21 @@ def sample_bilinear(image: np.ndarray, coords: np.ndarray) -> np.ndarray:
     return apply_taps(image, bilinear_taps(coords, (image.shape[1], image.shape[0])))
 
 
-def sample_pixel_centres(image: np.ndarray, coords: np.ndarray) -> tuple[np.ndarray, int]:
+def sample_pixel_centres(
+    image: np.ndarray,
+    coords: np.ndarray,
+    taps: tuple[np.ndarray, np.ndarray] | None = None,
+    visible: np.ndarray | None = None,
+) -> tuple[np.ndarray, int]:
     """`sample_bilinear` rounded to uint8, with pixels off the frame sensor set to 0; also returns how many
-    pixels were off the sensor."""
-    visible = in_view(coords, (image.shape[1], image.shape[0]))
-    out = np.clip(np.rint(sample_bilinear(image, coords)), 0, 255).astype(np.uint8)
+    pixels were off the sensor. `taps` and `visible` (`bilinear_taps` and `in_view` of `coords` on the
+    image) may be passed in when precomputed."""
+    size = (image.shape[1], image.shape[0])
+    if visible is None:
+        visible = in_view(coords, size)
+    if taps is None:
+        taps = bilinear_taps(coords, size)
+    out = np.clip(np.rint(apply_taps(image, taps)), 0, 255).astype(np.uint8)
     out[~visible] = 0
     return out, int((~visible).sum())
 
@@ -565,16 +575,55 @@ def read_disparity(path: Path, calib: Calibration) -> np.ndarray:
     return disparity.astype(np.uint16)
 
 
+_HOMOGRAPHY_GEOMETRY: dict[tuple, tuple[np.ndarray, tuple[np.ndarray, np.ndarray], np.ndarray]] = {}
+"""The last `_homography_geometry` of this process (one sequence's, as a sequence is warped at a time)."""
+
+
+def _homography_geometry(
+    calib: Calibration, image_size: tuple[int, int]
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], np.ndarray]:
+    """`homography_map(calib)`, its `bilinear_taps` and its `in_view` mask on an image of `image_size`
+    (W, H), read-only: the same for every frame of a sequence, so computed once per calibration and kept
+    (keyed by value, as each worker process receives its own copy of the calibration per frame)."""
+    key = (tuple(calib.event_size), tuple(image_size), calib.homography().tobytes())
+    geometry = _HOMOGRAPHY_GEOMETRY.get(key)
+    if geometry is None:
+        coords = homography_map(calib)
+        taps = bilinear_taps(coords, image_size)
+        visible = in_view(coords, image_size)
+        for array in (coords, *taps, visible):
+            array.setflags(write=False)
+        _HOMOGRAPHY_GEOMETRY.clear()
+        geometry = _HOMOGRAPHY_GEOMETRY[key] = (coords, taps, visible)
+    return geometry
+
+
+def _warp(
+    image: np.ndarray, calib: Calibration, disparity: np.ndarray | None, cmda_v1: bool
+) -> tuple[np.ndarray, DenseMap, int]:
+    """`warp_image` plus the number of event pixels whose frame position is off the frame sensor."""
+    size = (image.shape[1], image.shape[0])
+    taps = visible = None
+    if disparity is None:
+        coords, taps, visible = _homography_geometry(calib, size)
+        dense = DenseMap(coords, None)
+    else:
+        dense = densify(calib, disparity, cmda_v1=cmda_v1)
+    if cmda_v1:
+        warped = sample_cmda_v1(image, dense.coords)
+        if visible is None:
+            visible = in_view(dense.coords, size)
+        return warped, dense, int((~visible).sum())
+    warped, out_of_view = sample_pixel_centres(image, dense.coords, taps=taps, visible=visible)
+    return warped, dense, out_of_view
+
+
 def warp_image(
     image: np.ndarray, calib: Calibration, disparity: np.ndarray | None, *, cmda_v1: bool = False
 ) -> tuple[np.ndarray, DenseMap]:
     """One frame image -> its warp image [H_event, W_event, 3] uint8 and the coordinates it sampled
-    (disparity None = the homography)."""
-    if disparity is None:
-        dense = DenseMap(homography_map(calib), None)
-    else:
-        dense = densify(calib, disparity, cmda_v1=cmda_v1)
-    warped = sample_cmda_v1(image, dense.coords) if cmda_v1 else sample_pixel_centres(image, dense.coords)[0]
+    (disparity None = the homography, whose coordinates are read-only and shared between frames)."""
+    warped, dense, _ = _warp(image, calib, disparity, cmda_v1)
     return warped, dense
 
 
@@ -583,12 +632,11 @@ def warp_file(job: FrameJob, calib: Calibration, cmda_v1: bool) -> FrameResult:
     from PIL import Image
 
     disparity = read_disparity(job.disparity, calib) if job.disparity is not None else None
-    image = read_frame_image(job.image, calib)
-    warped, dense = warp_image(image, calib, disparity, cmda_v1=cmda_v1)
+    image = read_frame_image(job.image, calib)  # its size is calib.frame_size
+    warped, dense, out_of_view = _warp(image, calib, disparity, cmda_v1)
     buffer = io.BytesIO()
     Image.fromarray(warped).save(buffer, format="PNG")
     write_bytes_atomic(job.output, buffer.getvalue())
-    out_of_view = int((~in_view(dense.coords, calib.frame_size)).sum())
     return FrameResult(job.output.name, dense.disparity_pixels, out_of_view, dense.fallback)
 
 
