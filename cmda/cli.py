@@ -52,19 +52,11 @@ def output_folder(path: Path) -> Iterator[Path]:
 
 def cmd_test(args: argparse.Namespace) -> int:
     """Evaluate a checkpoint with the trainer's evaluation routine; needs no ImageNet or CycleGAN file."""
+    from cmda.checkpoint import CHECKPOINT_FILE, CONFIG_FILE, checkpoint_dir_of, load_checkpoint
     from cmda.config import load_config
     from cmda.eval import evaluate
     from cmda.models.weights import load_strict
-    from cmda.train import (
-        CHECKPOINT_FILE,
-        CONFIG_FILE,
-        autocast_factory,
-        build_model,
-        build_test_loader,
-        checkpoint_dir_of,
-        load_checkpoint,
-        resolve_device,
-    )
+    from cmda.train import autocast_factory, build_model, build_test_loader, resolve_device
 
     folder = checkpoint_dir_of(args.checkpoint)
     config = load_config(args.config or folder / CONFIG_FILE, args.set)

@@ -85,7 +85,7 @@ def test_coverage_on_the_synthetic_twin_at_the_demo_resolution(synthetic_root):
 
 
 def test_masked_variant_differs_from_the_unmasked_one_on_the_same_batch(tiny_config):
-    from cmda.train import build_loaders, build_model
+    from cmda.train import build_datasets, build_model, build_train_loader
 
     demo_size = {
         "data.source.resize": [128, 64],
@@ -98,7 +98,7 @@ def test_masked_variant_differs_from_the_unmasked_one_on_the_same_batch(tiny_con
         config = tiny_config(**demo_size, **{"uda.feature_loss.variant": variant})
         torch.manual_seed(0)
         step = DACSStep(build_model(config), config.uda, config.target, seed=config.seed)
-        batch = next(iter(build_loaders(config, 0)[0]))
+        batch = next(iter(build_train_loader(config, build_datasets(config).paired, 0)))
         logged[variant] = step(batch, 1, torch.device("cpu"), contextlib.nullcontext)
     plain, masked = logged["rgb_st+event_s_rgb_t"], logged["rgb_st+event_s_rgb_t+masked_event"]
     assert masked["rgb_st"].item() == plain["rgb_st"].item()  # same batch, same features

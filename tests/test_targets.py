@@ -86,14 +86,14 @@ def test_dark_zurich_step_follows_the_cs2dz_recipe(tiny_config):
     branch), rightdown ISR, ignored pseudo-weight rows."""
     import contextlib
 
-    from cmda.train import build_loaders
+    from cmda.train import build_datasets, build_train_loader
     from cmda.uda.dacs import DACSStep
 
     config = tiny_config(target="dark_zurich")
     torch.manual_seed(0)
     model = build_model(config)
     step = DACSStep(model, config.uda, config.target, seed=0)
-    loader, _ = build_loaders(config, 0)
+    loader = build_train_loader(config, build_datasets(config).paired, 0)
     batch = next(iter(loader))
     assert "events" not in batch["target"] and "isr" in batch["target"]
     x = step.prepare(batch, torch.device("cpu"))

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from cmda.checkpoint import checkpoint_dir_of
 from cmda.eval import evaluate
-from cmda.train import build_loaders, build_model, checkpoint_dir_of, load_checkpoint, run
+from cmda.train import build_model, build_test_loader, load_checkpoint, run
 from cmda.uda import dacs
 
 
@@ -76,7 +77,7 @@ def test_short_training_on_the_synthetic_twin_learns(tiny_config):
     )
     torch.manual_seed(0)
     untrained = build_model(config)
-    _, test_loader = build_loaders(config, 0)
+    test_loader = build_test_loader(config)
     before = evaluate(untrained, test_loader, torch.device("cpu"), config.target)["miou18"]
     after = run(config)["miou18"]
     # measured: about 1.4 untrained and about 10 after 40 iterations

@@ -186,12 +186,12 @@ def test_blur_is_a_reflect_padded_gaussian_with_the_original_kernel_size():
 
 
 def one_step(config, seed_batch: int = 0):
-    from cmda.train import build_loaders, build_model
+    from cmda.train import build_datasets, build_model, build_train_loader
 
     torch.manual_seed(0)
     model = build_model(config)
     step = DACSStep(model, config.uda, config.target, seed=config.seed)
-    loader, _ = build_loaders(config, 0)
+    loader = build_train_loader(config, build_datasets(config).paired, 0)
     batch = next(iter(loader))
     logged = step(batch, 1, torch.device("cpu"), contextlib.nullcontext)
     return model, logged
