@@ -29,13 +29,11 @@ def save_prediction_png(path: Path, prediction: np.ndarray) -> None:
     """Colour-code trainIds with the Cityscapes palette (255 = black) and write a PNG atomically."""
     from PIL import Image
 
-    from cmda.data import PALETTE
+    from cmda.data.scenes import palette_image
     from cmda.io import atomic_path
 
-    palette = np.zeros((256, 3), dtype=np.uint8)
-    palette[: len(PALETTE)] = np.asarray(PALETTE, dtype=np.uint8)
     with atomic_path(path) as tmp:
-        Image.fromarray(palette[prediction.astype(np.uint8)]).save(tmp, format="PNG")
+        Image.fromarray(palette_image(prediction.astype(np.uint8))).save(tmp, format="PNG")
 
 
 @contextlib.contextmanager

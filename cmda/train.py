@@ -160,7 +160,7 @@ class StreamSampler(torch.utils.data.Sampler[int]):
 
 def build_test_dataset(config: Config):
     """The target's labelled evaluation split, as the evaluation and `cmda test` use it."""
-    return config.target.build(config.data.target, "test", None)
+    return config.target.dataset(config.data.target, "test")
 
 
 def build_test_loader(config: Config, dataset=None) -> torch.utils.data.DataLoader:
@@ -189,7 +189,7 @@ def build_datasets(config: Config) -> Datasets:
         cat_max_ratio=src_cfg.cat_max_ratio,
         with_isr=False,
     )
-    target = config.target.build(config.data.target, "train", None)
+    target = config.target.dataset(config.data.target, "train")
     rcs = None
     if src_cfg.rcs.enabled:
         rcs = RareClassSampler.for_dataset(

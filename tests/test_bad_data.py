@@ -18,12 +18,15 @@ import pytest
 import torch
 from PIL import Image
 
-from cmda.data import events as ev
-from cmda.data.check import DataCheckError, check_dsec, check_tree
+from cmda.data import event_files
+from cmda.data.check import DataCheckError, check_tree
 from cmda.data.commands import main as data_main
 from cmda.data.dark_zurich import DarkZurichDataset
-from cmda.data.dsec import TEST_LIST, TRAIN_LIST, DSECNightDataset
+from cmda.data.dsec import DSECNightDataset
+from cmda.data.dsec_check import check as check_dsec
+from cmda.data.dsec_layout import TEST_LIST, TRAIN_LIST
 from cmda.data.errors import DataError
+from cmda.data.event_files import EventFileError
 
 
 def copy_dsec(synthetic_root: Path, tmp_path: Path) -> Path:
@@ -34,7 +37,7 @@ def copy_dsec(synthetic_root: Path, tmp_path: Path) -> Path:
 
 def read_h5(path: Path) -> dict[str, np.ndarray]:
     with h5py.File(path, "r") as handle:
-        return {key: handle[key][()] for key in ev.EVENT_KEYS}
+        return {key: handle[key][()] for key in event_files.EVENT_KEYS}
 
 
 def write_h5(path: Path, data: dict[str, np.ndarray]) -> None:
@@ -125,9 +128,9 @@ def test_short_ms_to_idx_is_a_named_error(synthetic_root, tmp_path, capsys):
     data["ms_to_idx"] = data["ms_to_idx"][:entries]
     write_h5(events_path, data)
     with pytest.raises(
-        ev.EventFileError, match=rf"{events_path}: ms_to_idx has {entries} entries but events/t"
+        EventFileError, match=rf"{events_path}: ms_to_idx has {entries} entries but events/t"
     ):
-        ev.EventSlicer(events_path)
+        event_files.EventSlicer(events_path)
     assert data_main(["index-dsec", str(root)]) == 2
     assert f"{events_path}: ms_to_idx has {entries} entries" in capsys.readouterr().err
 
@@ -137,7 +140,7 @@ def test_transposed_rectify_map_is_a_named_error(synthetic_root, tmp_path):
     dataset = DSECNightDataset(root, split="test")
     sequence, _ = dataset.samples[0]
     map_path = sequence / "events/left/rectify_map.h5"
-    ev.write_rectify_map_h5(map_path, ev.load_rectify_map(map_path).transpose(1, 0, 2))
+    event_files.write_rectify_map_h5(map_path, event_files.load_rectify_map(map_path).transpose(1, 0, 2))
     with pytest.raises(
         DataError, match=rf"{map_path}: rectify_map has shape \(160, 120, 2\).*\(is the map transposed"
     ):
@@ -147,9 +150,10 @@ def test_transposed_rectify_map_is_a_named_error(synthetic_root, tmp_path):
     # a map of the right size but too small for the events' pixels: named by the events' range
     small = np.zeros((120, 100, 2), np.float32)
     with pytest.raises(
-        ev.EventFileError, match=rf"{map_path}: rectify_map has shape \(120, 100, 2\) .* up to x"
+        EventFileError, match=rf"{map_path}: rectify_map has shape \(120, 100, 2\) .* up to x"
     ):
-        ev.check_events_fit_map(np.array([150]), np.array([10]), small, sequence / "events.h5", map_path)
+        events = sequence / "events.h5"
+        event_files.check_events_fit_map(np.array([150]), np.array([10]), small, events, map_path)
 
 
 def truncate(path: Path) -> None:

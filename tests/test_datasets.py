@@ -16,7 +16,8 @@ from PIL import Image
 from cmda.data.cityscapes import CityscapesDataset, label_ids_to_train_ids, prepare_cityscapes
 from cmda.data.commands import main as data_main
 from cmda.data.dark_zurich import DarkZurichDataset
-from cmda.data.dsec import DSECNightDataset, labelled_frames
+from cmda.data.dsec import DSECNightDataset
+from cmda.data.dsec_layout import labelled_frames
 from cmda.data.errors import DataError
 from cmda.data.paired import SourceTargetDataset
 from cmda.data.rcs import RareClassSampler, class_probabilities, redraw_crop_for_class
@@ -418,7 +419,7 @@ def test_training_list_uses_the_original_ranges_for_the_five_sequences(tmp_path:
     """09_a..e exclude the original's fixed frame ranges (09_a 0..797, 09_b 0..149, ...); any other
     sequence excludes frames up to its last label file."""
     from cmda.data.dsec import ORIGINAL_TRAIN_EXCLUSIONS, build_index_files
-    from cmda.data.synthetic import DSEC_SEQUENCES, write_dsec
+    from cmda.data.dsec_twin import DSEC_SEQUENCES, write_dsec
 
     assert ORIGINAL_TRAIN_EXCLUSIONS == {
         "zurich_city_09_a": (0, 797),

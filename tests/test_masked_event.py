@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cmda.data import events as ev
+from cmda.data import voxel
 from cmda.io import load_yaml
 from cmda.uda.dacs import DACSStep
 from cmda.uda.feature_losses import COVERAGE_KEY, event_mask
@@ -31,8 +31,8 @@ def coverage(events: torch.Tensor) -> float:
 
 def loader_grid(x: np.ndarray, y: np.ndarray, t: np.ndarray, p: np.ndarray) -> torch.Tensor:
     """A 640x480 one-bin voxel grid, CMDA-normalised, 3 channels: what the DSEC loader builds."""
-    grid = ev.events_to_voxel_grid(x, y, t, p, 1, 480, 640)
-    return ev.cmda_events_norm(grid, len(x)).expand(3, -1, -1)[None]
+    grid = voxel.events_to_voxel_grid(x, y, t, p, 1, 480, 640)
+    return voxel.cmda_events_norm(grid, len(x)).expand(3, -1, -1)[None]
 
 
 @pytest.mark.skipif(not REAL_EVENTS.is_file(), reason=f"real event recording not found at {REAL_EVENTS}")

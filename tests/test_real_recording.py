@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from cmda.data import events as ev
+from cmda.data import event_files, voxel
 
 REAL_EVENTS_NAME = Path("shared/data/real_events/evt3_sample.npy")
 REAL_EVENTS = next(
@@ -35,7 +35,7 @@ CLOCK_OFFSET_US = 50_000_000_000  # DSEC-like absolute clock
 def real_sequence(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, np.ndarray], np.ndarray]:
     """ROOT/<sequence> in the DSEC layout around the real events; returns (root, events, timestamps)."""
     from cmda.data.dsec import build_index_files
-    from cmda.data.synthetic import DSEC_SEQUENCES, write_dsec
+    from cmda.data.dsec_twin import DSEC_SEQUENCES, write_dsec
 
     raw = np.load(REAL_EVENTS)
     events = {
@@ -49,11 +49,11 @@ def real_sequence(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[
     frames = (int(events["t"][-1] - events["t"][0]) - 2_000) // FRAME_PERIOD_US + 1
     write_dsec(root, 0, (WIDTH, HEIGHT), frames, 6, 0.15, 0, sequences=1)  # frames + labels at 1280x720
     sequence = root / DSEC_SEQUENCES[0]
-    ev.write_dsec_events_h5(
+    event_files.write_dsec_events_h5(
         sequence / "events/left/events.h5", events["x"], events["y"], events["t"], events["p"]
     )
     ys, xs = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float32)
-    ev.write_rectify_map_h5(sequence / "events/left/rectify_map.h5", np.stack([xs, ys], axis=-1))
+    event_files.write_rectify_map_h5(sequence / "events/left/rectify_map.h5", np.stack([xs, ys], axis=-1))
     timestamps = events["t"][0] + 2_000 + FRAME_PERIOD_US * np.arange(frames, dtype=np.int64)
     (sequence / "images/timestamps.txt").write_text("".join(f"{t}\n" for t in timestamps))
     build_index_files(root)
@@ -78,7 +78,7 @@ def test_real_recording_indexes_checks_and_loads(real_sequence):
     window = slice(first, last + 1)
     grid = np.zeros((HEIGHT, WIDTH))
     np.add.at(grid, (events["y"][window], events["x"][window]), 2.0 * events["p"][window] - 1)
-    expected = ev.cmda_events_norm(torch.from_numpy(grid).float()[None], last + 1 - first)
+    expected = voxel.cmda_events_norm(torch.from_numpy(grid).float()[None], last + 1 - first)
     sample = test[0]
     assert sample["events"].shape == (3, HEIGHT, WIDTH) and sample["label"].shape == (HEIGHT, WIDTH)
     torch.testing.assert_close(sample["events"][:1], expected, atol=1e-5, rtol=1e-5)

@@ -11,9 +11,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cmda.data.synthetic import MOVING_CLASSES, generate
+from cmda.data.scenes import MOVING_CLASSES
+from cmda.data.synthetic import generate
 
-SMALL = dict(cities=("aachen",), images_per_city=2, frames_per_sequence=10, label_every=3)
+SMALL = {
+    "cityscapes": {"cities": ("aachen",), "images_per_city": 2},
+    "dsec_night": {"frames_per_sequence": 10, "label_every": 3},
+}
 
 
 def h5_digest(path: Path) -> str:
@@ -40,9 +44,9 @@ def file_digests(root: Path) -> dict[str, str]:
 
 
 def test_same_seed_gives_identical_files(tmp_path: Path) -> None:
-    generate(tmp_path / "a", seed=4, **SMALL)
-    generate(tmp_path / "b", seed=4, **SMALL)
-    generate(tmp_path / "c", seed=5, **SMALL)
+    generate(tmp_path / "a", seed=4, options=SMALL)
+    generate(tmp_path / "b", seed=4, options=SMALL)
+    generate(tmp_path / "c", seed=5, options=SMALL)
     a, b, c = (file_digests(tmp_path / n) for n in "abc")
     assert len(a) > 50 and a == b
     changed = [k for k in a if a[k] != c.get(k)]
@@ -118,13 +122,14 @@ def test_events_fire_at_moving_object_boundaries(synthetic_root: Path) -> None:
 
 def test_frames_too_few_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="frames_per_sequence must be >= 4"):
-        generate(tmp_path, frames_per_sequence=2)
+        generate(tmp_path, options={"dsec_night": {"frames_per_sequence": 2}})
 
 
 def test_synth_command_writes_a_ready_tree(tmp_path: Path) -> None:
     from cmda.data.commands import main
 
-    assert main(["synth", str(tmp_path), "--seed", "2", "--images-per-city", "1", "--frames", "8"]) == 0
+    options = ["--set", "cityscapes.images_per_city=1", "--set", "dsec_night.frames_per_sequence=8"]
+    assert main(["synth", str(tmp_path), "--seed", "2", *options]) == 0
     assert len(list((tmp_path / "cityscapes/leftImg8bit/train").glob("*/*.png"))) == 3
     assert (tmp_path / "cityscapes/sample_class_stats.json").is_file()
     train_list = (tmp_path / "DSEC_Night/night_dataset_warp.txt").read_text().splitlines()

@@ -36,7 +36,7 @@ def test_unknown_target_is_a_sentence():
 def test_every_target_builds_its_splits_from_its_twin(name, tiny_config):
     config = tiny_config(target=name)
     spec = config.target
-    train = spec.build(config.data.target, "train", 0)
+    train = spec.dataset(config.data.target, "train", 0)
     sample = train[0]
     crop_w, crop_h = config.data.target.crop if name != "dsec_night" else config.data.target.resize
     assert sample["image"].shape == (3, crop_h, crop_w)

@@ -228,7 +228,7 @@ def test_densification_falls_back_to_the_homography() -> None:
 def test_pixel_centre_sampling_reads_where_it_should() -> None:
     coords = sampling_coords()
     image = coordinate_image()
-    exact = warp.sample_bilinear(image, coords)
+    exact = warp.apply_taps(image, warp.bilinear_taps(coords, (FRAME_W, FRAME_H)))  # before the rounding
     inside = (coords[..., 0] <= FRAME_W - 1) & (coords[..., 1] <= FRAME_H - 1) & (coords >= 0).all(-1)
     np.testing.assert_allclose(exact[..., :2][inside], coords[inside], atol=1e-4)  # float32 weights
     warped, off_sensor = warp.sample_pixel_centres(image, coords)
@@ -371,7 +371,7 @@ def test_warp_dsec_on_the_synthetic_twin(synthetic_root: Path, tmp_path: Path, c
     recovers the event view (the twin's warp_images) better than the homography does."""
     from cmda.cli import main
     from cmda.data.dsec import build_index_files
-    from cmda.data.synthetic import DSEC_SEQUENCES
+    from cmda.data.dsec_twin import DSEC_SEQUENCES
 
     root = tmp_path / "DSEC_Night"
     shutil.copytree(synthetic_root / "DSEC_Night" / DSEC_SEQUENCES[1], root / "zurich_city_10_a")

@@ -1,5 +1,8 @@
 """`cmda data ...` subcommands: synth, index-dsec, prepare-cityscapes, warp-dsec, check.
 
+`check` and `synth` loop over the registry (`cmda.data.targets.dataset_kinds`: the source and every
+registered target), so their choices and help name every dataset the registry knows.
+
 `add_data_commands` is called by cmda/cli.py; `main` runs the same commands standalone
 (`python -m cmda.data.commands ...`).
 """
@@ -26,12 +29,9 @@ def _run_index_dsec(args: argparse.Namespace) -> None:
 def _run_check(args: argparse.Namespace) -> int:
     from cmda.data.check import check_tree
 
+    settings = {"window_frames": args.window_frames} if args.window_frames is not None else {}
     reports = check_tree(
-        args.root,
-        kind=args.kind,
-        thorough=not args.fast,
-        decode_images=args.decode_images,
-        window_frames=args.window_frames,
+        args.root, kind=args.kind, thorough=not args.fast, decode_images=args.decode_images, settings=settings
     )
     for report in reports:
         print(f"checked {report.summary()}")
@@ -62,10 +62,13 @@ def _run_warp_dsec(args: argparse.Namespace) -> None:
 def add_data_commands(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register `data` with its subcommands; each sets `func(args)` on the parsed namespace."""
     from cmda.data.synthetic import add_synth_arguments
+    from cmda.data.targets import dataset_kinds
 
+    kinds = dataset_kinds()
+    titles = ", ".join(files.title for files in kinds.values())
     data = subparsers.add_parser("data", help="prepare datasets or generate the synthetic twin")
     commands = data.add_subparsers(dest="data_command", required=True)
-    synth = commands.add_parser("synth", help="write a small synthetic Cityscapes + DSEC-Night twin")
+    synth = commands.add_parser("synth", help=f"write a small synthetic twin of every dataset ({titles})")
     add_synth_arguments(synth)
     synth.set_defaults(func=_run_synth)
     index = commands.add_parser("index-dsec", help="write DSEC event index and train/test list files")
@@ -87,15 +90,14 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> argparse.Argume
     warp = commands.add_parser("warp-dsec", help="warp DSEC frame images into the event camera (warp_images)")
     add_warp_arguments(warp)
     warp.set_defaults(func=_run_warp_dsec)
-    check = commands.add_parser(
-        "check",
-        help="find missing, unreadable or inconsistent files in Cityscapes / DSEC-Night / Dark Zurich",
-    )
+    check = commands.add_parser("check", help=f"find missing, unreadable or inconsistent files ({titles})")
     check.add_argument("root", type=Path, help="a dataset root, or a folder holding several (e.g. data/)")
-    check.add_argument("--kind", choices=("auto", "cityscapes", "dsec_night", "dark_zurich"), default="auto")
+    check.add_argument("--kind", choices=("auto", *kinds), default="auto")
     check.add_argument("--fast", action="store_true", help="headers and metadata only (what training runs)")
     check.add_argument("--decode-images", action="store_true", help="also decode every image (slow)")
-    check.add_argument("--window-frames", type=int, default=1, help="DSEC event window in frames (config)")
+    check.add_argument(
+        "--window-frames", type=int, default=None, help="event window in frames (data.target.window_frames)"
+    )
     check.set_defaults(func=_run_check)
     return data
 
@@ -113,12 +115,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_data_command(args: argparse.Namespace) -> int:
-    """Run a parsed `cmda data ...` command: its exit code, or 2 with the message for bad data."""
-    from cmda.data.errors import DataError
+    """Run a parsed `cmda data ...` command: its exit code, or 2 with the message for rejected input
+    (the same rule as `cmda`'s: `cmda.cli.is_expected`)."""
+    from cmda.cli import is_expected
 
     try:
         return int(args.func(args) or 0)
-    except (DataError, FileNotFoundError) as error:
+    except Exception as error:
+        if not is_expected(error):
+            raise
         print(f"error: {error}", file=sys.stderr)
         return 2
 
