@@ -117,7 +117,12 @@ def is_expected(error: BaseException) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    return run_command(build_parser().parse_args(argv))
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run a parsed command: its exit code; 2 with one `error:` line for a failure the user can fix
+    (`is_expected`), 130 when interrupted; anything else keeps its traceback."""
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

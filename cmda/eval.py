@@ -82,10 +82,11 @@ def evaluate(
     try:
         for index, batch in enumerate(loader):
             image = batch["image"].to(device)
-            second = batch[target.second_modality].to(device) if target.eval_branch == "fusion" else None
+            fuses = target.eval_branch == "fusion"
+            second_modality = batch[target.second_modality].to(device) if fuses else None
             label = batch["label"].to(device)
             with autocast():
-                logits = model.predict(image, second)
+                logits = model.predict(image, second_modality)
             logits = F.interpolate(
                 logits.float(), size=label.shape[-2:], mode="bilinear", align_corners=False
             )

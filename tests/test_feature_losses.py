@@ -90,9 +90,8 @@ def test_event_terms_compare_the_targets_second_modality():
     """On an ISR target the EVENT terms read the second backbone's ISR features."""
     src, tgt = features(9), features(10)
     variant = VARIANTS["rgb_st+event_st"]
-    isr = variant.compute(
-        "mixed", FeatureContext(source=src, target=tgt, second="isr"), {"rgb_st": 1.0, "event_st": 1.0}
-    )
+    ctx = FeatureContext(source=src, target=tgt, second_modality="isr")
+    isr = variant.compute("mixed", ctx, {"rgb_st": 1.0, "event_st": 1.0})
     assert isr["event_st"][1] == pytest.approx(F.mse_loss(tgt["isr"][3], src["isr"][3]).item())
 
 

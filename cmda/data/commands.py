@@ -110,22 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(argv) if argv is not None else sys.argv[1:]
     if argv and argv[0] != "data":
         argv = ["data", *argv]
-    args = parser.parse_args(argv)
-    return run_data_command(args)
+    from cmda.cli import run_command
 
-
-def run_data_command(args: argparse.Namespace) -> int:
-    """Run a parsed `cmda data ...` command: its exit code, or 2 with the message for rejected input
-    (the same rule as `cmda`'s: `cmda.cli.is_expected`)."""
-    from cmda.cli import is_expected
-
-    try:
-        return int(args.func(args) or 0)
-    except Exception as error:
-        if not is_expected(error):
-            raise
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return run_command(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

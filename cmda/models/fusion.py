@@ -21,10 +21,12 @@ from cmda.models.mit import Block, MixFFN, map_to_tokens, tokens_to_map
 FUSION_SR_RATIOS = (8, 4, 2, 1)
 
 
-def _check_pair(first: Sequence[Tensor], second: Sequence[Tensor], stages: int) -> None:
-    if len(first) != stages or len(second) != stages:
-        raise ValueError(f"fusion expects {stages} maps per modality, got {len(first)} and {len(second)}")
-    for stage, (a, b) in enumerate(zip(first, second, strict=True)):
+def _check_pair(image: Sequence[Tensor], second_modality: Sequence[Tensor], stages: int) -> None:
+    if len(image) != stages or len(second_modality) != stages:
+        raise ValueError(
+            f"fusion expects {stages} maps per modality, got {len(image)} and {len(second_modality)}"
+        )
+    for stage, (a, b) in enumerate(zip(image, second_modality, strict=True)):
         if a.shape != b.shape:
             raise ValueError(f"fusion stage {stage}: shapes differ, {tuple(a.shape)} vs {tuple(b.shape)}")
 
@@ -72,10 +74,10 @@ class AttentionFusion(nn.Module):
         self.blocks = nn.ModuleList(_fusion_block(2 * d, r, drop_path) for d, r in zip(embed_dims, sr_ratios))
         self.projections = nn.ModuleList(MixFFN(2 * d, d, d) for d in embed_dims)
 
-    def forward(self, first: Sequence[Tensor], second: Sequence[Tensor]) -> list[Tensor]:
-        _check_pair(first, second, len(self.embed_dims))
+    def forward(self, image: Sequence[Tensor], second_modality: Sequence[Tensor]) -> list[Tensor]:
+        _check_pair(image, second_modality, len(self.embed_dims))
         fused = []
-        for x_a, x_b, block, projection in zip(first, second, self.blocks, self.projections):
+        for x_a, x_b, block, projection in zip(image, second_modality, self.blocks, self.projections):
             height, width = x_a.shape[-2:]
             tokens = block(map_to_tokens(torch.cat([x_a, x_b], dim=1)), height, width)
             fused.append(tokens_to_map(projection(tokens, height, width), height, width))
@@ -89,9 +91,9 @@ class AverageFusion(nn.Module):
         super().__init__()
         self.embed_dims = list(embed_dims)
 
-    def forward(self, first: Sequence[Tensor], second: Sequence[Tensor]) -> list[Tensor]:
-        _check_pair(first, second, len(self.embed_dims))
-        return [0.5 * (a + b) for a, b in zip(first, second)]
+    def forward(self, image: Sequence[Tensor], second_modality: Sequence[Tensor]) -> list[Tensor]:
+        _check_pair(image, second_modality, len(self.embed_dims))
+        return [0.5 * (a + b) for a, b in zip(image, second_modality)]
 
 
 FUSIONS: dict[str, type[nn.Module]] = {

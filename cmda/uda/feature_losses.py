@@ -19,9 +19,9 @@ alignment instead of a pixel-wise pull between unrelated images), `target_featur
 student pass on the pure night batch supplies the target features).
 
 "EVENT" terms compare the features of the second backbone, i.e. of the target's second modality (events
-on DSEC-Night, the image's ISR on Dark Zurich: `FeatureContext.second`). A term that needs something only
-some targets provide declares it in `Term.requires`; the config refuses such a variant on a target without
-it, naming both.
+on DSEC-Night, the image's ISR on Dark Zurich: `FeatureContext.second_modality`). A term that needs
+something only some targets provide declares it in `Term.requires`; the config refuses such a variant on a
+target without it, naming both.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class FeatureContext:
     mask_min_fraction: float = MIN_ACTIVE_FRACTION
     diagnostics: dict[str, Tensor] = field(default_factory=dict)
     """Values a term records for the log (not losses), e.g. the masked-event coverage."""
-    second: str = "events"
+    second_modality: str = "events"
     """Feature key of the second modality ("events" or "isr"): what the EVENT terms compare."""
 
 
@@ -137,7 +137,7 @@ def _detached(features: list[Tensor]) -> list[Tensor]:
 def rgb_event_src(ctx: FeatureContext) -> Tensor:
     """L2(RGB src, EVENT src): image vs event encoder on the day batch, before fusion; nothing detached,
     so both encoders are pulled toward each other (study: dacs_loss_L2_sourcedomain.py, lambda_l2)."""
-    return feature_distance(ctx.source["image"], ctx.source[ctx.second], ctx)
+    return feature_distance(ctx.source["image"], ctx.source[ctx.second_modality], ctx)
 
 
 def fusion_st(ctx: FeatureContext) -> Tensor:
@@ -154,13 +154,13 @@ def rgb_st(ctx: FeatureContext) -> Tensor:
 def event_s_rgb_t(ctx: FeatureContext) -> Tensor:
     """L2(EVENT src, RGB tgt): the target IMAGE features pulled toward the source EVENT features, source
     detached; the target event branch gets no gradient (study: dacs_L2_RGBst_L2_EVENTsRGBt.py)."""
-    return feature_distance(ctx.target["image"], _detached(ctx.source[ctx.second]), ctx)
+    return feature_distance(ctx.target["image"], _detached(ctx.source[ctx.second_modality]), ctx)
 
 
 def event_st(ctx: FeatureContext) -> Tensor:
     """L2(EVENT src, EVENT tgt): event-encoder outputs, source detached
     (study: dacs_L2_RGBst_L2_EVENTst.py)."""
-    return feature_distance(ctx.target[ctx.second], _detached(ctx.source[ctx.second]), ctx)
+    return feature_distance(ctx.target[ctx.second_modality], _detached(ctx.source[ctx.second_modality]), ctx)
 
 
 def masked_event_s_rgb_t(ctx: FeatureContext) -> Tensor:
