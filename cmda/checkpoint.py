@@ -9,7 +9,6 @@ reads checkpoints with them. See docs/ARCHITECTURE.md ("cmda.train") for the fol
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import random
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 
 from cmda.config import Config, config_from_dict, save_config
-from cmda.errors import RunError
+from cmda.errors import DISK_PROBLEMS, RunError
 from cmda.io import atomic_directory, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -77,18 +76,11 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
 
 def disk_error(error: OSError, what: Path) -> RunError | None:
     """A full, read-only or forbidden work dir as a sentence (None for other OS errors)."""
-    reasons = {
-        errno.ENOSPC: "the disk is full",
-        errno.EDQUOT: "the disk quota is exceeded",
-        errno.EROFS: "the file system is read-only",
-        errno.EACCES: "permission is denied",
-        errno.EPERM: "permission is denied",
-    }
-    if error.errno not in reasons:
+    if error.errno not in DISK_PROBLEMS:
         return None
     return RunError(
-        f"cannot write {what}: {reasons[error.errno]} ({error.strerror}); free space or choose a writable "
-        "train.work_dir (resume from its last complete checkpoint with --resume)"
+        f"cannot write {what}: {DISK_PROBLEMS[error.errno]} ({error.strerror}); free space or choose a "
+        "writable train.work_dir (resume from its last complete checkpoint with --resume)"
     )
 
 

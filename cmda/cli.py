@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
 import json
 import logging
 import shutil
@@ -102,37 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-EXPECTED_OS_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
-
-
-def is_expected(error: BaseException) -> bool:
-    """Failures a user can fix, printed as one sentence: config, data, run and disk errors. Anything else
-    (a bug) keeps its traceback."""
-    from cmda.errors import CMDAError
-
-    if isinstance(error, CMDAError | ValueError | FileNotFoundError):
-        return True
-    return isinstance(error, OSError) and error.errno in EXPECTED_OS_ERRORS
-
-
 def main(argv: list[str] | None = None) -> int:
+    from cmda.errors import run_command
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     return run_command(build_parser().parse_args(argv))
-
-
-def run_command(args: argparse.Namespace) -> int:
-    """Run a parsed command: its exit code; 2 with one `error:` line for a failure the user can fix
-    (`is_expected`), 130 when interrupted; anything else keeps its traceback."""
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except Exception as error:
-        if not is_expected(error):
-            raise
-        print(f"error: {error}", file=sys.stderr)
-        return 2
 
 
 if __name__ == "__main__":

@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(argv) if argv is not None else sys.argv[1:]
     if argv and argv[0] != "data":
         argv = ["data", *argv]
-    from cmda.cli import run_command
+    from cmda.errors import run_command
 
     return run_command(parser.parse_args(argv))
 
