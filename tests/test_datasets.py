@@ -310,6 +310,36 @@ def test_dsec_events_window_matches_event_index(synthetic_root: Path) -> None:
     assert two.load(0)["events"].shape == (2, 120, 160)
 
 
+def test_event_index_0_is_an_event_for_the_dataset_and_the_check(synthetic_root: Path, monkeypatch) -> None:
+    """One rule for a frame's event window (`dsec_layout.event_window`): index 0 is the recording's first
+    event, -1 (a timestamp outside the recording) refuses the window; the dataset and the check apply it."""
+    from cmda.data import dsec_check, dsec_layout
+
+    path = Path("images_to_events_index.txt")
+    index = np.array([-1, 0, 0, 7])
+    assert dsec_layout.event_window(index, 2, 1, path) == (0, 0)
+    assert dsec_layout.event_window(index, 3, 2, path) == (0, 7)
+    with pytest.raises(DataError, match=r"frame 1 has an event window from frame 0 \(event index -1\)"):
+        dsec_layout.event_window(index, 1, 1, path)
+    with pytest.raises(DataError, match=r"frame 0 needs lines 0\.\.1"):
+        dsec_layout.event_window(index, 0, 1, path)
+    root = synthetic_root / "DSEC_Night"
+    dataset = DSECNightDataset(root, split="test")
+    sequence, frame = dataset.samples[0]
+    dataset._event_index[sequence] = np.zeros(frame + 1, dtype=np.int64)  # every frame at the first event
+    assert dataset.event_window(sequence, frame) == (0, 0)
+    windows = []
+    rule = dsec_layout.event_window
+    monkeypatch.setattr(dsec_layout, "event_window", lambda *args: windows.append(args[:2]) or rule(*args))
+    assert dsec_check.check(root, thorough=False).ok
+    listed = {
+        (entry.sequence, entry.frame)
+        for name in (dsec_layout.TRAIN_LIST, dsec_layout.TEST_LIST)
+        for entry in dsec_layout.read_list_file(root / name, root)
+    }
+    assert len(windows) == len(listed)  # the check asked the rule once per listed frame
+
+
 def _copy_dsec(synthetic_root: Path, tmp_path: Path) -> Path:
     root = tmp_path / "DSEC_Night"
     shutil.copytree(synthetic_root / "DSEC_Night", root)

@@ -42,6 +42,11 @@ class Twin:
         raise NotImplementedError
 
 
+def twin_folders(root: str | Path) -> dict[str, Path]:
+    """Dataset kind -> the folder `generate` writes its twin into (ROOT/<its synthetic_dir>)."""
+    return {name: Path(root) / files.synthetic_dir for name, files in dataset_kinds().items()}
+
+
 def generate(
     root: str | Path,
     seed: int = 0,
@@ -61,7 +66,7 @@ def generate(
     if unknown:
         raise ValueError(f"twin options for unknown dataset kind(s) {unknown}; the kinds are {list(kinds)}")
     writers = {name: files.twin(real_size, **options.get(name, {})) for name, files in kinds.items()}
-    folders = {name: Path(root) / kinds[name].synthetic_dir for name in writers}
+    folders = twin_folders(root)
     for name, writer in writers.items():
         writer.write(folders[name], seed, workers)
     return folders
