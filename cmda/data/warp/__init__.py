@@ -38,6 +38,7 @@ Two sampling conventions (see docs/ARCHITECTURE.md, "Deliberate deviations from 
 """
 
 from cmda.data.warp.calibration import (
+    CALIBRATION_FILE,
     DSEC_EVENT_SIZE,
     DSEC_FRAME_SIZE,
     EVENT_BASELINE_M,
@@ -77,6 +78,7 @@ from cmda.data.warp.run import (
 from cmda.data.warp.sample import apply_taps, bilinear_taps, in_view, sample_cmda_v1, sample_pixel_centres
 
 __all__ = [
+    "CALIBRATION_FILE",
     "DIAGONAL_STEP",
     "DISPARITY_SCALE",
     "DSEC_EVENT_SIZE",
