@@ -18,8 +18,8 @@ import pandas as pd
 from analysis.compare import COMPLETE, STOPPED, Options
 from analysis.setting import Setting
 from analysis.stats import CORRECTION_NAMES, PowerNote, power_note
+from tune.configuration import BASELINE_VARIANT
 from tune.experiment import ERROR, PAUSED, PENDING, RUNNING, TERMINATED
-from tune.sweep import BASELINE_VARIANT
 
 DASH = "–"
 

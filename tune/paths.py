@@ -24,13 +24,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from cmda.io import is_unset
 from cmda.overrides import dotted_get
 from tune.experiment import is_uri
-from tune.sweep import SweepError, trial_template
+from tune.sweep import PathError, parse_path_map, trial_template
 
 FOLDER, FILE = "folder", "file"
 PATH_KEYS: dict[str, str] = {
@@ -42,10 +42,6 @@ PATH_KEYS: dict[str, str] = {
 """Trainer config keys that hold a path, and what must exist there."""
 
 
-class PathError(SweepError):
-    """A path a trial needs that cannot mean the same on every node; the message names file and field."""
-
-
 @dataclass(frozen=True)
 class TrialPath:
     """A path a trial reads: the config key, the path, what must exist there, and where it was set."""
@@ -54,25 +50,6 @@ class TrialPath:
     path: str
     kind: str
     origin: str  # "<file>: field '<dotted field>'", for messages
-
-
-def parse_path_map(raw: Any, source: str, fieldname: str = "path_map") -> dict[str, str]:
-    """Validate a {driver folder: cluster folder} mapping; both sides absolute (`~` expands on the driver)."""
-    if raw is None:
-        return {}
-    if not isinstance(raw, Mapping):
-        raise PathError(f"{source}: field '{fieldname}': expected a mapping of driver folder -> cluster "
-                        f"folder, got {raw!r}")
-    out: dict[str, str] = {}
-    for local, remote in raw.items():
-        where = f"{source}: field '{fieldname}.{local}'"
-        if not isinstance(local, str) or not isinstance(remote, str) or not local or not remote:
-            raise PathError(f"{where}: expected folder names on both sides, got {local!r}: {remote!r}")
-        local_path = os.path.abspath(os.path.expanduser(local))
-        if not PurePosixPath(remote).is_absolute():
-            raise PathError(f"{where}: the cluster side must be absolute, got {remote!r}")
-        out[local_path] = os.path.normpath(remote)
-    return out
 
 
 def parse_path_map_options(items: Sequence[str]) -> dict[str, str]:

@@ -27,7 +27,8 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
-from tune.sweep import BASELINE_VARIANT, OptunaSearch, SweepSpec, configuration_key, make_configuration
+from tune.configuration import BASELINE_VARIANT, Configuration
+from tune.sweep import OptunaSearch, SweepSpec, make_configuration
 
 
 class _PickledState(Searcher):
@@ -110,7 +111,7 @@ class ConfigurationOptuna(_PickledState):
 
     # -- proposing --------------------------------------------------------------------------------------
 
-    def _ask(self) -> tuple[int, dict[str, Any]]:
+    def _ask(self) -> tuple[int, Configuration]:
         trial = self._study.ask()
         self._optuna_trials[trial.number] = trial
         variant = trial.suggest_categorical("variant", list(self._space.variants))
@@ -118,7 +119,7 @@ class ConfigurationOptuna(_PickledState):
         if variant != BASELINE_VARIANT:
             rng = self._space.ranges[variant]
             scale = trial.suggest_float(f"lambda_scale/{variant}", rng.low, rng.high, log=True)
-        return trial.number, make_configuration(variant, scale, None).as_param()
+        return trial.number, make_configuration(variant, scale, None)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         while not self._queue:
@@ -127,9 +128,9 @@ class ConfigurationOptuna(_PickledState):
                 or self._repeats_in_a_row > 10 * self._space.num_samples
             ):
                 return Searcher.FINISHED
-            number, ablation = self._ask()
+            number, configuration = self._ask()
             self._asked += 1
-            key = configuration_key(ablation)
+            key = configuration.key
             record = self._records.get(key)
             if record is not None:  # proposed again: not trained twice
                 self._repeats_in_a_row += 1
@@ -139,9 +140,10 @@ class ConfigurationOptuna(_PickledState):
                 continue
             self._repeats_in_a_row = 0
             self._records[key] = _ConfigRecord(optuna_numbers=[number])
-            self._queue = [{"ablation": ablation, "seed": int(s), **self._common} for s in self._space.seeds]
+            self._queue = [{"ablation": configuration.as_param(), "seed": int(s), **self._common}
+                           for s in self._space.seeds]
         params = self._queue.pop(0)
-        key = configuration_key(params["ablation"])
+        key = Configuration.from_params(params).key
         self._trial_key[trial_id] = key
         self._records[key].seeds[trial_id] = params["seed"]
         return params
