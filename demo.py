@@ -1,4 +1,4 @@
-"""`make demo`: synthetic data -> the demo sweep on CPU -> the analysis report, in about 6 minutes on 2 cores.
+"""`make demo`: synthetic data -> the demo sweep on CPU -> the analysis report (README, Set-up).
 
 The sweep half is `tune.demo`, the report `analysis.report`; this script composes them because tune never
 imports the analysis (docs/ARCHITECTURE.md). Running it again on the same folder resumes the sweep

@@ -1,9 +1,9 @@
 """Searchers that emit a configuration's seeds next to each other.
 
 Ray's `grid_search` over {"ablation": ..., "seed": ...} varies the seed slowest, so a configuration's last
-seed starts long after its first, and a decision over a configuration's seeds waits for it (in a simulation
-of the study, per-configuration stopping used 82% of the full budget in Ray's order against 58% in
-configuration-major order). Both searchers here hand out trials configuration-major:
+seed starts long after its first, and a decision over a configuration's seeds waits for it, which costs much
+of what per-configuration stopping saves (benchmarks/README.md, early stopping on the study's shape). Both
+searchers here hand out trials configuration-major:
 
 - `GridSearcher` walks a fixed list of trial params (`SweepSpec.grid_trials()`).
 - `ConfigurationOptuna` asks Optuna for a configuration (variant, lambda scale), runs it on every seed of the
@@ -14,7 +14,8 @@ configuration-major order). Both searchers here hand out trials configuration-ma
   told the known result (at once, or when its seeds finish).
 
 Both save their state with the experiment (Ray pickles a searcher's `save` output) so `cmda-tune resume`
-continues where the sweep stopped.
+continues where the sweep stopped. Configurations are `tune.configuration.Configuration` keys, as the
+schedulers group them. See docs/ARCHITECTURE.md (tune).
 """
 
 from __future__ import annotations
