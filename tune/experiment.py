@@ -3,17 +3,8 @@
 Ray Tune writes experiments through pyarrow.fs, so this module reads them through the same layer: a local
 path, an NFS mount and `s3://bucket/prefix` (or `gs://`, honouring `AWS_ENDPOINT_URL` like Ray does) are
 handled alike. `cmda-tune status`, `cmda-tune resume` and `cmda-analyze` all read an experiment through
-`open_experiment`; nobody else parses `experiment_state-*.json`. Nothing here imports Ray or torch.
-
-What it understands of Ray's layout (Ray 2.5x/2.6x):
-- `experiment_state-<timestamp>.json` at the root: `trial_data` is a list of `[trial_json, runtime_json]`
-  pairs (JSON strings); the trial JSON has `trial_id`, `status`, `relative_logdir`, `config`; the runtime JSON
-  has `num_failures` and `last_result`. The newest file by the timestamp in its name wins (Ray re-uploads
-  every file at the end of a run, so modification times say nothing).
-- one folder per started trial with `params.json`, `result.json` (one JSON object per report, a line cut by a
-  crash possible: `tune.configuration.read_result_lines`), `progress.csv`, `error.txt` (one "Failure # N"
-  block per failure) and `checkpoint_*`.
-- our own additions: `sweep.yaml` at the root, `resolved_config.yaml`, `log.csv` and `tensorboard/` per trial.
+`open_experiment`; nobody else parses `experiment_state-*.json`. Nothing here imports Ray or torch. What it
+understands of Ray's layout: docs/ARCHITECTURE.md (tune, experiment folder).
 """
 
 from __future__ import annotations

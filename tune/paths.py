@@ -1,22 +1,11 @@
-"""Paths that mean the same on every node: data roots and weight files, made absolute on the driver.
+"""Paths that mean the same on every node: data roots and weight files, settled on the driver.
 
-A trainer config names its data and weights relative to the working directory (`data/cityscapes`,
-`pretrained/mit_b2.pth`), as `cmda train` reads them. Under Ray the trials run in worker processes whose
-working directory differs between the driver, the nodes of a launcher cluster and KubeRay pods, so the
-driver settles every path before any trial starts:
-
-1. A relative path is made absolute against the driver's working directory, lexically (`os.path.abspath`):
-   a link such as `data -> /mnt/shared/data` is kept as a link, because every node of the examples has it.
-2. `path_map` (sweep field, or `cmda-tune sweep --path-map LOCAL=CLUSTER`) rewrites a leading folder for
-   clusters that mount the data somewhere else than the driver sees it. Whole path components only; the
-   longest matching folder wins.
-3. When the driver is not a node of the cluster (Ray Client, `--address ray://...`), a relative path that no
-   `path_map` entry covers is rejected with the reason: nothing on the cluster can know this machine's
-   working directory.
-
-The result is a mapping of dotted config keys to absolute paths that joins the sweep's overrides, so each
-trial's params.json and resolved_config.yaml name the paths that trial used. Unset weights (`none`) and
-URIs are left alone. Whether the paths exist is checked where the trials run (`tune.remote`).
+A trainer config names its data and weights relative to the working directory, as `cmda train` reads them;
+under Ray the trials run in worker processes whose working directory differs between the driver, the nodes of
+a launcher cluster and KubeRay pods. So the driver makes every path absolute (and maps it with `path_map` for
+clusters that mount the data elsewhere) before any trial starts, and the settled paths join the sweep's
+overrides: each trial's params.json names the paths it used. The rules: docs/ARCHITECTURE.md (tune, beyond
+one machine); whether the paths exist is checked where the trials run (`tune.remote`).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ Asynchronous ASHA lets the first arrivals at a rung continue, so a real sweep sp
 (`benchmarks/scheduler_simulation.py` measures it; figures in benchmarks/README.md).
 
 Checkpoint size is computed from the model built on PyTorch's meta device (no memory, no weights): model and
-EMA teacher weights plus AdamW's two moments, all fp32.
+EMA teacher weights plus AdamW's two moments, all fp32. The JSON contract: docs/ARCHITECTURE.md (tune).
 """
 
 from __future__ import annotations

@@ -1,29 +1,10 @@
 """Trial schedulers: no early stopping, ASHA per trial, and ASHA per configuration over its seeds.
 
-All three share two behaviours Ray's own schedulers lack:
-
-- **Deterministic failures are not retried.** Ray calls `on_trial_error` for every failure, also a recoverable
-  one just before requeueing the trial (then `on_trial_add` again). When the trial's error is a
-  `DeterministicTrialError` (tune.trainable: a non-finite loss, a config or data error) the requeued trial is
-  ended as ERROR at once instead of running the same failure `max_failures` more times.
-- **State survives `cmda-tune resume`.** Ray does not save scheduler state with the experiment (Ray issue
-  30838); after a restore the rung records are rebuilt from the restored trials' `result.json` in storage,
-  replayed in time order, before any trial runs again.
-
-`GroupASHA` is asynchronous successive halving in its stopping form (Ray's ASHAScheduler with one bracket):
-rungs at grace_period * reduction_factor^k below max_t (`tune.configuration.Ladder`, Ray's float milestones,
-each judged at a trial's first report at or after it), a group is stopped at a rung when its score is below
-the (1 - 1/reduction_factor) quantile of the scores recorded there before it; the first arrivals continue.
-With `group_by="trial"` every trial is its own group (plain ASHA). With `group_by="configuration"` a group is
-a configuration's seeds: its score at a rung is the MEAN over its seeds, taken once every live seed has
-reached the rung, and the decision applies to all seeds together, so a configuration is either compared at
-full budget on every seed or censored at the same rung on every seed (Ray's ASHA would stop single unlucky
-seeds and bias the mean over seeds). Further:
-
-- a recoverable failure is not permanent: a retried seed keeps its place in its configuration;
-- a seed that failed for good no longer holds its configuration's rungs: they are decided over the others;
-- siblings of a stopped configuration are stopped at once (`stop_trial`), not at their next report;
-- cutoffs ignore non-finite scores, and a configuration whose score is NaN is worse than any finite one.
+Ray's ASHAScheduler judges trials one by one, so it stops single unlucky seeds and biases a configuration's
+mean over seeds; `GroupASHA` judges a configuration's seeds together (their mean at a rung, once every live
+seed reached it) and stops them together. Every scheduler here also ends a deterministic failure instead of
+retrying it, and rebuilds its rung records from result.json after `cmda-tune resume` (Ray does not save
+scheduler state, Ray issue 30838). The rules one by one: docs/ARCHITECTURE.md (tune, scheduling).
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
-from tune.configuration import BASELINE_VARIANT, Configuration
+from tune.configuration import BASELINE_VARIANT, Configuration, report_max_iters
 from tune.sweep import OptunaSearch, SweepSpec, make_configuration
 
 
@@ -190,7 +190,7 @@ class ConfigurationOptuna(_PickledState):
 
     def _ran_to_the_end(self, result: Mapping[str, Any]) -> bool:
         reached = result.get(self._time_attr)
-        budget = self._full_budget if self._full_budget is not None else result.get("max_iters")
+        budget = self._full_budget if self._full_budget is not None else report_max_iters(result)
         return reached is not None and budget is not None and reached >= budget
 
     def _tell(self, number: int, outcome: tuple[str, float | None, dict[int, float]]) -> None:

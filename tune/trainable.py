@@ -1,24 +1,10 @@
 """The function Ray Tune runs for one trial: resolve the trainer config, train, report every evaluation.
 
-The trainer (`cmda.train.run`) never imports Ray; this module is the only bridge. It turns the trainer's
-`report(metrics, checkpoint_dir)` callback into `tune.report(..., checkpoint=...)` and hands the checkpoint
-Ray restores (`tune.get_checkpoint()`) back to the trainer as `resume_from`, so a retried trial continues
-its iteration count instead of restarting.
-
-Storage discipline (what a trial leaves in the experiment folder):
-- The trainer's work dir (its own checkpoints, logs) is node-local scratch OUTSIDE Ray's trial folder
-  (`$CMDA_SCRATCH`, default the system temp dir) and is removed when the trial ends; each of the trainer's
-  checkpoint folders is deleted as soon as `tune.report` returns, i.e. once Ray has copied it to storage.
-  Ray's `CheckpointConfig` decides which checkpoints stay (the best by the sweep's metric and the latest).
-- The small files (`resolved_config.yaml`, the trainer's `log.csv` and `tensorboard/`) are copied into the
-  trial's artifact folder before every report; Ray's artifact sync (`SyncConfig(sync_artifacts=True)`)
-  uploads that folder from whichever node runs the trial, so they arrive from non-driver nodes too.
-  Ray itself writes `params.json`, `result.json`, `progress.csv` and `error.txt` from the driver.
-- A resumed trial reads its checkpoint in place (`Checkpoint.as_directory`: no copy on local or shared
-  storage, a temporary download for s3:// and gs://, removed afterwards).
-
-Deterministic failures (a non-finite loss, a config, YAML or data error) are raised as
-`DeterministicTrialError`; the schedulers in `tune.schedulers` end such a trial instead of retrying it.
+The trainer (`cmda.train.run`) never imports Ray; this module is the only bridge. The trainer's
+`report(metrics, checkpoint_dir)` callback becomes `tune.report(..., checkpoint=...)`, and the checkpoint Ray
+restores goes back to the trainer as `resume_from`, so a retried trial continues its iteration count instead
+of restarting; a failure a retry cannot fix is raised as `DeterministicTrialError` for the schedulers. What a
+trial leaves where (node-local scratch, the artifact folder, checkpoints): docs/ARCHITECTURE.md (tune).
 """
 
 from __future__ import annotations
