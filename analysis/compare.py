@@ -26,8 +26,8 @@ import pandas as pd
 
 from analysis.load import Loaded
 from analysis.stats import adjust_p_values, bootstrap_ci, mean_ci, paired_p_value
+from tune.configuration import BASELINE_VARIANT
 from tune.experiment import ERROR, TERMINATED
-from tune.sweep import BASELINE_VARIANT
 
 COMPLETE, STOPPED, RUNNING, ERRORED, NO_RESULTS = "complete", "stopped", "running", "errored", "no results"
 CSV_COLUMNS = ("variant", "lambda", "budget", "delta", "ci_low", "ci_high", "n_pairs", "p_value",

@@ -17,25 +17,17 @@ from analysis.compare import COMPLETE, STOPPED  # noqa: E402
 from analysis.setting import Setting  # noqa: E402
 from cmda.data import CLASSES  # noqa: E402
 from cmda.io import write_atomic  # noqa: E402
-from tune.sweep import BASELINE_VARIANT  # noqa: E402
+from cmda.uda.variant_names import VARIANT_NAMES  # noqa: E402
+from tune.configuration import BASELINE_VARIANT  # noqa: E402
 
-VARIANT_ORDER = (
-    "none",
-    "src_rgb_event",
-    "src_rgb_event+fusion_st",
-    "fusion_st",
-    "rgb_st+event_s_rgb_t",
-    "rgb_st+event_st",
-    "rgb_st+event_s_rgb_t+masked_event",
-)
 MARKERS = "osD^v<>ph*"
 
 
 def variant_colors(variants) -> dict[str, tuple]:
     """A stable colour per variant: known variants keep their slot, others follow."""
     cmap = plt.get_cmap("tab10")
-    extra = sorted(set(variants) - set(VARIANT_ORDER))
-    return {name: cmap(i % 10) for i, name in enumerate(list(VARIANT_ORDER) + extra)}
+    extra = sorted(set(variants) - set(VARIANT_NAMES))
+    return {name: cmap(i % 10) for i, name in enumerate(list(VARIANT_NAMES) + extra)}
 
 
 def save(fig, out_dir: Path, name: str) -> list[Path]:

@@ -18,8 +18,8 @@ import pandas as pd
 from analysis.compare import COMPLETE, STOPPED, Options
 from analysis.setting import Setting
 from analysis.stats import CORRECTION_NAMES, PowerNote, power_note
+from tune.configuration import BASELINE_VARIANT
 from tune.experiment import ERROR, PAUSED, PENDING, RUNNING, TERMINATED
-from tune.sweep import BASELINE_VARIANT
 
 DASH = "–"
 
@@ -146,8 +146,7 @@ def headline_table(comparisons: pd.DataFrame, baseline: dict[str, Any], setting:
     if baseline and baseline.get("status") != COMPLETE:
         notes.append(f"The baseline did not run to the end (it reached {baseline['budget']}): every "
                      "configuration is compared with it at most there.")
-    notes += [f"{r['variant']} {r['lambda']}: {r['note']}".replace("  ", " ") for _, r in rows.iterrows()
-              if r["note"]]
+    notes += [f"{r['config']}: {r['note']}" for _, r in rows.iterrows() if r["note"]]
     if len(rows):
         notes.append(_power(rows, comparisons, setting, options, effect).text)
     return Table("Configurations that ran to the end", frame, caption, notes, bold)
@@ -171,7 +170,7 @@ def stopped_table(comparisons: pd.DataFrame, setting: Setting, options: Options,
                f"the survivors' means at that rung (the decision the scheduler took) and their difference to "
                f"the baseline there. These numbers come from fewer iterations than the table above and are "
                f"not ranked with it. " + _test_sentence(comparisons, options))
-    notes = [f"{r['variant']} {r['lambda']}: {r['note']}" for _, r in rows.iterrows() if r["note"]]
+    notes = [f"{r['config']}: {r['note']}" for _, r in rows.iterrows() if r["note"]]
     if len(rows):
         notes.append(_power(rows, comparisons, setting, options, effect).text)
     return Table("Configurations stopped early", pd.DataFrame(cells, columns=header), caption, notes)

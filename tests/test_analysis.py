@@ -19,7 +19,7 @@ from analysis_fixtures import STUDY_SWEEP, Trial, study_trials, write_experiment
 from scipy import stats as scipy_stats
 from statsmodels.stats.multitest import multipletests
 
-from analysis.cells import Cell, configuration_names
+from analysis.cells import configuration_names, read_configuration
 from analysis.compare import CSV_COLUMNS, EXTRA_COLUMNS, Options, comparisons
 from analysis.load import load
 from analysis.report import FIGURES, build
@@ -34,6 +34,7 @@ from analysis.stats import (
 )
 from analysis.tables import headline_table, to_markdown
 from cmda.data import targets
+from tune.configuration import Configuration
 from tune.experiment import ExperimentError
 
 RESOLVED = "data:\n  target: {name: dsec_night}\nmodel: {backbone: mit_b0}\ntrain: {max_iters: 80}\n"
@@ -268,25 +269,24 @@ def test_published_cmda_number_only_in_its_setting():
 
 
 def test_configuration_is_variant_and_resolved_lambdas_with_a_readable_label():
-    scaled = Cell.from_params({"ablation": {"variant": "fusion_st", "lambda_scale": 1.0,
-                                            "lambdas": {"fusion_st": 0.05}}})
-    explicit = Cell.from_params({"ablation": {"variant": "fusion_st", "lambda_scale": None,
-                                              "lambdas": {"fusion_st": 0.05}}})
-    pair = Cell.from_params({"ablation": {"variant": "rgb_st+event_st", "lambdas": {"rgb_st": 0.1,
-                                                                                    "event_st": 0.05}}})
-    assert scaled.key == explicit.key and (scaled.label, explicit.label) == ("x1", "fusion_st=0.05")
-    assert pair.label == "event_st=0.05, rgb_st=0.1"
-    assert Cell.from_params({"ablation": {"variant": "none", "lambdas": {}}}).label == ""
-    half = Cell.from_params({"ablation": {"variant": "fusion_st", "lambda_scale": 0.5,
-                                          "lambdas": {"fusion_st": 0.025}}})
-    twin = Cell("fusion_st", 0.5, {"fusion_st": 0.03})  # same scale, other defaults: names must not clash
+    def read(ablation):
+        return read_configuration({"ablation": ablation})[0]
+
+    scaled = read({"variant": "fusion_st", "lambda_scale": 1.0, "lambdas": {"fusion_st": 0.05}})
+    explicit = read({"variant": "fusion_st", "lambda_scale": None, "lambdas": {"fusion_st": 0.05}})
+    pair = read({"variant": "rgb_st+event_st", "lambdas": {"rgb_st": 0.1, "event_st": 0.05}})
+    assert scaled.key == explicit.key
+    assert (scaled.lambda_label, explicit.lambda_label) == ("x1", "fusion_st=0.05")
+    assert pair.lambda_label == "event_st=0.05,rgb_st=0.1"  # the sweep's spelling (tune.configuration)
+    assert read({"variant": "none", "lambdas": {}}).lambda_label == ""
+    half = read({"variant": "fusion_st", "lambda_scale": 0.5, "lambdas": {"fusion_st": 0.025}})
+    twin = Configuration("fusion_st", {"fusion_st": 0.03}, lambda_scale=0.5)  # same scale, other defaults
     assert configuration_names({half.key: half, twin.key: twin}) == {
         half.key: "fusion_st fusion_st=0.025", twin.key: "fusion_st fusion_st=0.03"}
-    broken = Cell.from_params({"seed": 0})
-    assert broken.variant == "unknown" and broken.problems
-    old = [Cell.from_params({"ablation": {"variant": "fusion_st", "lambda": w, "lambdas": {}}})
-           for w in (0.1, 1)]
-    assert old[0].key != old[1].key and old[0].label == "weight=0.1" and old[0].problems
+    broken, problems = read_configuration({"seed": 0})
+    assert broken.variant == "unknown" and problems
+    odd, problems = read_configuration({"ablation": {"variant": "fusion_st", "lambdas": {"fusion_st": "x"}}})
+    assert odd.variant == "fusion_st" and problems == ("ablation.lambdas.fusion_st is 'x', not a number",)
 
 
 # -- what Ray leaves behind ----------------------------------------------------------------------------------

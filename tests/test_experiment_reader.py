@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tune.configuration import read_result_lines
 from tune.experiment import (
     ERROR,
     PENDING,
@@ -112,7 +113,7 @@ def test_error_summary_without_exception_line_falls_back_to_last_line() -> None:
 
 
 def test_parse_results_without_iterations_keeps_report_order() -> None:
-    rows, problems = parse_results('{"a": 1}\n{"a": 2}\n', "r.json")
+    rows, problems = parse_results(read_result_lines('{"a": 1}\n{"a": 2}\n'), "r.json")
     assert [r["a"] for r in rows] == [1, 2] and problems == []
 
 

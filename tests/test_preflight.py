@@ -68,7 +68,7 @@ def test_every_trials_trainer_config_is_validated(tmp_path: Path, capsys) -> Non
     overrides = {"train.max_iter": 20, "data.source.root": "x"}
     code, out = check(tmp_path, capsys, overrides=overrides)
     assert code == 2 and "max_iter" in out and "the trainer rejects its config" in out
-    assert str(tmp_path / "sweep.yaml") in out and "trial none (lambda -, seed 0)" in out
+    assert str(tmp_path / "sweep.yaml") in out and "trial none, seed 0: the trainer rejects" in out
 
 
 def test_missing_data_and_weights_are_named(tmp_path: Path, capsys) -> None:

@@ -72,12 +72,18 @@ def test_per_config_decides_on_the_mean_over_seeds_and_stops_siblings_at_once() 
     assert "2 configurations, 1 stopped" in sched.debug_string()
 
 
-def test_plain_asha_is_rays_asha_decision_for_decision() -> None:
+@pytest.mark.parametrize(
+    ("grace", "rf", "max_t", "every"),
+    [(2, 3, 16, 2), (3, 1.5, 10, 1)],  # the second's milestones 4.5 and 6.75 are judged at 5 and 7, as by Ray
+)
+def test_plain_asha_is_rays_asha_decision_for_decision(grace: int, rf: float, max_t: int, every: int) -> None:
     """group_by='trial' reproduces ray.tune.schedulers.ASHAScheduler on the same result stream."""
     rng = random.Random(3)
-    ours = build_scheduler("asha", metric="miou18", mode="max", grace_period=2, max_t=16, reduction_factor=3)
+    ours = build_scheduler("asha", metric="miou18", mode="max", grace_period=grace, max_t=max_t,
+                           reduction_factor=rf)
     ray_asha = ASHAScheduler(
-        metric="miou18", mode="max", time_attr="iteration", grace_period=2, max_t=16, reduction_factor=3
+        metric="miou18", mode="max", time_attr="iteration", grace_period=grace, max_t=max_t,
+        reduction_factor=rf,
     )
     trials = [trial(f"t{i}", 1.0 + i, 0) for i in range(12)]
     for t in trials:
@@ -86,13 +92,16 @@ def test_plain_asha_is_rays_asha_decision_for_decision() -> None:
     for t in trials:
         ctl.add(t)
     alive = {t.trial_id: t for t in trials}
-    for iteration in (2, 4, 6, 8, 10, 12, 14, 16):
+    stops = set()
+    for iteration in range(every, max_t + 1, every):
         for t in list(alive.values()):
             result = {"iteration": iteration, "miou18": rng.random()}
             expected = ray_asha.on_trial_result(None, t, dict(result))
             assert ours.on_trial_result(ctl, t, dict(result)) == expected, (t.trial_id, iteration)
             if expected == STOP:
                 del alive[t.trial_id]
+                stops.add(iteration)
+    assert stops - {max_t}  # the scheduler stopped someone before the end: the rungs were exercised
 
 
 def test_a_recoverable_failure_is_not_permanent() -> None:

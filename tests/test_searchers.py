@@ -9,8 +9,9 @@ import yaml
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
+from tune.configuration import Configuration
 from tune.searchers import ConfigurationOptuna, GridSearcher, build_searcher
-from tune.sweep import configuration_key, load_sweep
+from tune.sweep import load_sweep
 
 
 @pytest.fixture()
@@ -94,7 +95,7 @@ def test_optuna_runs_every_sampled_configuration_on_every_seed(tmp_path: Path, b
     searcher = optuna_searcher(tmp_path)
     trials = drain(searcher)
     assert len(trials) == 8
-    keys = [configuration_key(p["ablation"]) for _, p in trials]
+    keys = [Configuration.from_params(p).key for _, p in trials]
     assert all(keys[i] == keys[i + 1] for i in range(0, 8, 2))  # seeds 0 and 1 side by side
     assert [p["seed"] for _, p in trials] == [0, 1] * 4
     scales = [p["ablation"]["lambda_scale"] for _, p in trials]
@@ -148,7 +149,7 @@ def test_optuna_state_survives_save_and_restore(tmp_path: Path, base: Path) -> N
     restored = optuna_searcher(tmp_path)
     restored.restore(str(saved))
     fourth = restored.suggest("t3")
-    assert configuration_key(fourth["ablation"]) == configuration_key(first[2]["ablation"])
+    assert Configuration.from_params(fourth).key == Configuration.from_params(first[2]).key
     assert fourth["seed"] == 1
     finish(restored, "t1", {8: 0.7})
     assert restored.study.trials[0].value == pytest.approx(0.6)

@@ -8,20 +8,11 @@ from typing import Any
 import pytest
 import yaml
 
-from tune.driver import trial_label
+from cmda.uda.variant_names import VARIANT_NAMES
+from tune.configuration import Configuration, trial_name
 from tune.sweep import GridSearch, OptunaSearch, SweepError, load_sweep, parse_sweep
 from tune.trainable import resolve_trial_config, trainer_overrides
 
-# The variant names of docs/ARCHITECTURE.md (cmda.uda.feature_losses.VARIANTS must match them).
-VARIANTS = (
-    "none",
-    "src_rgb_event",
-    "src_rgb_event+fusion_st",
-    "fusion_st",
-    "rgb_st+event_s_rgb_t",
-    "rgb_st+event_st",
-    "rgb_st+event_s_rgb_t+masked_event",
-)
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -78,9 +69,10 @@ def expect_error(tmp_path: Path, raw: dict[str, Any], *fragments: str) -> str:
 
 
 def test_trainer_variants_match_the_architecture_contract() -> None:
-    from tune.sweep import valid_variants
+    """The torch-free names (what sweep validation and the analysis read) are the registry's, in order."""
+    from cmda.uda.feature_losses import VARIANTS
 
-    assert set(valid_variants()) == set(VARIANTS)
+    assert tuple(VARIANTS) == VARIANT_NAMES
 
 
 def test_lambda_scales_multiply_each_variants_default_lambdas(tmp_path, base_config) -> None:
@@ -149,7 +141,7 @@ def test_duplicate_configurations_are_rejected(tmp_path, base_config) -> None:
             lambda r: r["search"]["grid"].update(lambda_scales=[0.1, -0.5]),
             ("search.grid.lambda_scales", ">= 0"),
         ),
-        (lambda r: r["search"]["grid"].update(lambdas=[0.1]), ("search.grid", "lambda_scales")),
+        (lambda r: r["search"]["grid"].update(lambdas=[0.1]), ("search.grid.lambdas", "unknown key")),
         (
             lambda r: r["search"]["grid"]["variants"].append(
                 {"variant": "fusion_st", "lambdas": {"rgb_st": 1.0}}
@@ -270,11 +262,11 @@ def test_trial_config_layers_overrides_then_trial_params(tmp_path, base_config) 
     }
     assert set(trainer_overrides(params)) == {"uda.feature_loss.variant", "uda.feature_loss.lambdas", "seed"}
     assert (config["seed"], config["name"]) == (7, "trial")
-    assert trial_label(params) == "rgb_st+event_st_x0.5_s7"
+    assert trial_name(Configuration.from_params(params), 7, "a_00001") == "rgb_st+event_st_x0.5_s7_a_00001"
     explicit = dict(
         params, ablation={"variant": "fusion_st", "lambda_scale": None, "lambdas": {"fusion_st": 0.2}}
     )
-    assert trial_label(explicit) == "fusion_st_l0.2_s7"
+    assert trial_name(Configuration.from_params(explicit), 7, "b") == "fusion_st_fusion_st=0.2_s7_b"
 
 
 @pytest.mark.parametrize(
@@ -292,7 +284,7 @@ def test_shipped_sweep_files_are_valid(name: str) -> None:
         assert len(spec.search.configurations) == 21 and spec.search.num_trials == 63
     if name == "demo.yaml":
         assert isinstance(spec.search, GridSearch)
-        assert {c.variant for c in spec.search.configurations} == set(VARIANTS)
+        assert {c.variant for c in spec.search.configurations} == set(VARIANT_NAMES)
         assert {c.lambda_scale for c in spec.search.configurations} == {None, 1.0}  # the study's lambdas
         assert spec.search.seeds == (0, 1) and spec.scheduler.type == "per_config_asha"
         assert (spec.cpu, spec.gpu, spec.max_concurrent_trials) == (1.0, 0.0, 2)

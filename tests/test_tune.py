@@ -23,8 +23,8 @@ from cluster_helpers import simulated_cluster
 from ray import cloudpickle, tune
 
 from tune.cli import _exit_for
-from tune.driver import experiment_dir, failed_trials, resume_sweep, run_sweep
-from tune.status import experiment_status
+from tune.driver import experiment_dir, resume_sweep, run_sweep
+from tune.status import experiment_status, failed_trials
 from tune.sweep import load_sweep
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(240)]

@@ -22,6 +22,8 @@ from typing import Any
 from ray.tune.experiment import Trial
 from ray.tune.schedulers.trial_scheduler import TrialScheduler
 
+from tune.configuration import ITERATION, MAX_ITERS
+
 
 @dataclass
 class _Metadata:
@@ -185,7 +187,7 @@ def run_sweep(
         if trial.status != Trial.RUNNING:
             continue  # stopped by the scheduler while it was training
         last_report[trial.trial_id] = iteration
-        result = {"iteration": iteration, "max_iters": max_iters, metric: curve(trial, iteration)}
+        result = {ITERATION: iteration, MAX_ITERS: max_iters, metric: curve(trial, iteration)}
         decision = controller.report(trial, result)
         if decision != TrialScheduler.STOP and iteration < max_iters:
             tie += 1

@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from cmda.uda.variant_names import VARIANT_NAMES
+
 Features = dict[str, list[Tensor]]
 
 EVENT_THRESHOLD = 0.1
@@ -282,3 +284,5 @@ VARIANTS: dict[str, FeatureLossVariant] = {
         },
     ),
 }
+if tuple(VARIANTS) != VARIANT_NAMES:  # the torch-free copy of the names (and their order) must match
+    raise ImportError(f"cmda.uda.variant_names.VARIANT_NAMES {VARIANT_NAMES} != VARIANTS {tuple(VARIANTS)}")
