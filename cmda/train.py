@@ -73,7 +73,7 @@ RESUME_MAY_CHANGE = frozenset(
 )
 """Settings a resumed run may change: where things are and how often it logs or evaluates. Any other
 change would make a different run under the same name, so resuming refuses it."""
-RESUME_KEEPS = frozenset({"model.pretrained", "model.cyclegan"})
+RESUME_KEEPS = frozenset({"model.pretrained", "model.cyclegan", "model.init_from"})
 """Settings that describe how the run STARTED (its weight files): a resumed run keeps the checkpoint's
 values (the weights come from the checkpoint), whatever the resuming config says."""
 
@@ -384,6 +384,11 @@ def prepare_resume(config: Config, resume_from: str | os.PathLike | None) -> Res
         return None
     folder = checkpoint_dir_of(resume_from)
     state = load_checkpoint(folder)
+    if "optimizer" not in state:
+        raise RunError(
+            f"{folder}: holds weights only (an imported or exported checkpoint), nothing to resume; start a "
+            f"new run from its weights with model.init_from: {folder}"
+        )
     old = flatten(checkpoint_config(folder, state))
     new = flatten(config.to_dict())
     refused, allowed = [], []
@@ -554,7 +559,8 @@ class Session:
 def build_session(config: Config, device: torch.device, resume: Resume | None) -> Session:
     """Build the model bare; then either load the starting weights (ImageNet MiT) or restore a checkpoint."""
     model = build_model(config)
-    if resume is None and not is_unset(config.model.pretrained):
+    starting = resume is None and is_unset(config.model.init_from)
+    if starting and not is_unset(config.model.pretrained):
         model.load_pretrained(config.model.pretrained)
     model.to(device)
     translator = build_translator(config, None if resume is None else resume.state)
@@ -571,7 +577,23 @@ def build_session(config: Config, device: torch.device, resume: Resume | None) -
     session = Session(config, model, step, optimizer, scheduler)
     if resume is not None:
         restore(session, resume)
+    elif not is_unset(config.model.init_from):
+        initialise_from(session, config.model.init_from)
     return session
+
+
+def initialise_from(session: Session, path: str | os.PathLike[str]) -> None:
+    """`model.init_from`: the student and EMA teacher weights of a checkpoint, nothing else (the optimizer,
+    schedule and iteration start afresh); a checkpoint of another architecture is refused, naming it."""
+    from cmda.models.weights import load_strict
+
+    folder = checkpoint_dir_of(path)
+    state = load_checkpoint(folder)
+    source = folder / CHECKPOINT_FILE
+    load_strict(session.model, state["model"], f"{source} (model.init_from, student)")
+    teacher = state.get("teacher") or state["model"]
+    load_strict(session.step.teacher.model, teacher, f"{source} (model.init_from, teacher)")
+    log.info("initialised the student and teacher from %s", folder)
 
 
 def restore(session: Session, resume: Resume) -> None:
