@@ -251,9 +251,11 @@ def build_loaders(config: Config, start_iteration: int, datasets: Datasets | Non
 
 
 def _rng_state() -> dict[str, Any]:
+    """Every RNG's state in plain Python types and tensors (the checkpoint loads with weights_only)."""
+    key, keys, *rest = np.random.get_state()
     return {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": [key, keys.tolist(), *rest],
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
@@ -261,7 +263,8 @@ def _rng_state() -> dict[str, Any]:
 
 def _set_rng_state(state: Mapping[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    key, keys, *rest = state["numpy"]  # a list since weights_only checkpoints, a tuple with an array before
+    np.random.set_state((key, np.asarray(keys, dtype=np.uint32), *rest))
     torch.set_rng_state(state["torch"])
     if state.get("cuda") and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -329,10 +332,17 @@ def checkpoint_dir_of(path: str | os.PathLike[str]) -> Path:
     )
 
 
+OLD_CHECKPOINT_GLOBALS = (np.zeros(1).__reduce__()[0], np.ndarray, np.dtype, type(np.dtype(np.uint32)))
+"""What checkpoints written before the RNG state became plain lists hold beyond tensors and plain types:
+numpy's RNG array. Allowed to the weights_only unpickler so they still load (arrays only, no code)."""
+
+
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """checkpoint.pt of a checkpoint folder, read with `weights_only=True` (tensors and plain types)."""
     folder = checkpoint_dir_of(path)
     try:
-        return torch.load(folder / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+        with torch.serialization.safe_globals(list(OLD_CHECKPOINT_GLOBALS)):
+            return torch.load(folder / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
     except Exception as error:
         raise RunError(f"{folder / CHECKPOINT_FILE}: cannot read checkpoint: {error}") from error
 
