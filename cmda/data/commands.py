@@ -1,4 +1,4 @@
-"""`cmda data ...` subcommands: synth, index-dsec, prepare-cityscapes, warp-dsec, check.
+"""`cmda data ...` subcommands: synth, index-dsec, prepare-cityscapes, make-ic1, warp-dsec, check.
 
 `add_data_commands` is called by cmda/cli.py; `main` runs the same commands standalone
 (`python -m cmda.data.commands ...`).
@@ -82,6 +82,11 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> argparse.Argume
     prepare.add_argument("root", type=Path, help="Cityscapes root (holds gtFine/)")
     prepare.add_argument("--workers", type=int, default=4)
     prepare.set_defaults(func=_run_prepare_cityscapes)
+    from cmda.data.ic1 import add_ic1_arguments, run_make_ic1
+
+    ic1 = commands.add_parser("make-ic1", help="Cityscapes IC1 motion images from frames t-1 and t")
+    add_ic1_arguments(ic1)
+    ic1.set_defaults(func=run_make_ic1)
     from cmda.data.warp import add_warp_arguments
 
     warp = commands.add_parser("warp-dsec", help="warp DSEC frame images into the event camera (warp_images)")
