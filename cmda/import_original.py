@@ -137,18 +137,25 @@ class Layout:
 
     @property
     def backbone(self) -> str | None:
-        from cmda.models.mit import MIT_CONFIGS
-
-        for name, config in MIT_CONFIGS.items():
-            if config.depths == self.depths and config.embed_dims == self.widths:
-                return name
-        return None
+        return mit_name(self.depths, self.widths)
 
     def describe_backbone(self) -> str:
-        depths = ", ".join(map(str, self.depths)) or "none"
-        widths = ", ".join(map(str, self.widths)) or "none"
-        name = self.backbone
-        return f"{name or 'an unknown MiT'} (blocks per stage {depths}; widths {widths})"
+        return describe_mit(self.depths, self.widths)
+
+
+def mit_name(depths: tuple[int, ...], widths: tuple[int, ...]) -> str | None:
+    """The registry name of an MiT of these blocks per stage and widths (None: no such variant)."""
+    from cmda.models.mit import MIT_CONFIGS
+
+    for name, config in MIT_CONFIGS.items():
+        if config.depths == depths and config.embed_dims == widths:
+            return name
+    return None
+
+
+def describe_mit(depths: tuple[int, ...], widths: tuple[int, ...]) -> str:
+    name = mit_name(depths, widths) or "an unknown MiT"
+    return f"{name} (blocks per stage {', '.join(map(str, depths))}; widths {', '.join(map(str, widths))})"
 
 
 # -- reading --------------------------------------------------------------------------------------------
@@ -202,7 +209,7 @@ def read_original(path: str | os.PathLike[str], allow_pickle: bool = False) -> O
             dropped[dropped_prefix] = DROPPED_PREFIXES[dropped_prefix]
         else:
             bare[key] = value
-    if not parts[STUDENT] and bare:  # a segmentor's own state dict
+    if not parts[STUDENT] and any(k.startswith("backbone_image.") for k in bare):  # a segmentor's own
         parts[STUDENT], bare = bare, {}
     if bare:
         raise CheckpointImportError(
@@ -224,14 +231,20 @@ def _listing(keys: list[str], limit: int = 6) -> str:
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
-def read_layout(state: Mapping[str, Tensor]) -> Layout:
-    """Backbone depths/widths, stem channels, fusion kind, classes and decoder width from keys and shapes."""
+def mit_size(state: Mapping[str, Tensor], prefix: str = "") -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(blocks per stage, width per stage) of the MiT whose NVlabs-named weights are under `prefix`."""
     depths, widths = [], []
     for stage in range(1, 5):
-        blocks = {k.split(".")[2] for k in state if k.startswith(f"backbone_image.block{stage}.")}
-        depths.append(len(blocks))
-        weight = state.get(f"backbone_image.patch_embed{stage}.proj.weight")
+        head = f"{prefix}block{stage}."
+        depths.append(len({k[len(head) :].split(".")[0] for k in state if k.startswith(head)}))
+        weight = state.get(f"{prefix}patch_embed{stage}.proj.weight")
         widths.append(int(weight.shape[0]) if weight is not None else 0)
+    return tuple(depths), tuple(widths)
+
+
+def read_layout(state: Mapping[str, Tensor]) -> Layout:
+    """Backbone depths/widths, stem channels, fusion kind, classes and decoder width from keys and shapes."""
+    depths, widths = mit_size(state, "backbone_image.")
     stem = "patch_embed1.proj.weight"
     image_stem, second_stem = state.get(f"backbone_image.{stem}"), state.get(f"backbone_events.{stem}")
     fusion_keys = [k for k in state if k.startswith("fusion_module.")]
@@ -244,8 +257,8 @@ def read_layout(state: Mapping[str, Tensor]) -> Layout:
         fusion = "average"
     seg = state.get("decode_head.conv_seg.weight")
     return Layout(
-        depths=tuple(depths),
-        widths=tuple(widths),
+        depths=depths,
+        widths=widths,
         image_channels=None if image_stem is None else int(image_stem.shape[1]),
         second_channels=None if second_stem is None else int(second_stem.shape[1]),
         fusion=fusion,

@@ -394,7 +394,9 @@ def detect(root: str | Path) -> list[tuple[str, Path]]:
             return "dark_zurich"
         if any((child / "events").is_dir() for child in folder.iterdir() if child.is_dir()):
             return "dsec_night"
-        return None
+        from cmda.data.check_weights import KIND, looks_like_weights
+
+        return KIND if looks_like_weights(folder) else None
 
     own = kind_of(root)
     if own is not None:
@@ -403,7 +405,8 @@ def detect(root: str | Path) -> list[tuple[str, Path]]:
     if not found:
         raise DataError(
             f"{root}: neither a Cityscapes (leftImg8bit/), DSEC-Night (<sequence>/events/) nor Dark Zurich "
-            "(rgb_anon/) tree, nor a folder holding such trees; pass --kind"
+            "(rgb_anon/) tree nor weights (*.pth, <folder>/checkpoint.pt), nor a folder holding such trees; "
+            "pass --kind"
         )
     return found
 
@@ -416,12 +419,17 @@ def check_tree(
     window_frames: int = 1,
 ) -> list[CheckReport]:
     """Check every dataset tree at ROOT (kind "auto": detected) and return one report per tree."""
-    if kind not in ("auto", *KINDS):
-        raise DataError(f"unknown dataset kind {kind!r}; expected one of {('auto', *KINDS)}")
+    from cmda.data.check_weights import KIND as WEIGHTS
+    from cmda.data.check_weights import check_weights
+
+    if kind not in ("auto", *KINDS, WEIGHTS):
+        raise DataError(f"unknown dataset kind {kind!r}; expected one of {('auto', *KINDS, WEIGHTS)}")
     trees = detect(root) if kind == "auto" else [(kind, Path(root))]
     reports = []
     for tree_kind, path in trees:
-        if tree_kind == "cityscapes":
+        if tree_kind == WEIGHTS:
+            reports.append(check_weights(path))
+        elif tree_kind == "cityscapes":
             reports.append(check_cityscapes(path, thorough, decode_images))
         elif tree_kind == "dsec_night":
             reports.append(check_dsec(path, thorough, decode_images, window_frames))

@@ -94,10 +94,13 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> argparse.Argume
     warp.set_defaults(func=_run_warp_dsec)
     check = commands.add_parser(
         "check",
-        help="find missing, unreadable or inconsistent files in Cityscapes / DSEC-Night / Dark Zurich",
+        help="find missing, unreadable or inconsistent files in Cityscapes / DSEC-Night / Dark Zurich, "
+        "or weights that do not load (pretrained/)",
     )
     check.add_argument("root", type=Path, help="a dataset root, or a folder holding several (e.g. data/)")
-    check.add_argument("--kind", choices=("auto", "cityscapes", "dsec_night", "dark_zurich"), default="auto")
+    check.add_argument(
+        "--kind", choices=("auto", "cityscapes", "dsec_night", "dark_zurich", "pretrained"), default="auto"
+    )
     check.add_argument("--fast", action="store_true", help="headers and metadata only (what training runs)")
     check.add_argument("--decode-images", action="store_true", help="also decode every image (slow)")
     check.add_argument("--window-frames", type=int, default=1, help="DSEC event window in frames (config)")
