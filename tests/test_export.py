@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,33 +14,37 @@ from original_layout import original_checkpoint
 import cmda
 from cmda.cli import main
 from cmda.config import load_config, save_config
-from cmda.train import _set_rng_state, load_checkpoint, run
+from cmda.train import _set_rng_state, build_session, load_checkpoint, prepare_resume, save_checkpoint
 
 
 def test_trainer_checkpoints_load_with_weights_only_and_older_ones_still_do(tiny_config, tmp_path):
-    config = tiny_config("dark_zurich", **{"train.max_iters": 1, "train.eval_interval": 1})
-    run(config)
-    folder = tmp_path / "run" / "checkpoints" / "iter_0000001"
+    config = tiny_config("dark_zurich")
+    session = build_session(config, torch.device("cpu"), None)  # what `run` saves at each evaluation
+    folder = save_checkpoint(tmp_path / "run", 1, session.state(), config, {"miou19": 1.0}, keep=2)
     state = torch.load(folder / "checkpoint.pt", map_location="cpu", weights_only=True)  # no allowlist
     assert isinstance(state["config"], dict) and state["config"]["data"]["target"]["name"] == "dark_zurich"
-    assert isinstance(state["rng"]["numpy"][1], list)
+    assert isinstance(state["rng"]["numpy"][1], list) and {"optimizer", "scheduler", "teacher"} <= set(state)
     old = {**state, "rng": {**state["rng"], "numpy": np.random.RandomState(7).get_state()}}  # the old format
     torch.save(old, folder / "checkpoint.pt")
     restored = load_checkpoint(folder)
     _set_rng_state(restored["rng"])
     assert np.random.random() == np.random.RandomState(7).random()
-    assert main(["test", str(folder)]) == 0
+    assert prepare_resume(config, folder).state["iteration"] == 0
 
 
-@pytest.fixture()
-def imported(tiny_config, tmp_path):
-    config = tiny_config("dark_zurich")
-    torch.save(original_checkpoint("dark_zurich"), tmp_path / "original.pth")
+def import_original(tiny_config, tmp_path, target: str) -> Path:
+    config = tiny_config(target)
+    torch.save(original_checkpoint(target), tmp_path / "original.pth")
     save_config(config, tmp_path / "config.yaml")
     out = tmp_path / "imported"
     args = ["import-checkpoint", str(tmp_path / "original.pth"), "--config", str(tmp_path / "config.yaml")]
     assert main([*args, "--out", str(out)]) == 0
     return out
+
+
+@pytest.fixture()
+def imported(tiny_config, tmp_path):
+    return import_original(tiny_config, tmp_path, "dark_zurich")
 
 
 def test_export_writes_weights_only_safetensors_with_the_config_beside(imported, tmp_path, capsys):
@@ -77,3 +82,16 @@ def test_load_model_reads_a_checkpoint_folder_or_an_exported_file(imported, tmp_
         assert not torch.allclose(teacher.predict(image, isr), outputs[0])
     record = json.loads((imported / "import.json").read_text())
     assert record["evaluated_by_default"].startswith("student")
+
+
+def test_the_readme_from_python_example_runs(tiny_config, tmp_path):
+    imported = import_original(tiny_config, tmp_path, "dsec_night")
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = readme.split("## From Python", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    assert len(block.strip().splitlines()) == 5
+    namespace: dict = {}
+    exec(block.replace("pretrained/cmda_cs2dsec", str(imported)), namespace)  # noqa: S102 - our README
+    labels, config = namespace["labels"], namespace["config"]
+    image = namespace["sample"]["image"]
+    assert labels.shape == (1, *image.shape[-2:]) and config.target.name == "dsec_night"
+    assert 0 <= int(labels.min()) and int(labels.max()) < 19
