@@ -70,7 +70,7 @@ def _rule(pattern: str, target: str | Callable[[re.Match[str]], str]) -> Rule:
     return re.compile(pattern), make
 
 
-_DECODER = "decode_head."
+DECODER_ALIAS = re.compile(r"decode_head\.(embed_layers|fuse_layer)_(events|fusion)\.(.+)")
 SHARED_RULES: list[Rule] = [
     _rule(r"backbone_(image|events)\.(.+)", "{0}"),
     _rule(r"decode_head\.conv_seg\.(weight|bias)", "{0}"),
@@ -86,7 +86,7 @@ SHARED_RULES: list[Rule] = [
     _rule(
         r"decode_head\.fuse_layer_image\.bottleneck\.(conv|bn)\.(.+)", "decode_head.fuse.bottleneck.{1}.{2}"
     ),
-    _rule(r"decode_head\.(embed_layers|fuse_layer)_(events|fusion)\.(.+)", lambda m: ALIAS),
+    (DECODER_ALIAS, lambda m: ALIAS),
 ]
 """Original segmentor key -> ours, for the parts every setting shares (backbones and decoder)."""
 
@@ -458,9 +458,10 @@ def convert(original: OriginalCheckpoint, config, config_path: str) -> Imported:
     dropped = dict(original.dropped)
     if layout.isr_fusion:
         dropped["fusion_isr_module."] = "the second fusion the DSEC config builds but never runs"
-    dropped["decode_head.{embed_layers,fuse_layer}_{events,fusion}."] = (
-        "aliases of the one shared decoder (checked equal to decode_head.*_image)"
-    )
+    if any(DECODER_ALIAS.match(key) for key in original.student):
+        dropped["decode_head.{embed_layers,fuse_layer}_{events,fusion}."] = (
+            "aliases of the one shared decoder (checked equal to decode_head.*_image)"
+        )
     record = {
         "source": str(path.resolve()),
         "sha256": _sha256(path),
