@@ -51,16 +51,18 @@ RESUME_MAY_CHANGE = frozenset(
 )
 """Settings a resumed run may change: where things are and how often it logs or evaluates. Any other
 change would make a different run under the same name, so resuming refuses it."""
-RESUME_KEEPS = frozenset({"model.pretrained", "model.cyclegan"})
+RESUME_KEEPS = frozenset({"model.pretrained", "model.cyclegan", "model.init_from"})
 """Settings that describe how the run STARTED (its weight files): a resumed run keeps the checkpoint's
 values (the weights come from the checkpoint), whatever the resuming config says."""
 
 
 def rng_state() -> dict[str, Any]:
-    """Every global random stream a step may touch (Python, NumPy, torch CPU and CUDA)."""
+    """Every global random stream a step may touch (Python, NumPy, torch CPU and CUDA), in plain Python
+    types and tensors so that the checkpoint loads with `weights_only=True`."""
+    key, keys, *rest = np.random.get_state()
     return {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": [key, keys.tolist(), *rest],
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
@@ -68,7 +70,8 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: Mapping[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    key, keys, *rest = state["numpy"]  # a list since weights_only checkpoints, a tuple with an array before
+    np.random.set_state((key, np.asarray(keys, dtype=np.uint32), *rest))
     torch.set_rng_state(state["torch"])
     if state.get("cuda") and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -135,11 +138,18 @@ def latest_checkpoint(work_dir: str | os.PathLike[str]) -> Path | None:
     return pointer.parent / pointer.read_text().strip() if pointer.is_file() else None
 
 
+OLD_CHECKPOINT_GLOBALS = (np.zeros(1).__reduce__()[0], np.ndarray, np.dtype, type(np.dtype(np.uint32)))
+"""What checkpoints written before the RNG state became plain lists hold beyond tensors and plain types:
+numpy's RNG array. Allowed to the weights_only unpickler so they still load (arrays only, no code)."""
+
+
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The state a checkpoint holds (on the CPU); `path` as `checkpoint_dir_of` accepts it."""
+    """The state a checkpoint holds (on the CPU), read with `weights_only=True` (tensors and plain types);
+    `path` as `checkpoint_dir_of` accepts it."""
     folder = checkpoint_dir_of(path)
     try:
-        return torch.load(folder / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+        with torch.serialization.safe_globals(list(OLD_CHECKPOINT_GLOBALS)):
+            return torch.load(folder / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
     except Exception as error:
         raise RunError(f"{folder / CHECKPOINT_FILE}: cannot read checkpoint: {error}") from error
 
@@ -178,6 +188,11 @@ def prepare_resume(config: Config, resume_from: str | os.PathLike | None) -> Res
         return None
     folder = checkpoint_dir_of(resume_from)
     state = load_checkpoint(folder)
+    if "optimizer" not in state:
+        raise RunError(
+            f"{folder}: holds weights only (an imported or exported checkpoint), nothing to resume; start a "
+            f"new run from its weights with model.init_from: {folder}"
+        )
     old = flatten(state["config"])
     new = flatten(config.to_dict())
     refused, allowed = [], []

@@ -52,6 +52,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     from cmda.checkpoint import CHECKPOINT_FILE, CONFIG_FILE, checkpoint_dir_of, load_checkpoint
     from cmda.config import load_config
     from cmda.eval import evaluate
+    from cmda.export import NETWORKS
     from cmda.models.weights import load_strict
     from cmda.train import autocast_factory, build_model, build_test_loader, resolve_device
 
@@ -60,7 +61,8 @@ def cmd_test(args: argparse.Namespace) -> int:
     device = resolve_device(config.train.device)
     loader = build_test_loader(config)
     model = build_model(config)
-    load_strict(model, load_checkpoint(folder)["model"], folder / CHECKPOINT_FILE)
+    state = load_checkpoint(folder)
+    load_strict(model, state[NETWORKS[args.weights]], f"{folder / CHECKPOINT_FILE} ({args.weights})")
     model.to(device)
     out_dir = Path(args.out) if args.out else folder / "predictions"
 
@@ -80,6 +82,8 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from cmda.data.commands import add_data_commands
+    from cmda.export import NETWORKS, add_export_command
+    from cmda.import_original import add_import_command
 
     parser = argparse.ArgumentParser(prog="cmda", description="CMDA trainer: train, test, prepare data")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -96,8 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     test.add_argument("--out", default=None, help="folder for prediction PNGs")
     test.add_argument("--save-predictions", action="store_true", help="write colour-coded prediction PNGs")
+    test.add_argument(
+        "--weights", choices=tuple(NETWORKS), default="student", help="student (default) or EMA teacher"
+    )
     test.set_defaults(func=cmd_test)
-    add_data_commands(sub)  # cmda data synth | index-dsec | prepare-cityscapes
+    add_data_commands(sub)  # cmda data synth | index-dsec | prepare-cityscapes | make-ic1 | ...
+    add_import_command(sub)  # cmda import-checkpoint
+    add_export_command(sub)  # cmda export
     return parser
 
 

@@ -61,6 +61,10 @@ class ModelConfig(StrictModel):
     cyclegan: str = "none"
     """cityscapes_ICD_to_dsec_EN.pth (source motion -> pseudo-events), read when a run starts from scratch
     and kept in its checkpoints; "none" uses the raw motion image as source events."""
+    init_from: str = "none"
+    """A checkpoint folder (ours, or one written by `cmda import-checkpoint`) whose student and EMA teacher
+    weights a new run starts from: fresh optimizer, iteration 0 (fine-tuning). `model.pretrained` is then
+    not read; `model.cyclegan` still gives the translator. Never read on resume."""
     drop_path_rate: Annotated[FiniteFloat, Field(ge=0, lt=1)] = 0.1
     num_classes: PositiveInt = NUM_CLASSES
     decoder_channels: PositiveInt = 256

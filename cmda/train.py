@@ -36,7 +36,9 @@ import numpy as np
 import torch
 
 from cmda.checkpoint import (
+    CHECKPOINT_FILE,
     Resume,
+    checkpoint_dir_of,
     disk_error,
     latest_checkpoint,
     load_checkpoint,
@@ -288,7 +290,8 @@ class Session:
 def build_session(config: Config, device: torch.device, resume: Resume | None) -> Session:
     """Build the model bare; then either load the starting weights (ImageNet MiT) or restore a checkpoint."""
     model = build_model(config)
-    if resume is None and not is_unset(config.model.pretrained):
+    starting = resume is None and is_unset(config.model.init_from)
+    if starting and not is_unset(config.model.pretrained):
         model.load_pretrained(config.model.pretrained)
     model.to(device)
     translator = build_translator(config, None if resume is None else resume.state)
@@ -305,7 +308,23 @@ def build_session(config: Config, device: torch.device, resume: Resume | None) -
     session = Session(config, model, step, optimizer, scheduler)
     if resume is not None:
         restore(session, resume)
+    elif not is_unset(config.model.init_from):
+        initialise_from(session, config.model.init_from)
     return session
+
+
+def initialise_from(session: Session, path: str | os.PathLike[str]) -> None:
+    """`model.init_from`: the student and EMA teacher weights of a checkpoint, nothing else (the optimizer,
+    schedule and iteration start afresh); a checkpoint of another architecture is refused, naming it."""
+    from cmda.models.weights import load_strict
+
+    folder = checkpoint_dir_of(path)
+    state = load_checkpoint(folder)
+    source = folder / CHECKPOINT_FILE
+    load_strict(session.model, state["model"], f"{source} (model.init_from, student)")
+    teacher = state.get("teacher") or state["model"]
+    load_strict(session.step.teacher.model, teacher, f"{source} (model.init_from, teacher)")
+    log.info("initialised the student and teacher from %s", folder)
 
 
 def restore(session: Session, resume: Resume) -> None:

@@ -27,6 +27,7 @@ PATH_KEYS: dict[str, str] = {
     "data.target.root": FOLDER,
     "model.pretrained": FILE,
     "model.cyclegan": FILE,
+    "model.init_from": FOLDER,
 }
 """Trainer config keys that hold a path, and what must exist there."""
 

@@ -143,7 +143,8 @@ def _median_step_seconds(config: dict[str, Any], steps: int) -> float:
         train_step,
     )
 
-    cfg = config_from_dict(apply_overrides(config, {"model.pretrained": "none", "data.num_workers": 0}))
+    starting = {"model.pretrained": "none", "model.init_from": "none", "data.num_workers": 0}
+    cfg = config_from_dict(apply_overrides(config, starting))
     device = resolve_device(cfg.train.device)
     session = build_session(cfg, device, None)
     autocast = autocast_factory(device, cfg.train.amp)

@@ -145,7 +145,11 @@ def detect(root: str | Path) -> list[tuple[str, Path]]:
     kinds = dataset_kinds()
 
     def kind_of(folder: Path) -> str | None:
-        return next((name for name, files in kinds.items() if files.recognises(folder)), None)
+        from cmda.data.check_weights import KIND as WEIGHTS
+        from cmda.data.check_weights import looks_like_weights
+
+        found = next((name for name, files in kinds.items() if files.recognises(folder)), None)
+        return found or (WEIGHTS if looks_like_weights(folder) else None)
 
     own = kind_of(root)
     if own is not None:
@@ -153,7 +157,10 @@ def detect(root: str | Path) -> list[tuple[str, Path]]:
     found = [(kind, child) for child in sorted(root.iterdir()) if child.is_dir() and (kind := kind_of(child))]
     if not found:
         described = ", ".join(files.describe() for files in kinds.values())
-        raise DataError(f"{root}: not a dataset tree ({described}) nor a folder of such trees; pass --kind")
+        raise DataError(
+            f"{root}: not a dataset tree ({described}), nor weights (*.pth, <folder>/checkpoint.pt), nor a "
+            "folder of such trees; pass --kind"
+        )
     return found
 
 
@@ -164,12 +171,18 @@ def check_tree(
     decode_images: bool = False,
     settings: Settings = None,
 ) -> list[CheckReport]:
-    """Check every dataset tree at ROOT (kind "auto": detected) and return one report per tree."""
+    """Check every dataset tree (or weights folder) at ROOT (kind "auto": detected); one report per tree."""
+    from cmda.data.check_weights import KIND as WEIGHTS
+    from cmda.data.check_weights import check_weights
+
     kinds = dataset_kinds()
-    if kind not in ("auto", *kinds):
-        raise DataError(f"unknown dataset kind {kind!r}; expected one of {('auto', *kinds)}")
+    if kind not in ("auto", *kinds, WEIGHTS):
+        raise DataError(f"unknown dataset kind {kind!r}; expected one of {('auto', *kinds, WEIGHTS)}")
     trees = detect(root) if kind == "auto" else [(kind, Path(root))]
-    return [kinds[name].check(path, thorough, decode_images, settings) for name, path in trees]
+    return [
+        check_weights(path) if name == WEIGHTS else kinds[name].check(path, thorough, decode_images, settings)
+        for name, path in trees
+    ]
 
 
 def raise_on_problems(reports: list[CheckReport]) -> None:

@@ -1,4 +1,4 @@
-"""`cmda data ...` subcommands: synth, index-dsec, prepare-cityscapes, warp-dsec, check.
+"""`cmda data ...` subcommands: synth, index-dsec, prepare-cityscapes, make-ic1, warp-dsec, check.
 
 `check` and `synth` loop over the registry (`cmda.data.targets.dataset_kinds`: the source and every
 registered target), so their choices and help name every dataset the registry knows.
@@ -85,14 +85,25 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> argparse.Argume
     prepare.add_argument("root", type=Path, help="Cityscapes root (holds gtFine/)")
     prepare.add_argument("--workers", type=int, default=4)
     prepare.set_defaults(func=_run_prepare_cityscapes)
+    from cmda.data.ic1 import add_ic1_arguments, run_make_ic1
+
+    ic1 = commands.add_parser("make-ic1", help="Cityscapes IC1 motion images from frames t-1 and t")
+    add_ic1_arguments(ic1)
+    ic1.set_defaults(func=run_make_ic1)
     from cmda.data.warp import add_warp_arguments
 
     warp = commands.add_parser("warp-dsec", help="warp DSEC frame images into the event camera (warp_images)")
     add_warp_arguments(warp)
     warp.set_defaults(func=_run_warp_dsec)
-    check = commands.add_parser("check", help=f"find missing, unreadable or inconsistent files ({titles})")
+    from cmda.data.check_weights import KIND as WEIGHTS
+
+    check = commands.add_parser(
+        "check",
+        help=f"find missing, unreadable or inconsistent files ({titles}), or weights that do not load "
+        f"({WEIGHTS}/)",
+    )
     check.add_argument("root", type=Path, help="a dataset root, or a folder holding several (e.g. data/)")
-    check.add_argument("--kind", choices=("auto", *kinds), default="auto")
+    check.add_argument("--kind", choices=("auto", *kinds, WEIGHTS), default="auto")
     check.add_argument("--fast", action="store_true", help="headers and metadata only (what training runs)")
     check.add_argument("--decode-images", action="store_true", help="also decode every image (slow)")
     check.add_argument(
