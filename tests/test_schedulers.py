@@ -15,6 +15,7 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from tune.schedulers import GroupASHA, RetryPolicyScheduler, build_scheduler
 from tune.simulation import SimController, SimTrial, run_sweep, saturating_curve
+from tune.sweep import configuration_key
 
 GO, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
 
@@ -133,6 +134,24 @@ def test_nan_scores_neither_poison_the_cutoff_nor_survive_it() -> None:
     nan_late = ctl.add(trial("nan2", 5.0, 0))
     assert report(ctl, nan_late, 2, math.nan) == STOP  # worse than any finite score
     assert report(ctl, mid, 2, 0.95) == GO
+
+
+def test_the_protected_reference_is_never_stopped_but_still_ranks_the_others() -> None:
+    for group_by, size in (("configuration", 2), ("trial", 1)):
+        reference = configuration_key(trial("r", None, 0).config["ablation"])
+        sched = per_config(group_by=group_by, group_size=size, protected={reference})
+        ctl = SimController(sched)
+        good, bad, refs = ([ctl.add(trial(f"{name}{seed}", scale, seed)) for seed in range(size)]
+                           for name, scale in (("good", 1.0), ("bad", 2.0), ("r", None)))
+        assert [report(ctl, t, 2, 0.9) for t in good] == [GO] * size
+        for ref in refs:  # far below the cutoff: any other configuration would stop here
+            assert report(ctl, ref, 2, 0.1) == GO
+        # the reference's 0.1 counts at the rung (cutoff 0.5): bad's 0.2 is stopped
+        assert [report(ctl, t, 2, 0.2) for t in bad][-1] == STOP
+        for ref in refs:
+            assert report(ctl, ref, 4, 0.0) == GO and report(ctl, ref, 6, 0.0) == GO
+            assert report(ctl, ref, 8, 0.0) == STOP  # max_t: it ran to the end
+        assert ", 1 stopped" in sched.debug_string()  # bad only, never the reference
 
 
 def test_deterministic_failures_are_not_retried(tmp_path: Path) -> None:

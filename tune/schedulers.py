@@ -22,7 +22,9 @@ seeds and bias the mean over seeds). Further:
 - a recoverable failure is not permanent: a retried seed keeps its place in its configuration;
 - a seed that failed for good no longer holds its configuration's rungs: they are decided over the others;
 - siblings of a stopped configuration are stopped at once (`stop_trial`), not at their next report;
-- cutoffs ignore non-finite scores, and a configuration whose score is NaN is worse than any finite one.
+- cutoffs ignore non-finite scores, and a configuration whose score is NaN is worse than any finite one;
+- `protected` configurations (the reference every comparison is made against) are never stopped: their
+  scores still count at each rung, since they are part of what the others are ranked among.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Hashable
+from collections.abc import Collection, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -162,6 +164,7 @@ class _Group:
     decided: set[int] = field(default_factory=set)
     failed: set[str] = field(default_factory=set)
     stopped_at: int | None = None
+    protected: bool = False  # never stopped (the reference of the comparisons)
 
 
 class GroupASHA(RetryPolicyScheduler):
@@ -178,6 +181,7 @@ class GroupASHA(RetryPolicyScheduler):
         reduction_factor: float = 2.0,
         group_by: str = "configuration",
         group_size: int = 1,
+        protected: Collection[Hashable] = (),
     ) -> None:
         if grace_period < 1 or max_t < grace_period:
             raise ValueError(f"need 1 <= grace_period <= max_t, got {grace_period=}, {max_t=}")
@@ -193,6 +197,7 @@ class GroupASHA(RetryPolicyScheduler):
         self._time_attr, self._metric, self._mode = time_attr, metric, mode
         self._max_t, self._rf = max_t, reduction_factor
         self._group_by, self._group_size = group_by, group_size
+        self._protected = frozenset(protected)  # configuration keys (tune.sweep.configuration_key)
         self.milestones: list[int] = []
         milestone = float(grace_period)
         while milestone < max_t:  # at max_t the trial ends anyway: no decision left to take
@@ -268,7 +273,11 @@ class GroupASHA(RetryPolicyScheduler):
         return configuration_key(trial.config.get("ablation", {}))
 
     def _group(self, trial: Any) -> _Group:
-        return self._groups.setdefault(self._key(trial), _Group())
+        key = self._key(trial)
+        if key not in self._groups:
+            configuration = configuration_key(trial.config.get("ablation", {}))
+            self._groups[key] = _Group(protected=configuration in self._protected)
+        return self._groups[key]
 
     def _score(self, result: dict[str, Any]) -> float:
         value = float(result[self._metric])
@@ -302,7 +311,7 @@ class GroupASHA(RetryPolicyScheduler):
             cutoff = float(np.percentile(finite, (1 - 1 / self._rf) * 100)) if finite else None
             self._rungs[milestone].append(score)
             group.decided.add(milestone)
-            if cutoff is not None and (score < cutoff or not math.isfinite(score)):
+            if cutoff is not None and not group.protected and (score < cutoff or not math.isfinite(score)):
                 group.stopped_at = milestone
                 return True
         return False
