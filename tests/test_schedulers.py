@@ -273,3 +273,29 @@ def test_configuration_major_launch_order_saves_compute_under_per_config_asha() 
     together, ray_order = _study_shape("together", make()), _study_shape("ray", make())
     assert together < ray_order - 0.1, (together, ray_order)
     assert together < 0.75
+
+
+def test_launch_groups_start_a_configurations_seeds_together_only_when_all_fit() -> None:
+    """tune.simulation's model of group launch: 3 seeds per configuration, 4 slots; the per-configuration
+    decision then never waits for a seed that has not started, so no seed trains past a rung unjudged."""
+    trials = [trial(f"c{c}_s{s}", float(c + 1), s) for c in range(4) for s in range(3)]
+    sched = per_config(group_size=3, max_t=8)
+    seen = []
+
+    def curve(t: SimTrial, iteration: int) -> float:
+        seen.append((t.trial_id, iteration))
+        return float(t.config["ablation"]["lambda_scale"])
+
+    outcome = run_sweep(sched, trials, curve, max_iters=8, eval_interval=2, concurrency=4,
+                        launch_group=lambda t: t.config["ablation"]["lambda_scale"])
+    first_report = {}
+    for order, (trial_id, _) in enumerate(seen):
+        first_report.setdefault(trial_id, order)
+    for c in range(4):  # siblings report their first evaluation one right after the other
+        orders = sorted(first_report[f"c{c}_s{s}"] for s in range(3))
+        assert orders[-1] - orders[0] == 2, orders
+    ends = {c: {outcome.last_report[f"c{c}_s{s}"] for s in range(3)} for c in range(4)}
+    assert all(len(e) == 1 for e in ends.values())  # every configuration's seeds end at one iteration
+    with pytest.raises(ValueError, match="cannot fit 2 slots"):
+        run_sweep(per_config(group_size=3), trials, curve, max_iters=8, eval_interval=2, concurrency=2,
+                  launch_group=lambda t: t.config["ablation"]["lambda_scale"])
