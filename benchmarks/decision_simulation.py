@@ -88,17 +88,22 @@ class Study:
     fresh: np.ndarray  # (config, fresh seed) final value of fresh seeds
 
     @classmethod
-    def draw(cls, replicate: int, sd_index: int, sd: float) -> Study:
+    def draw(cls, replicate: int, sd_index: int, sd: float, spread: float = 0.0) -> Study:
+        """`spread` > 0: each configuration's noise SD is scaled by its own uniform(1 - spread, 1 + spread)
+        factor (the pooled variance assumes one SD for all)."""
         rng = np.random.default_rng([replicate, sd_index])
         effects = [0.0] + [EFFECTS[i] for i in rng.permutation(len(EFFECTS))]
         sigma = sd / math.sqrt(2)  # per configuration around its seed; paired differences: sd
+        if spread:
+            sigma = sigma * np.random.default_rng([replicate, sd_index, 11]).uniform(
+                1 - spread, 1 + spread, (CONFIGS, 1))
         persistent, transient = sigma * math.sqrt(PERSISTENT), sigma * math.sqrt(1 - PERSISTENT)
         fresh_count = FRESH_DRAWN
         seeds = rng.normal(0, SEED_SD, SEEDS + fresh_count)
         base = 50 + np.asarray(effects)[:, None]
         quality = base + seeds[None, :SEEDS] + rng.normal(0, persistent, (CONFIGS, SEEDS))
         evals = MAX_ITERS // EVAL
-        eval_noise = rng.normal(0, transient, (CONFIGS, SEEDS, evals))
+        eval_noise = rng.normal(0, 1, (CONFIGS, SEEDS, evals)) * np.reshape(transient, (-1, 1, 1))
         speed = rng.uniform(0.9, 1.1, (CONFIGS, SEEDS))
         fresh = (base + seeds[None, SEEDS:] + rng.normal(0, persistent, (CONFIGS, fresh_count))
                  + rng.normal(0, transient, (CONFIGS, fresh_count)))
@@ -327,38 +332,31 @@ def table(results: list[dict[str, Any]], replicates: int) -> str:
                  "otherwise.\n")
     lines.append("| property | goal | paired SD | new design | today (fixed 3 seeds) |")
     lines.append("| --- | --- | ---: | ---: | ---: |")
-    for sd, rows in by_sd.items():
-        new, old = [r[("new", main)] for r in rows], [r[("today", main)] for r in rows]
-        lines.append(f"| family-wise false positives, 20 null configurations | <= 5% | {sd} | "
-                     f"{_share([n['false_null'] for n in new])} | {_share([o['false_null'] for o in old])} |")
-    for sd, rows in by_sd.items():
-        new, old = [r[("new", main)] for r in rows], [r[("today", main)] for r in rows]
-        lines.append(f"| any wrong claim (also: wrong sign, equivalent at >= effect) | <= 5% | {sd} | "
-                     f"{_share([n['wrong'] for n in new])} | {_share([o['wrong'] for o in old])} |")
-    for sd, rows in by_sd.items():
-        new, old = [r[("new", main)] for r in rows], [r[("today", main)] for r in rows]
-        lines.append(f"| power: the +1.0 configuration declared better | >= 80% at SD 0.8 | {sd} | "
-                     f"{_share([n['power'] for n in new])} | {_share([o['power'] for o in old])} |")
-    for sd, rows in by_sd.items():
-        alone = np.array([r["alone"] for r in rows])
-        lines.append(f"| interval coverage, 3 pairs, no selection (new: paired t; today: bootstrap) | >= 93% "
-                     f"| {sd} | {alone[:, 1].mean():.1%} | {alone[:, 0].mean():.1%} |")
-    for sd, rows in by_sd.items():
-        new, old = [r[("new", main)] for r in rows], [r[("today", main)] for r in rows]
-        lines.append(f"| interval coverage, 3 seeds, each comparison at its budget after early stopping "
-                     f"(new: paired t; today: bootstrap) | >= 93% | {sd} | "
-                     f"{np.nanmean([n['initial_coverage'] for n in new]):.1%} | "
-                     f"{np.nanmean([o['bootstrap_coverage'] for o in old]):.1%} |")
-    for sd, rows in by_sd.items():
-        new = [r[("new", main)] for r in rows]
-        lines.append(f"| decisions whose interval covers the true difference (fresh seeds) | – | {sd} | "
-                     f"{_share([c for n in new for c in n['decision_coverage']])} | – |")
-    for sd, rows in by_sd.items():
-        new, old = [r[("new", main)] for r in rows], [r[("today", main)] for r in rows]
-        lines.append(f"| total compute / fixed 3-seed full grid (3.0 M iterations) | <= 1.0 | {sd} | "
-                     f"{np.mean([n['compute'] for n in new]):.3f} (early phase "
-                     f"{np.mean([n['early_compute'] for n in new]):.3f}) | "
-                     f"{np.mean([o['compute'] for o in old]):.3f} |")
+    def per_sd(label: str, goal: str, cells: Any) -> None:
+        for sd, rows in by_sd.items():
+            new, old = [r[("new", main)] for r in rows], [r[("today", main)] for r in rows]
+            lines.append(f"| {label} | {goal} | {sd} | " + " | ".join(cells(new, old, rows)) + " |")
+
+    def mean(results: list[dict[str, Any]], key: str) -> float:
+        return float(np.nanmean([r[key] for r in results]))
+
+    per_sd("family-wise false positives, 20 null configurations", "<= 5%",
+           lambda new, old, _: [_share([r["false_null"] for r in rs]) for rs in (new, old)])
+    per_sd("any wrong claim (also: wrong sign, equivalent at >= effect)", "<= 5%",
+           lambda new, old, _: [_share([r["wrong"] for r in rs]) for rs in (new, old)])
+    per_sd("power: the +1.0 configuration declared better", ">= 80% at SD 0.8",
+           lambda new, old, _: [_share([r["power"] for r in rs]) for rs in (new, old)])
+    per_sd("interval coverage, 3 pairs, no selection (new: paired t; today: bootstrap)", ">= 93%",
+           lambda new, old, rows: [f"{np.mean([r['alone'][i] for r in rows]):.1%}" for i in (1, 0)])
+    per_sd("interval coverage, 3 seeds, each comparison at its budget after early stopping (new: paired t; "
+           "today: bootstrap)", ">= 93%",
+           lambda new, old, _: [f"{mean(new, 'initial_coverage'):.1%}",
+                                f"{mean(old, 'bootstrap_coverage'):.1%}"])
+    per_sd("decisions whose interval covers the true difference (fresh seeds)", "–",
+           lambda new, old, _: [_share([c for n in new for c in n["decision_coverage"]]), "–"])
+    per_sd("total compute / fixed 3-seed full grid (3.0 M iterations)", "<= 1.0",
+           lambda new, old, _: [f"{mean(new, 'compute'):.3f} (early phase {mean(new, 'early_compute'):.3f})",
+                                f"{mean(old, 'compute'):.3f}"])
     rows = by_sd[0.8]
     for design, key in (("new", "early_compute"), ("today", "compute"), ("new", "compute")):
         label = {"early_compute": "early phase, new (a configuration's seeds launch together)",
@@ -403,29 +401,51 @@ def table(results: list[dict[str, Any]], replicates: int) -> str:
     return "\n".join(lines)
 
 
-ALTERNATIVES = ((9, 2), (12, 2), (15, 2), (9, 3), (12, 3))
-"""(max_seeds, reduction_factor) of the trade-off table: the new design only, paired SD 0.8, 8 slots."""
+ALTERNATIVES = ((9, 2, 0.0), (12, 2, 0.0), (15, 2, 0.0), (9, 3, 0.0), (12, 3, 0.0), (12, 2, 0.5))
+"""(max_seeds, reduction factor, noise spread) of the trade-off table: the new design only, paired SD 0.8,
+8 slots; spread 0.5 gives every configuration its own noise SD, 0.5 to 1.5 times the common one."""
 
 
-def alternative(args: tuple[int, int, int]) -> dict[str, Any]:
-    replicate_index, max_seeds, rf = args
-    study = Study.draw(replicate_index, 1, 0.8)
+def alternative(args: tuple[int, int, int, float, int]) -> dict[str, Any]:
+    replicate_index, max_seeds, rf, spread, sd_index = args
+    study = Study.draw(replicate_index, sd_index, SDS[sd_index], spread)
     phase = early_phase(study, protect=True, together=True, slots=MAIN_SLOTS, rf=rf)
     spec = DecideSpec(effect=SPEC.effect, power=SPEC.power, alpha=SPEC.alpha, max_seeds=max_seeds)
-    return {"max_seeds": max_seeds, "rf": rf, **new_design(study, phase, spec)}
+    return {"key": (max_seeds, rf, spread, sd_index), **new_design(study, phase, spec)}
+
+
+def _rate(values: list[bool]) -> str:
+    """A share with its 95% Clopper-Pearson interval."""
+    k, n = int(sum(values)), len(values)
+    interval = stats.binomtest(k, n).proportion_ci(0.95)
+    return f"{k / n:.1%} [{interval.low:.1%}, {interval.high:.1%}]"
 
 
 def alternatives_table(results: list[dict[str, Any]], replicates: int) -> str:
     lines = [f"{replicates} replicates each, paired SD 0.8, 8 slots, the new design:\n",
-             "| max_seeds | reduction factor (rungs) | family-wise false positives | power (+1.0 better) | "
-             "survivors | total compute / grid |", "| ---: | --- | ---: | ---: | ---: | ---: |"]
-    for max_seeds, rf in ALTERNATIVES:
-        rows = [r for r in results if (r["max_seeds"], r["rf"]) == (max_seeds, rf)]
+             "| max_seeds | reduction factor (rungs) | noise SD per configuration | family-wise false "
+             "positives | any wrong claim | power (+1.0 better) | survivors | total compute / grid |",
+             "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for max_seeds, rf, spread in ALTERNATIVES:
+        rows = [r for r in results if r["key"] == (max_seeds, rf, spread, 1)]
         rungs = "8k/16k/32k" if rf == 2 else "8k/24k"
+        noise = "one SD" if not spread else f"x {1 - spread:g} to {1 + spread:g}"
         survivors_mean = np.mean([r["survivors"] for r in rows])
-        lines.append(f"| {max_seeds} | {rf} ({rungs}) | {_share([r['false_null'] for r in rows])} | "
-                     f"{_share([r['power'] for r in rows])} | {survivors_mean:.2f} | "
-                     f"{np.mean([r['compute'] for r in rows]):.3f} |")
+        lines.append(f"| {max_seeds} | {rf} ({rungs}) | {noise} | {_rate([r['false_null'] for r in rows])} | "
+                     f"{_rate([r['wrong'] for r in rows])} | {_share([r['power'] for r in rows])} | "
+                     f"{survivors_mean:.2f} | {np.mean([r['compute'] for r in rows]):.3f} |")
+    return "\n".join(lines)
+
+
+def error_table(results: list[dict[str, Any]], replicates: int) -> str:
+    lines = [f"The error rows again on {replicates} replicates (the first 200 are the main table's), the new "
+             "design, 8 slots, with 95% Clopper-Pearson intervals:\n",
+             "| paired SD | family-wise false positives | any wrong claim | power (+1.0 better) |",
+             "| ---: | ---: | ---: | ---: |"]
+    for index, sd in enumerate(SDS):
+        rows = [r for r in results if r["key"][3] == index]
+        cells = [_rate([r[key] for r in rows]) for key in ("false_null", "wrong", "power")]
+        lines.append(f"| {sd} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -443,15 +463,21 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="40 replicates (about a fifth of the time)")
     parser.add_argument("--alternatives", action="store_true",
-                        help="also the trade-off table over max_seeds and the reduction factor")
+                        help="also the trade-off table: max_seeds, the reduction factor, unequal noise")
+    parser.add_argument("--error-replicates", type=int, default=0,
+                        help="also the error rows of the new design alone on this many replicates per SD")
     args = parser.parse_args()
     replicates = 40 if args.quick else args.replicates
     start = time.time()
     jobs = [(r, i) for i in range(len(SDS)) for r in range(replicates)]
     print(table(_run(replicate, jobs, args.workers), replicates))
     if args.alternatives:
-        jobs = [(r, m, rf) for m, rf in ALTERNATIVES for r in range(replicates)]
+        jobs = [(r, m, rf, spread, 1) for m, rf, spread in ALTERNATIVES for r in range(replicates)]
         print("\n" + alternatives_table(_run(alternative, jobs, args.workers), replicates))
+    if args.error_replicates:
+        spec = (SPEC.max_seeds, RF, 0.0)
+        jobs = [(r, *spec, i) for i in range(len(SDS)) for r in range(args.error_replicates)]
+        print("\n" + error_table(_run(alternative, jobs, args.workers), args.error_replicates))
     print(f"\n({time.time() - start:.0f} s, {args.workers} worker(s))")
     return 0
 
