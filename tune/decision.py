@@ -8,14 +8,15 @@ reference are biased upwards. The decision therefore rests on FRESH seeds, given
 to the reference, which runs each fresh seed once for all comparisons):
 
 - the family is the set of survivors, fixed when the early-stopping phase ends; Bonferroni over it;
-- fresh seeds come in waves; after each wave a look decides what it can, and the looks share `alpha`
-  by Bonferroni with O'Brien-Fleming-shaped weights (Lan-DeMets spending at the looks' information
-  fractions: almost nothing early, most at the last look), so clear cases stop early and nothing is spent
-  twice;
+- fresh seeds come in whole groups of the initial seeds' size; the first look waits for two groups, then
+  one look follows each group; the looks share `alpha` by Bonferroni with O'Brien-Fleming-shaped weights
+  (Lan-DeMets spending at the looks' information fractions: little early, most at the last look), so
+  clear cases stop early and nothing is spent twice;
 - at a look, a comparison is the reference-adjusted contrast of a two-way model (configuration + seed,
   the seed effect shared by every configuration) fitted on data whose shape does not depend on earlier
   looks: every survivor and the reference on the initial seeds (configuration effects of their own: only
-  the residuals are used), every survivor and the reference on the first wave, and the compared
+  the residuals are used: this needs a scheduler that judges a configuration on its mean over seeds, as
+  per-configuration ASHA does), every survivor and the reference on the first wave, and the compared
   configuration and the reference on the later waves. The residual variance is pooled over all of it;
 - better: the two-sided interval at level 1 - a/C excludes 0 on the good side (a = alpha spent at the look,
   C = family size); worse: on the bad side; equivalent: the one-sided bounds at a/C (the TOST interval,
