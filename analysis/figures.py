@@ -117,7 +117,7 @@ def ladder_figure(ladder: pd.DataFrame, setting: Setting, colors: dict, out_dir:
 
 
 def delta_figure(comparisons: pd.DataFrame, setting: Setting, colors: dict, out_dir: Path) -> pd.DataFrame:
-    """Each configuration's paired difference to the baseline with its bootstrap CI, at its budget; hollow
+    """Each configuration's paired difference to the baseline with its paired-t CI, at its budget; hollow
     markers for configurations stopped early (compared at their rung), * for what survives correction."""
     data = comparisons.dropna(subset=["delta"])[["config", "variant", "status", "budget", "delta", "ci_low",
                                                  "ci_high", "n_pairs", "significant"]]
@@ -137,7 +137,7 @@ def delta_figure(comparisons: pd.DataFrame, setting: Setting, colors: dict, out_
     ax.set_yticks(range(len(data)), names, fontsize=8)
     ax.axvline(0, color="k", lw=1)
     ax.set_xlabel(f"Δ {setting.metric_label} vs {BASELINE_VARIANT} (points), paired by seed, "
-                  "95% bootstrap CI")
+                  "paired-t CI")
     ax.set_title("Difference to the baseline (filled: ran to the end; hollow: stopped early)")
     ax.grid(axis="x", ls="--", alpha=0.4)
     save(fig, out_dir, "deltas")

@@ -1,5 +1,5 @@
 """The analysis of an early-stopped, multi-seed ablation, from folders in Ray Tune's on-disk format with
-known numbers (tests/analysis_fixtures.py): the budget of each comparison, corrected p-values, bootstrap
+known numbers (tests/analysis_fixtures.py): the budget of each comparison, corrected p-values, paired-t
 intervals, power notes, comparisons.csv and the report page."""
 
 from __future__ import annotations
@@ -26,10 +26,12 @@ from analysis.report import FIGURES, build
 from analysis.setting import PUBLISHED_CMDA, Setting
 from analysis.stats import (
     adjust_p_values,
-    bootstrap_ci,
     detectable_difference,
+    paired_ci,
+    paired_test,
     pooled_sd,
     power_note,
+    sd_range,
     seeds_needed,
 )
 from analysis.tables import headline_table, to_markdown
@@ -111,10 +113,8 @@ def test_holm_and_benjamini_hochberg_match_statsmodels(study):
     raw = comparisons(loaded)["p_value"].to_numpy()
     pairs = {"fusion_st x1": ([34, 33.1, 34.9], [30, 29, 31]), "fusion_st x0.5": ([9, 8, 7], [10, 11, 12])}
     by_config = rows(comparisons(loaded))
-    wilcoxon = rows(comparisons(loaded, Options(test="wilcoxon")))
     for config, (treated, base) in pairs.items():
         assert by_config[config]["p_value"] == pytest.approx(scipy_stats.ttest_rel(treated, base).pvalue)
-        assert wilcoxon[config]["p_value"] == pytest.approx(scipy_stats.wilcoxon(treated, base).pvalue)
     for option, method in (("holm", "holm"), ("bh", "fdr_bh")):
         frame = comparisons(loaded, Options(correction=option))
         reject, adjusted, _, _ = multipletests(raw, alpha=0.05, method=method)
@@ -131,26 +131,44 @@ def test_the_marker_is_only_on_what_survives_correction(report):
     text = report.markdown
     significant = rows(report.comparisons)["fusion_st x1"]
     assert significant["significant"] and significant["p_value"] < 0.05 / 4
-    assert "| fusion_st | x1 | 80 | **34.00 ± 0.90 (n=3)** | +4.00 [+3.90, +4.10] * |" in text
+    assert "| fusion_st | x1 | 80 | **34.00 ± 0.90 (n=3)** | +4.00 [+3.75, +4.25] * |" in text
     # rgb_st+event_st has p < 0.05 uncorrected, but not after Holm over 4 comparisons: no marker
     rgb = rows(report.comparisons)["rgb_st+event_st x1"]
     assert rgb["p_value"] < 0.05 < rgb["p_adjusted"] and not rgb["significant"]
     assert text.count(" * |") == 1
-    assert "adjusted with Holm over the 4 comparison(s)" in text
+    assert "p (Holm) is adjusted over the 4 comparison(s)" in text
+    assert "Interval and p are per comparison, unadjusted" in text  # the marker is the adjusted decision
 
 
-def test_bootstrap_interval_is_scipys_percentile_bootstrap_on_a_fixed_seed(report):
-    diffs = np.array([-1.0, -3.0, -5.0])
-    low, high = bootstrap_ci(diffs, seed=0)
-    expected = scipy_stats.bootstrap((diffs,), np.mean, n_resamples=9999, method="percentile",
-                                     rng=np.random.default_rng(0)).confidence_interval
-    assert (low, high) == (expected.low, expected.high)
-    assert bootstrap_ci(diffs, seed=0) == (low, high)  # the same report every time
-    assert -5.0 <= low < diffs.mean() < high <= -1.0
+def test_the_interval_is_the_paired_t_interval_and_agrees_with_its_p_value(report):
+    treated, base = [9, 8, 7], [10, 11, 12]
+    diffs = np.subtract(treated, base)
+    low, high = paired_ci(treated, base)
+    expected = scipy_stats.ttest_rel(treated, base).confidence_interval(0.95)
+    assert (low, high) == (pytest.approx(expected.low), pytest.approx(expected.high))
+    assert low < diffs.mean() < high
     row = rows(report.comparisons)["fusion_st x0.5"]
-    assert (row["ci_low"], row["ci_high"]) == (low, high)
-    assert all(math.isnan(v) for v in bootstrap_ci([2.0]))  # one pair: no interval
-    assert bootstrap_ci([2.0, 2.0, 2.0]) == (2.0, 2.0)
+    assert (row["ci_low"], row["ci_high"]) == (pytest.approx(low), pytest.approx(high))
+    assert all(math.isnan(v) for v in paired_ci([2.0], [0.0]))  # one pair: no interval
+    assert all(math.isnan(v) for v in paired_ci([2.0, 2.0, 2.0], [0.0, 0.0, 0.0]))  # no spread: no test
+    rng = np.random.default_rng(0)
+    for _ in range(200):  # the interval excludes 0 exactly when p < alpha, at every alpha
+        n = int(rng.integers(2, 8))
+        treated, base = rng.normal(0.7, 1, n), rng.normal(0, 1, n)
+        test = paired_test(treated, base)
+        for alpha in (0.01, 0.05, 0.2):
+            low, high = test.interval(alpha)
+            assert (low > 0 or high < 0) == (test.p_value < alpha)
+    for _, row in report.comparisons.dropna(subset=["p_value"]).iterrows():
+        assert (row["ci_low"] > 0 or row["ci_high"] < 0) == (row["p_value"] < 0.05)
+
+
+def test_the_paired_t_interval_covers_at_three_pairs():
+    """Normal seed noise: the 95% interval over 3 pairs covers the true difference 95% of the time."""
+    rng = np.random.default_rng(1)
+    diffs = rng.normal(1.0, 0.8, size=(1000, 3))
+    covered = [low <= 1.0 <= high for low, high in (paired_ci(d, np.zeros(3)) for d in diffs)]
+    assert 0.93 <= np.mean(covered) <= 0.97
 
 
 def _power(d: float, n: int, alpha: float) -> float:
@@ -171,8 +189,19 @@ def test_power_note_on_a_known_variance():
     note = power_note([sd, sd], [3, 3], comparisons=4, effect=1.0, metric="mIoU18")
     assert (note.sd, note.dof, note.n, note.alpha) == (pytest.approx(2.0), 4, 3, alpha)
     assert note.detectable == pytest.approx(detectable) and note.seeds_for_effect == needed
-    assert f"a true difference of {detectable:.2f} points is found with 80% power" in note.text
-    assert f"a difference of 1 point would need {needed} seeds" in note.text and "α = 0.05/4" in note.text
+    low, high = sd_range(2.0, 4)  # the chi-square interval of an SD estimated with 4 degrees of freedom
+    assert (low, high) == (pytest.approx(2.0 * math.sqrt(4 / scipy_stats.chi2.ppf(0.975, 4))),
+                           pytest.approx(2.0 * math.sqrt(4 / scipy_stats.chi2.ppf(0.025, 4))))
+    assert note.sd_range == (low, high)
+    found = (detectable_difference(low, 3, alpha), detectable_difference(high, 3, alpha))
+    assert note.detectable_range == found and found[0] < detectable < found[1]
+    seeds = (seeds_needed(1.0, low, alpha), seeds_needed(1.0, high, alpha))
+    assert note.seeds_range == seeds and seeds[0] < needed < seeds[1]
+    assert f"95% interval {low:.2f} to {high:.2f}" in note.text
+    assert (f"a true difference of {found[0]:.2f} to {found[1]:.2f} points is found with 80% power "
+            f"({detectable:.2f} at the pooled SD)") in note.text
+    assert f"a difference of 1 point would need {seeds[0]} to {seeds[1]} seeds ({needed} at" in note.text
+    assert "α = 0.05/4" in note.text
     lone = power_note([math.nan], [1], comparisons=0, effect=1.0, metric="mIoU18")
     assert lone.dof == 0 and "cannot be estimated" in lone.text
 

@@ -13,6 +13,7 @@ import pytest
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
+from tune.configuration import Configuration
 from tune.schedulers import GroupASHA, RetryPolicyScheduler, build_scheduler
 from tune.simulation import SimController, SimTrial, run_sweep, saturating_curve
 
@@ -144,6 +145,24 @@ def test_nan_scores_neither_poison_the_cutoff_nor_survive_it() -> None:
     assert report(ctl, mid, 2, 0.95) == GO
 
 
+def test_the_protected_reference_is_never_stopped_but_still_ranks_the_others() -> None:
+    for group_by, size in (("configuration", 2), ("trial", 1)):
+        reference = Configuration.from_params(trial("r", None, 0).config).key
+        sched = per_config(group_by=group_by, group_size=size, protected={reference})
+        ctl = SimController(sched)
+        good, bad, refs = ([ctl.add(trial(f"{name}{seed}", scale, seed)) for seed in range(size)]
+                           for name, scale in (("good", 1.0), ("bad", 2.0), ("r", None)))
+        assert [report(ctl, t, 2, 0.9) for t in good] == [GO] * size
+        for ref in refs:  # far below the cutoff: any other configuration would stop here
+            assert report(ctl, ref, 2, 0.1) == GO
+        # the reference's 0.1 counts at the rung (cutoff 0.5): bad's 0.2 is stopped
+        assert [report(ctl, t, 2, 0.2) for t in bad][-1] == STOP
+        for ref in refs:
+            assert report(ctl, ref, 4, 0.0) == GO and report(ctl, ref, 6, 0.0) == GO
+            assert report(ctl, ref, 8, 0.0) == STOP  # max_t: it ran to the end
+        assert ", 1 stopped" in sched.debug_string()  # bad only, never the reference
+
+
 def test_deterministic_failures_are_not_retried(tmp_path: Path) -> None:
     for sched in (RetryPolicyScheduler(), per_config(group_size=1)):
         ctl = SimController(sched)
@@ -263,3 +282,29 @@ def test_configuration_major_launch_order_saves_compute_under_per_config_asha() 
     together, ray_order = _study_shape("together", make()), _study_shape("ray", make())
     assert together < ray_order - 0.1, (together, ray_order)
     assert together < 0.75
+
+
+def test_launch_groups_start_a_configurations_seeds_together_only_when_all_fit() -> None:
+    """tune.simulation's model of group launch: 3 seeds per configuration, 4 slots; the per-configuration
+    decision then never waits for a seed that has not started, so no seed trains past a rung unjudged."""
+    trials = [trial(f"c{c}_s{s}", float(c + 1), s) for c in range(4) for s in range(3)]
+    sched = per_config(group_size=3, max_t=8)
+    seen = []
+
+    def curve(t: SimTrial, iteration: int) -> float:
+        seen.append((t.trial_id, iteration))
+        return float(t.config["ablation"]["lambda_scale"])
+
+    outcome = run_sweep(sched, trials, curve, max_iters=8, eval_interval=2, concurrency=4,
+                        launch_group=lambda t: t.config["ablation"]["lambda_scale"])
+    first_report = {}
+    for order, (trial_id, _) in enumerate(seen):
+        first_report.setdefault(trial_id, order)
+    for c in range(4):  # siblings report their first evaluation one right after the other
+        orders = sorted(first_report[f"c{c}_s{s}"] for s in range(3))
+        assert orders[-1] - orders[0] == 2, orders
+    ends = {c: {outcome.last_report[f"c{c}_s{s}"] for s in range(3)} for c in range(4)}
+    assert all(len(e) == 1 for e in ends.values())  # every configuration's seeds end at one iteration
+    with pytest.raises(ValueError, match="cannot fit 2 slots"):
+        run_sweep(per_config(group_size=3), trials, curve, max_iters=8, eval_interval=2, concurrency=2,
+                  launch_group=lambda t: t.config["ablation"]["lambda_scale"])

@@ -2,16 +2,18 @@
 
 Ray's ASHAScheduler judges trials one by one, so it stops single unlucky seeds and biases a configuration's
 mean over seeds; `GroupASHA` judges a configuration's seeds together (their mean at a rung, once every live
-seed reached it) and stops them together. Every scheduler here also ends a deterministic failure instead of
-retrying it, and rebuilds its rung records from result.json after `cmda-tune resume` (Ray does not save
-scheduler state, Ray issue 30838). The rules one by one: docs/ARCHITECTURE.md (tune, scheduling).
+seed reached it) and stops them together; `protected` configurations (the reference every comparison is made
+against) are never stopped, though their scores still count at each rung. Every scheduler here also ends a
+deterministic failure instead of retrying it, and rebuilds its rung records from result.json after
+`cmda-tune resume` (Ray does not save scheduler state, Ray issue 30838). The rules one by one:
+docs/ARCHITECTURE.md (tune, scheduling).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Hashable
+from collections.abc import Collection, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,6 +139,7 @@ class _Group:
     decided: set[float] = field(default_factory=set)
     failed: set[str] = field(default_factory=set)
     stopped_at: float | None = None
+    protected: bool = False  # never stopped (the reference of the comparisons)
 
 
 class GroupASHA(RetryPolicyScheduler):
@@ -153,6 +156,7 @@ class GroupASHA(RetryPolicyScheduler):
         reduction_factor: float = 2.0,
         group_by: str = "configuration",
         group_size: int = 1,
+        protected: Collection[Hashable] = (),
     ) -> None:
         ladder = Ladder(grace_period, reduction_factor, max_t)  # raises ValueError for an impossible one
         if group_by not in ("trial", "configuration"):
@@ -165,6 +169,7 @@ class GroupASHA(RetryPolicyScheduler):
         self._time_attr, self._metric, self._mode = time_attr, metric, mode
         self._max_t, self._rf = max_t, reduction_factor
         self._group_by, self._group_size = group_by, group_size
+        self._protected = frozenset(protected)  # configuration keys (Configuration.key)
         self.milestones: list[float] = list(ladder.milestones)
         self._groups: dict[Hashable, _Group] = {}
         self._rungs: dict[float, list[float]] = {m: [] for m in self.milestones}
@@ -236,7 +241,11 @@ class GroupASHA(RetryPolicyScheduler):
         return Configuration.from_params(trial.config).key
 
     def _group(self, trial: Any) -> _Group:
-        return self._groups.setdefault(self._key(trial), _Group())
+        key = self._key(trial)
+        if key not in self._groups:
+            configuration = Configuration.from_params(trial.config).key
+            self._groups[key] = _Group(protected=configuration in self._protected)
+        return self._groups[key]
 
     def _score(self, result: dict[str, Any]) -> float:
         value = float(result[self._metric])
@@ -270,7 +279,7 @@ class GroupASHA(RetryPolicyScheduler):
             cutoff = float(np.percentile(finite, (1 - 1 / self._rf) * 100)) if finite else None
             self._rungs[milestone].append(score)
             group.decided.add(milestone)
-            if cutoff is not None and (score < cutoff or not math.isfinite(score)):
+            if cutoff is not None and not group.protected and (score < cutoff or not math.isfinite(score)):
                 group.stopped_at = milestone
                 return True
         return False
