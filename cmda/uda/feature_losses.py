@@ -105,7 +105,7 @@ def event_mask(
     32x32 stage-4 cell) keeps a near-empty frame (a few noise events) from selecting cells at all.
     Measured coverage at stage 4: 40-56% on the real Prophesee recording (a 640x480 crop and the whole
     sensor scaled to 640x480, full frame and training view), about 40% on the synthetic twin's night events
-    and 45% on its source motion image at the demo's resolution (tests/test_masked_event.py).
+    and 45% on its source motion image at the demo's resolution (tests/cmda/test_masked_event.py).
     """
     active = (events.abs().amax(dim=1, keepdim=True) > threshold).to(torch.float32)
     density = F.adaptive_avg_pool2d(active, size)

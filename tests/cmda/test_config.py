@@ -10,7 +10,7 @@ from cmda.config import ConfigError, apply_overrides, config_from_dict, load_con
 from cmda.data.targets import TARGETS
 from cmda.uda.feature_losses import VARIANTS
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")))

@@ -16,7 +16,7 @@ from tune.cli import main
 from tune.preflight import ClusterError, check_node_fit
 from tune.sweep import load_sweep
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)

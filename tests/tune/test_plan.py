@@ -13,7 +13,7 @@ from tune.cli import main
 from tune.plan import checkpoint_bytes, expected_iterations_per_trial, make_plan
 from tune.sweep import load_sweep
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 STUDY = REPO / "configs" / "sweeps" / "l2_ablation_b2.yaml"
 
 

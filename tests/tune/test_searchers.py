@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import write_base_config
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
@@ -16,11 +17,7 @@ from tune.sweep import load_sweep
 
 @pytest.fixture()
 def base(tmp_path: Path) -> Path:
-    path = tmp_path / "base.yaml"
-    path.write_text(
-        yaml.safe_dump({"model": {"backbone": "mit_b0"}, "train": {"max_iters": 8, "eval_interval": 2}})
-    )
-    return path
+    return write_base_config(tmp_path)
 
 
 def write(tmp_path: Path, search: dict, scheduler: dict | None = None) -> Path:

@@ -20,6 +20,7 @@ import pytest
 import ray
 import yaml
 from cluster_helpers import simulated_cluster
+from conftest import write_base_config
 from ray import cloudpickle, tune
 
 from tune.cli import _exit_for
@@ -109,17 +110,7 @@ def cluster(scratch: Path):
 
 
 def write_sweep(tmp_path: Path, name: str, **fields: Any) -> Path:
-    base = tmp_path / "base.yaml"
-    base.write_text(
-        yaml.safe_dump(
-            {
-                "name": "t",
-                "seed": 0,
-                "model": {"backbone": "mit_b0"},
-                "train": {"max_iters": 8, "eval_interval": 2},
-            }
-        )
-    )
+    write_base_config(tmp_path)
     raw: dict[str, Any] = {
         "name": name,
         "base_config": "base.yaml",
@@ -432,7 +423,7 @@ def test_sweep_survives_losing_a_worker_node(cluster, tmp_path: Path) -> None:
 def test_real_trainer_on_synthetic_data(cluster, tmp_path: Path, synthetic_root: Path, scratch: Path) -> None:
     """The real cmda.train.run under Ray: the experiment folder holds the kept checkpoints and small files
     only (within 10% of the checkpoints' size), and the trainer's scratch is removed."""
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     overrides = {
         "data.source.root": str(synthetic_root / "cityscapes"),
         "data.target.root": str(synthetic_root / "DSEC_Night"),

@@ -18,7 +18,7 @@ from cmda.data.event_files import EventFileError
 REAL_EVENTS_NAME = Path("shared/data/real_events/evt3_sample.npy")
 REAL_EVENTS = next(
     (p / REAL_EVENTS_NAME for p in Path(__file__).resolve().parents if (p / REAL_EVENTS_NAME).is_file()),
-    Path(__file__).resolve().parents[2] / REAL_EVENTS_NAME,
+    Path(__file__).resolve().parents[3] / REAL_EVENTS_NAME,
 )
 """The real recording in the project's shared/ folder (beside the checkout or above a worktree)."""
 

@@ -87,7 +87,7 @@ def test_load_model_reads_a_checkpoint_folder_or_an_exported_file(imported, tmp_
 
 def test_the_readme_from_python_example_runs(tiny_config, tmp_path):
     imported = import_original(tiny_config, tmp_path, "dsec_night")
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
     block = readme.split("## From Python", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
     assert len(block.strip().splitlines()) == 5
     namespace: dict = {}

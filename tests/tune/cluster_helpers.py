@@ -86,10 +86,9 @@ def standin_trainer(config: dict[str, Any], report: Any = None, resume_from: str
 
 def write_sweep(folder: Path, name: str, storage: str, **fields: Any) -> Path:
     """A sweep of `fusion_st` at three lambdas (three trials), 4 evaluations each, on the stand-in."""
-    folder.mkdir(parents=True, exist_ok=True)
-    base = folder / "base.yaml"
-    base.write_text(yaml.safe_dump({"name": "t", "seed": 0, "model": {"backbone": "mit_b0"},
-                                    "train": {"max_iters": 8, "eval_interval": 2, "device": "auto"}}))
+    from conftest import write_base_config  # the tests' shared files (tests/conftest.py)
+
+    base = write_base_config(folder, device="auto")
     raw: dict[str, Any] = {
         "name": name, "base_config": str(base), "overrides": {"test.sleep_s": 0.2},
         "search": {"grid": {"variants": ["fusion_st"], "lambda_scales": [1.0, 5.0, 9.0], "seeds": [0]}},

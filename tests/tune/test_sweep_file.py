@@ -7,29 +7,19 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import write_base_config
 
 from cmda.uda.variant_names import VARIANT_NAMES
 from tune.configuration import Configuration, trial_name
 from tune.sweep import GridSearch, OptunaSearch, SweepError, load_sweep, parse_sweep
 from tune.trainable import resolve_trial_config, trainer_overrides
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture()
 def base_config(tmp_path: Path) -> Path:
-    path = tmp_path / "base.yaml"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "name": "b",
-                "seed": 0,
-                "model": {"backbone": "mit_b0"},
-                "train": {"max_iters": 10, "eval_interval": 5},
-            }
-        )
-    )
-    return path
+    return write_base_config(tmp_path, max_iters=10, eval_interval=5)
 
 
 def sweep(tmp_path: Path, base_config: Path, **fields: Any) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""`cmda import-checkpoint`: checkpoints in the ORIGINAL code's layout (tests/original_layout.py, written
+"""`cmda import-checkpoint`: checkpoints in the ORIGINAL code's layout (tests/cmda/original_layout.py, written
 from its modules) become checkpoint folders that `cmda test`, `model.init_from` and strict loading accept;
 anything that does not fit is refused, naming the file and what, and nothing is written."""
 

@@ -1,6 +1,6 @@
 """The analysis of an early-stopped, multi-seed ablation, from folders in Ray Tune's on-disk format with
-known numbers (tests/analysis_fixtures.py): the budget of each comparison, corrected p-values, paired-t
-intervals, power notes, comparisons.csv and the report page."""
+known numbers (tests/analysis/analysis_fixtures.py): the budget of each comparison, corrected p-values,
+paired-t intervals, power notes, comparisons.csv and the report page."""
 
 from __future__ import annotations
 
@@ -403,7 +403,7 @@ def test_analysis_imports_neither_ray_nor_torch():
             "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('ray', 'torch')); "
             "print(heavy[:5]); sys.exit(1 if heavy else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            cwd=Path(__file__).resolve().parents[1], timeout=120)
+                            cwd=Path(__file__).resolve().parents[2], timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

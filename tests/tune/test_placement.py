@@ -71,7 +71,7 @@ def test_trial_threads_follow_the_cpu_request_without_importing_torch_first(tmp_
             f"config = resolve_trial_config({params!r}, work_dir='w', name='t'); "
             "assert config['seed'] == 3 and config['train']['work_dir'] == 'w', config; "
             "assert 'torch' not in sys.modules; import torch; print(torch.get_num_threads())")
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=120,
                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(repo)})
     assert out.returncode == 0, out.stderr

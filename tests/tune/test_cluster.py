@@ -2,7 +2,7 @@
 
 Each worker node gets its own Ray temp folder, so its trials stage files where the driver never looks, as
 on a real second machine: whatever reaches storage from there travelled through storage. Trials run the
-stand-in trainer of tests/cluster_helpers.py (the trainer's contract, its log.csv and TensorBoard files).
+stand-in trainer of tests/tune/cluster_helpers.py (the trainer's contract, its log.csv and TensorBoard files).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from tune.sweep import load_sweep
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 VARIANTS = ("none", "fusion_st")
 TESTS = Path(__file__).resolve().parent
-REPO = TESTS.parent
+REPO = TESTS.parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +130,7 @@ def test_sweep_into_a_bucket_survives_a_killed_driver(cluster: Any, tmp_path: Pa
     uri = experiment_dir(spec)
     # Snapshots once a second rather than every 0.1 s: Ray rewrites its state file in place while it may
     # be uploading it, and a kill during that upload leaves it cut short (see check_restorable_state).
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(TESTS)]),
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(TESTS), str(TESTS.parent)]),
            "TUNE_GLOBAL_CHECKPOINT_S": "1"}
     driver = subprocess.Popen([sys.executable, str(TESTS / "cluster_helpers.py"), str(path), cluster.address],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -16,7 +16,7 @@ import ray
 
 from cmda.io import load_yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / "configs" / "cluster"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 STUDY = "configs/sweeps/l2_ablation_b2.yaml"

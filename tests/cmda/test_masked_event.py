@@ -16,7 +16,7 @@ from cmda.io import load_yaml
 from cmda.uda.dacs import DACSStep
 from cmda.uda.feature_losses import COVERAGE_KEY, event_mask
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 REAL_EVENTS = REPO.parent / "shared" / "data" / "real_events" / "evt3_sample.npy"
 if not REAL_EVENTS.is_file():  # a worktree sits one level deeper than the main checkout
     REAL_EVENTS = Path("/work/shared/data/real_events/evt3_sample.npy")

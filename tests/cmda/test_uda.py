@@ -203,7 +203,7 @@ SERVED = [
     for target in sorted(TARGETS)
     if set().union(*VARIANTS[variant].requires.values()) <= TARGETS[target].modalities
 ]
-"""Every (variant, target) pair the config accepts (tests/test_config.py checks the refused ones)."""
+"""Every (variant, target) pair the config accepts (tests/cmda/test_config.py checks the refused ones)."""
 
 
 @pytest.mark.parametrize(("variant", "target"), SERVED)
