@@ -53,6 +53,7 @@ def contract_trainer(config: dict[str, Any], report: Any = None, resume_from: st
             handle.write(f"{config['name']} {start}\n")
     lambdas = config["uda"]["feature_loss"]["lambdas"]
     quality = 0.2 if not lambdas else 1.0 - sum(lambdas.values())
+    quality += 100 * config.get("optim", {}).get("lr", 0.0)  # a search space over optim.lr (absent: 0)
     train_s = 0.0
     sleep_s = options.get("sleep_s", 0.0) * (1 + 3 * sum(lambdas.values()) * options.get("slow_by_lambda", 0))
     for iteration in range(start + interval, max_iters + 1, interval):
@@ -379,6 +380,27 @@ def test_optuna_with_per_config_asha_runs_each_configuration_on_every_seed(clust
         if ablation["variant"] == "fusion_st":
             assert 0.5 <= ablation["lambda_scale"] <= 8.0
     assert all(sorted(s) == [0, 1] for s in seeds.values()), seeds
+
+
+def test_a_grid_over_the_learning_rate_runs_and_the_analysis_shows_it(cluster, tmp_path: Path) -> None:
+    from analysis.report import build
+
+    search = {"grid": {"variants": ["none", "fusion_st"], "lambda_scales": [1.0], "seeds": [0, 1]},
+              "space": {"optim.lr": {"grid": [1.0e-3, 2.0e-3]}}}
+    spec = load_sweep(write_sweep(tmp_path, "lr", search=search, resources={"cpu": 0.5}, overrides={},
+                                  max_concurrent_trials=4))
+    grid = run(spec)
+    assert grid.num_errors == 0 and len(grid) == 8
+    for result in grid:
+        lr = result.config["ablation"]["params"]["optim.lr"]
+        assert f"optim.lr={lr:g}" in Path(result.path).name  # the folder names the configuration
+    report = build(experiment_dir(spec), tmp_path / "report")
+    frame = report.comparisons.set_index("config")
+    # each fusion_st is compared with the baseline at its own lr: the same difference at both
+    deltas = frame.loc[["fusion_st x1 optim.lr=0.001", "fusion_st x1 optim.lr=0.002"], "delta"]
+    assert deltas.tolist() == pytest.approx([deltas.iloc[0]] * 2) and deltas.iloc[0] != 0
+    assert set(report.tables[0].frame["optim.lr"]) == {"0.001", "0.002"}
+    assert set(report.figures["params"]["value"]) == {1.0e-3, 2.0e-3}
 
 
 def test_sweep_survives_losing_a_worker_node(cluster, tmp_path: Path) -> None:
