@@ -9,7 +9,6 @@ Trial folders are named by `tune.configuration.trial_name`; what a run leaves on
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import os
 import time
 from collections.abc import Sequence
@@ -20,6 +19,7 @@ import yaml
 
 from cmda.io import clean_stale_tmp
 from tune import preflight
+from tune.callbacks import check_callbacks, result_loggers, tracking_callbacks, without_ray_event_files
 from tune.configuration import Configuration, trial_name
 from tune.experiment import (
     SWEEP_FILE,
@@ -99,23 +99,9 @@ def build_scheduler(spec: SweepSpec) -> Any:
 
 
 def build_callbacks(spec: SweepSpec) -> list[Any]:
-    """W&B / MLflow through Ray's own integrations; imported only when the sweep enables them."""
-    callbacks: list[Any] = []
-    for name, options in spec.callbacks.items():
-        if importlib.util.find_spec(name) is None:
-            raise ImportError(
-                f"{spec.path}: field 'callbacks.{name}': enabled but the '{name}' package is not installed "
-                f"(pip install {name}), or remove callbacks.{name}"
-            )
-        if name == "wandb":
-            from ray.air.integrations.wandb import WandbLoggerCallback
-
-            callbacks.append(WandbLoggerCallback(**{"project": spec.name, **options}))
-        elif name == "mlflow":
-            from ray.air.integrations.mlflow import MLflowLoggerCallback
-
-            callbacks.append(MLflowLoggerCallback(**{"experiment_name": spec.name, **options}))
-    return callbacks
+    """Ray's JSON/CSV result loggers (not its TBX logger: TensorBoard is the trainer's), then W&B / MLflow
+    through Ray's own integrations when the sweep enables them (tune.callbacks)."""
+    return [*result_loggers(), *tracking_callbacks(spec, experiment_dir(spec))]
 
 
 def resolve_storage(storage: str) -> str:
@@ -230,6 +216,7 @@ def preflight_checks(
     """Everything that can be checked before Ray starts (see tune.preflight); returns the spec with its
     paths settled and the paths its trials read. A local run checks those paths here; on a cluster they are
     checked where the trials run, once connected (`check_cluster`)."""
+    check_callbacks(spec)  # W&B / MLflow settings first: they take no time
     spec, paths = settle_paths(spec, address)
     local = not joins_cluster(address)
     if validate_trainer:
@@ -370,7 +357,8 @@ def resume_sweep(
 def _fit(tuner: Any, spec: SweepSpec, started_ray: bool) -> Any:
     started = time.time()
     try:
-        return tuner.fit()
+        with without_ray_event_files():
+            return tuner.fit()
     finally:
         clean_up_after_fit(spec.name, Experiment(experiment_dir(spec)).root, since=started)
         if started_ray:

@@ -22,6 +22,7 @@ import yaml
 from cluster_helpers import simulated_cluster
 from conftest import write_base_config
 from ray import cloudpickle, tune
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tune.cli import _exit_for
 from tune.driver import experiment_dir, resume_sweep, run_sweep
@@ -403,6 +404,35 @@ def test_a_grid_over_the_learning_rate_runs_and_the_analysis_shows_it(cluster, t
     assert set(report.figures["params"]["value"]) == {1.0e-3, 2.0e-3}
 
 
+def test_mlflow_file_store_and_offline_wandb_record_each_trial_by_configuration_and_seed(
+    cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 refuses folder stores otherwise
+
+    store = (tmp_path / "mlruns").as_uri()
+    callbacks = {"mlflow": {"tracking_uri": store}, "wandb": {"mode": "offline", "project": "cmda-test"}}
+    search = {"grid": {"variants": ["none", "fusion_st"], "lambda_scales": [1.0], "seeds": [0]}}
+    spec = load_sweep(write_sweep(tmp_path, "tracked", search=search, callbacks=callbacks, overrides={},
+                                  resources={"cpu": 0.5}))
+    grid = run(spec)
+    assert grid.num_errors == 0
+    client = mlflow.MlflowClient(tracking_uri=store)
+    experiment = client.get_experiment_by_name("tracked")
+    runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    assert set(runs) == {"none, seed 0", "fusion_st x1, seed 0"}
+    fusion = runs["fusion_st x1, seed 0"]
+    assert fusion.data.tags["configuration"] == "fusion_st x1" and fusion.data.tags["seed"] == "0"
+    history = client.get_metric_history(fusion.info.run_id, "miou18")
+    assert [m.step for m in history] == [2, 4, 6, 8]  # at trainer iterations, not report counts
+    offline = sorted((Path(experiment_dir(spec)) / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(offline) == 2  # in the experiment folder: Ray's staging folder (W&B's default) is deleted
+    records = [path.read_bytes() for path in offline]  # W&B's run record (protobuf): group and name as text
+    fusion_run = next(r for r in records if b"fusion_st x1" in r)  # the group: the configuration's label
+    assert b"seed 0" in fusion_run and not any(b"fusion_st x1" in r for r in records if r is not fusion_run)
+
+
 def test_sweep_survives_losing_a_worker_node(cluster, tmp_path: Path) -> None:
     worker = cluster.add_node(num_cpus=2)
     cluster.wait_for_nodes()
@@ -485,7 +515,11 @@ def test_real_trainer_on_synthetic_data(cluster, tmp_path: Path, synthetic_root:
             resolved = yaml.safe_load((Path(ckpt) / "resolved_config.yaml").read_text())
         assert resolved["uda"]["feature_loss"]["variant"] == result.config["ablation"]["variant"]
         trial_dir = Path(result.path)
-        assert (trial_dir / "log.csv").is_file() and list((trial_dir / "tensorboard").iterdir())
+        assert (trial_dir / "log.csv").is_file()
+        events = EventAccumulator(str(trial_dir / "tensorboard"))  # `tensorboard --logdir <experiment>`
+        events.Reload()
+        assert [e.step for e in events.Scalars("miou18")] == [2, 4]  # trainer iterations, not reports
+        assert not list(trial_dir.glob("events.out.tfevents*"))  # Ray's own (report-counted) events: none
     exp = Path(experiment_dir(spec))
     total = sum(p.stat().st_size for p in exp.rglob("*") if p.is_file())
     checkpoints = sum(p.stat().st_size for p in exp.rglob("checkpoint_*/**/*") if p.is_file())
