@@ -146,7 +146,7 @@ def build_tuner(
     live_interval_s: float = 30.0,
 ) -> Any:
     """The Tuner for a validated sweep (no Ray calls beyond object construction). Ray's own table is off
-    (verbose 0): `LiveTable` prints variant, lambda, seed, iteration and the metric instead."""
+    (verbose 0): `LiveTable` prints the sweep's progress instead (tune.watch)."""
     from ray import tune
 
     from tune.searchers import build_searcher
@@ -162,7 +162,7 @@ def build_tuner(
         trial_name_creator=trial_name_creator,
         trial_dirname_creator=trial_name_creator,
     )
-    live = [LiveTable(spec.metric, spec.mode, interval_s=live_interval_s)] if live_interval_s > 0 else []
+    live = [live_table(spec, live_interval_s)] if live_interval_s > 0 else []
     callbacks = [*build_callbacks(spec), *live, *extra_callbacks]
     return tune.Tuner(
         with_trial_resources(spec, train_fn),
@@ -170,6 +170,16 @@ def build_tuner(
         tune_config=tune_config,
         run_config=run_config(spec, callbacks, verbose),
     )
+
+
+def live_table(spec: SweepSpec, interval_s: float) -> LiveTable:
+    """The live table with the sweep's N, rungs and expected share of the budget (tune.plan's rules)."""
+    from tune.plan import decision_points, expected_iterations_per_trial
+
+    return LiveTable(spec.metric, spec.mode, interval_s=interval_s, total=spec.search.num_trials,
+                     rungs=decision_points(spec), max_iters=spec.max_iters,
+                     expected_share=expected_iterations_per_trial(spec) / spec.max_iters,
+                     experiment=spec.name)
 
 
 def experiment_dir(spec: SweepSpec) -> str:

@@ -16,9 +16,10 @@ from cmda.uda import dacs
 
 
 def test_reports_every_evaluation_with_a_complete_checkpoint(tiny_config):
-    reports = []
-    metrics = run(tiny_config(), report=lambda m, d: reports.append((m, d)))
+    reports, beats = [], []
+    metrics = run(tiny_config(), report=lambda m, d: reports.append((m, d)), heartbeat=beats.append)
     assert [m["iteration"] for m, _ in reports] == [2, 4]
+    assert beats == [1, 2, 3, 4]  # every logged iteration (log_interval 1): the live table's heartbeat
     first, folder = reports[0]
     assert {"miou18", "miou19", "iou/road", "iou/truck", "max_iters", "time/train_s", "pseudo_weight"} <= set(
         first

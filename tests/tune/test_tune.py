@@ -8,6 +8,7 @@ Most tests drive a small stand-in trainer that follows `cmda.train.run`'s contra
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
@@ -26,6 +27,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from tune.cli import _exit_for
 from tune.driver import experiment_dir, resume_sweep, run_sweep
+from tune.live_table import LiveTable
 from tune.status import experiment_status, failed_trials
 from tune.sweep import load_sweep
 
@@ -390,8 +392,14 @@ def test_a_grid_over_the_learning_rate_runs_and_the_analysis_shows_it(cluster, t
               "space": {"optim.lr": {"grid": [1.0e-3, 2.0e-3]}}}
     spec = load_sweep(write_sweep(tmp_path, "lr", search=search, resources={"cpu": 0.5}, overrides={},
                                   max_concurrent_trials=4))
-    grid = run(spec)
+    log = io.StringIO()  # the live table as a CI log shows it (not a terminal: a line per change)
+    table = LiveTable(spec.metric, interval_s=0.0, stream=log, total=8, max_iters=spec.max_iters,
+                      experiment=spec.name, tty=False)
+    grid = run(spec, extra_callbacks=[table])
     assert grid.num_errors == 0 and len(grid) == 8
+    lines = log.getvalue().splitlines()
+    assert "0 of 8 done" in lines[0] and "8 of 8 done, 0 running, 0 pending, 0 errored" in lines[-1], lines
+    assert any("fusion_st x1 optim.lr=0.002  miou18" in line for line in lines)
     for result in grid:
         lr = result.config["ablation"]["params"]["optim.lr"]
         assert f"optim.lr={lr:g}" in Path(result.path).name  # the folder names the configuration
@@ -431,6 +439,19 @@ def test_mlflow_file_store_and_offline_wandb_record_each_trial_by_configuration_
     records = [path.read_bytes() for path in offline]  # W&B's run record (protobuf): group and name as text
     fusion_run = next(r for r in records if b"fusion_st x1" in r)  # the group: the configuration's label
     assert b"seed 0" in fusion_run and not any(b"fusion_st x1" in r for r in records if r is not fusion_run)
+
+
+def test_a_trials_heartbeat_reaches_the_drivers_board(cluster) -> None:
+    from tune.heartbeat import read_board, start_board, trial_heartbeat
+
+    board = start_board("beats")
+    assert trial_heartbeat("no-such-experiment", "t") is None  # no live table: the trainer gets none
+    beat = trial_heartbeat("beats", "t1")
+    beat(30)
+    beat(40)
+    (iteration, sent_at), = read_board(board).values()
+    assert iteration == 40 and abs(time.time() - sent_at) < 60
+    ray.kill(board)
 
 
 def test_sweep_survives_losing_a_worker_node(cluster, tmp_path: Path) -> None:
