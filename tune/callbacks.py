@@ -37,9 +37,25 @@ def result_loggers() -> list[Any]:
     return [JsonLoggerCallback(), CSVLoggerCallback()]
 
 
+def passes_result_loggers(tuner: Any) -> bool:
+    """Whether the Tuner's callbacks include Ray's JSON logger (every sweep since `result_loggers`; an
+    experiment restored from an older run may not, and then keeps Ray's default loggers). Read through
+    Ray's internal Tuner state; anything unexpected reads as False (Ray's defaults stay on: nothing lost)."""
+    from ray.tune.logger import JsonLoggerCallback
+
+    try:
+        callbacks = tuner._local_tuner._run_config.callbacks or []  # Ray has no public accessor
+    except AttributeError:
+        return False
+    return any(isinstance(c, JsonLoggerCallback) for c in callbacks)
+
+
 @contextmanager
-def without_ray_event_files() -> Iterator[None]:
-    """While a Tuner is fitted: Ray adds no default loggers (the sweep passes `result_loggers`)."""
+def without_ray_event_files(tuner: Any) -> Iterator[None]:
+    """While a Tuner is fitted: Ray adds no default loggers when the Tuner passes `result_loggers`."""
+    if not passes_result_loggers(tuner):
+        yield
+        return
     before = os.environ.get(NO_AUTO_LOGGERS)
     os.environ[NO_AUTO_LOGGERS] = "1"
     try:

@@ -367,7 +367,7 @@ def resume_sweep(
 def _fit(tuner: Any, spec: SweepSpec, started_ray: bool) -> Any:
     started = time.time()
     try:
-        with without_ray_event_files():
+        with without_ray_event_files(tuner):
             return tuner.fit()
     finally:
         clean_up_after_fit(spec.name, Experiment(experiment_dir(spec)).root, since=started)

@@ -74,9 +74,22 @@ def test_sweep_check_exits_2_on_a_missing_setting(tmp_path, no_wandb_login, caps
     assert "callbacks.mlflow.tracking_uri" in capsys.readouterr().err
 
 
-def test_ray_writes_results_but_no_event_files_of_its_own() -> None:
+def test_ray_writes_results_but_no_event_files_of_its_own(tmp_path) -> None:
+    import os
+
+    from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
+
+    from tune.callbacks import NO_AUTO_LOGGERS, without_ray_event_files
 
     loggers = result_loggers()
     assert {type(c) for c in loggers} == {JsonLoggerCallback, CSVLoggerCallback}
     assert not any(isinstance(c, TBXLoggerCallback) for c in loggers)
+    ours = tune.Tuner(lambda config: None,
+                      run_config=tune.RunConfig(storage_path=str(tmp_path), callbacks=loggers))
+    older = tune.Tuner(lambda config: None, run_config=tune.RunConfig(storage_path=str(tmp_path)))
+    with without_ray_event_files(ours):
+        assert os.environ[NO_AUTO_LOGGERS] == "1"
+    with without_ray_event_files(older):  # an experiment from before: Ray's loggers stay on
+        assert os.environ.get(NO_AUTO_LOGGERS) != "1"
+    assert NO_AUTO_LOGGERS not in os.environ

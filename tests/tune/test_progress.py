@@ -99,3 +99,13 @@ def test_rays_repeated_warnings_are_printed_once() -> None:
     assert [once.filter(r) for r in records] == [True, False, False]
     info = logging.LogRecord("ray.tune", logging.INFO, "f", 1, "Trial started", None, None)
     assert once.filter(info) and once.filter(info)
+
+
+def test_the_filter_sits_on_rays_handler_only_while_the_sweep_runs() -> None:
+    handlers = logging.getLogger("ray").handlers
+    assert handlers  # Ray's own handler (its loggers do not propagate past "ray")
+    table = LiveTable("miou18", interval_s=0.0, stream=io.StringIO(), tty=False)
+    table.setup()
+    assert all(any(isinstance(f, OncePerMessage) for f in h.filters) for h in handlers)
+    table.on_experiment_end([])
+    assert not any(isinstance(f, OncePerMessage) for h in handlers for f in h.filters)
