@@ -28,7 +28,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tune.cli import _exit_for
 from tune.driver import experiment_dir, resume_sweep, run_sweep
 from tune.live_table import LiveTable
-from tune.status import experiment_status, failed_trials
+from tune.status import experiment_status, failed_trials, status_table
 from tune.sweep import load_sweep
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(240)]
@@ -403,6 +403,9 @@ def test_a_grid_over_the_learning_rate_runs_and_the_analysis_shows_it(cluster, t
     for result in grid:
         lr = result.config["ablation"]["params"]["optim.lr"]
         assert f"optim.lr={lr:g}" in Path(result.path).name  # the folder names the configuration
+    status = status_table(experiment_dir(spec)).splitlines()  # `cmda-tune status`: a setting column
+    assert status[0].split()[:5] == ["trial", "variant", "lambda", "setting", "seed"]
+    assert sum("optim.lr=0.002" in line for line in status) == 4
     report = build(experiment_dir(spec), tmp_path / "report")
     frame = report.comparisons.set_index("config")
     # each fusion_st is compared with the baseline at its own lr: the same difference at both
