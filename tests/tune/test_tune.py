@@ -367,7 +367,7 @@ def test_optuna_with_per_config_asha_runs_each_configuration_on_every_seed(clust
         write_sweep(
             tmp_path,
             "optuna",
-            search={"optuna": optuna},
+            search={"optuna": optuna, "space": {"optim.lr": {"loguniform": [1.0e-4, 1.0e-3]}}},
             scheduler=scheduler,
             resources={"cpu": 0.5},
             max_concurrent_trials=4,
@@ -378,8 +378,10 @@ def test_optuna_with_per_config_asha_runs_each_configuration_on_every_seed(clust
     seeds: dict[Any, list[int]] = {}
     for result in grid:
         ablation = result.config["ablation"]
-        key = (ablation["variant"], json.dumps(ablation["lambdas"], sort_keys=True))
+        lr = ablation["params"]["optim.lr"]
+        key = (ablation["variant"], json.dumps(ablation["lambdas"], sort_keys=True), lr)
         seeds.setdefault(key, []).append(result.config["seed"])
+        assert 1.0e-4 <= lr <= 1.0e-3  # Optuna's draw, shared by the configuration's seeds
         if ablation["variant"] == "fusion_st":
             assert 0.5 <= ablation["lambda_scale"] <= 8.0
     assert all(sorted(s) == [0, 1] for s in seeds.values()), seeds
