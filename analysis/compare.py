@@ -3,7 +3,8 @@
 Early stopping leaves configurations of unequal length. Reading every trial at the iteration all of them
 reached compares them at the first rung; reading final numbers compares survivors' 40k-iteration results
 with stopped configurations' 4k ones. Instead each configuration is compared with the baseline PAIRED BY
-SEED at the largest evaluated iteration both reached:
+SEED at the largest evaluated iteration both reached (with a search space over other trainer keys, the
+baseline at the configuration's own setting: `reference_configurations`):
 
 - a configuration that ran to the end is compared at full budget (the headline);
 - a configuration the scheduler stopped is compared at the rung where it stopped, and its standing there
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis.load import Loaded
+from analysis.load import PARAM_PREFIX, Loaded
 from analysis.stats import adjust_p_values, mean_ci, paired_test
 from tune.configuration import BASELINE_VARIANT
 from tune.experiment import ERROR, TERMINATED
@@ -36,7 +37,8 @@ CSV_COLUMNS = ("variant", "lambda", "budget", "delta", "ci_low", "ci_high", "n_p
 EXTRA_COLUMNS = ("config", "status", "lambda_scale", "reached", "max_iters", "mean", "sd", "n",
                  "baseline_mean", "sd_diff", "significant", "note", "rank_at_stop", "rung_size",
                  "survivors_low", "survivors_high")
-"""What follows them (then one `lambda/<term>` column per term of the experiment)."""
+"""What follows them (then one `lambda/<term>` column per term of the experiment and one `param/<key>`
+column per search-space key)."""
 INTEGER_COLUMNS = ("budget", "stopped_at", "n_pairs", "n", "reached", "max_iters", "rank_at_stop",
                    "rung_size")
 
@@ -89,6 +91,7 @@ def configuration_status(trials: pd.DataFrame) -> pd.DataFrame:
             "variant": group["variant"].iloc[0],
             "lambda": group["lambda"].iloc[0],
             "lambda_scale": group["lambda_scale"].iloc[0],
+            "setting": group["setting"].iloc[0] if "setting" in group else "{}",
             "status": status,
             "stopped_at": stopped_at,
             "reached": None if pd.isna(reached) else int(reached),
@@ -96,6 +99,16 @@ def configuration_status(trials: pd.DataFrame) -> pd.DataFrame:
             "seeds": sorted(group["seed"].dropna().unique().tolist()),
         })
     return pd.DataFrame(rows).set_index("config")
+
+
+def reference_configurations(status: pd.DataFrame) -> dict[str, str]:
+    """Setting (`Configuration.setting_key`) -> the baseline configuration at that setting: what every
+    configuration at the setting is compared with (one baseline without a search space)."""
+    references: dict[str, str] = {}
+    for config in status.index:
+        if status.loc[config, "variant"] == BASELINE_VARIANT:
+            references.setdefault(status.loc[config, "setting"], config)
+    return references
 
 
 def _seed_row(values: pd.DataFrame, config: str) -> pd.DataFrame:
@@ -175,15 +188,16 @@ def comparisons(loaded: Loaded, options: Options = Options()) -> pd.DataFrame:
     trials = loaded.trials
     status = configuration_status(trials)
     values = seed_values(loaded)
-    baseline = [c for c in status.index if status.loc[c, "variant"] == BASELINE_VARIANT]
-    base_row = _seed_row(values, baseline[0]) if baseline else pd.DataFrame(columns=values.columns)
-    terms = [c for c in trials.columns if c.startswith("lambda/")]
+    references = reference_configurations(status)
+    terms = [c for c in trials.columns if c.startswith(("lambda/", PARAM_PREFIX))]
     fates = seed_fates(trials)
     rows = []
     for config, info in status.iterrows():
         if info["variant"] == BASELINE_VARIANT:
             continue
         mine = _seed_row(values, config)
+        reference = references.get(info["setting"])
+        base_row = _seed_row(values, reference) if reference else pd.DataFrame(columns=values.columns)
         row = {"variant": info["variant"], "lambda": info["lambda"], "budget": None, "delta": math.nan,
                "ci_low": math.nan, "ci_high": math.nan, "n_pairs": 0, "p_value": math.nan,
                "p_adjusted": math.nan, "stopped_at": info["stopped_at"], "config": config,
@@ -209,7 +223,7 @@ def comparisons(loaded: Loaded, options: Options = Options()) -> pd.DataFrame:
                    p_value=test.p_value, mean=mean, sd=sd,
                    n=int(mine[budget].notna().sum()), baseline_mean=float(base_row[budget].dropna().mean()),
                    sd_diff=float(diffs.std(ddof=1)) if len(diffs) > 1 else math.nan)
-        notes = [_unpaired_note(config, baseline[0] if baseline else None, mine, base_row, budget, paired,
+        notes = [_unpaired_note(config, reference, mine, base_row, budget, paired,
                                 info["seeds"], fates)]
         if info["status"] == COMPLETE and info["max_iters"] and budget < info["max_iters"]:
             notes.append(f"ran to {info['max_iters']} but the baseline's paired seeds reached only {budget}")
@@ -246,9 +260,11 @@ def baseline_summary(loaded: Loaded) -> dict[str, float | int | None]:
     row = _seed_row(values, baseline[0])
     budget = max(int(it) for it in row.columns if row[it].notna().any())
     mean, sd, _ = mean_ci(row[budget].dropna().to_numpy(dtype=float))
+    first = loaded.trials[loaded.trials["config"] == baseline[0]].iloc[0]
     return {"config": baseline[0], "budget": budget, "mean": mean, "sd": sd,
             "n": int(row[budget].notna().sum()), "status": status.loc[baseline[0], "status"],
-            "stopped_at": status.loc[baseline[0], "stopped_at"]}
+            "stopped_at": status.loc[baseline[0], "stopped_at"],
+            **{c: first[c] for c in loaded.trials.columns if c.startswith(PARAM_PREFIX)}}
 
 
 def ladder(loaded: Loaded) -> pd.DataFrame:

@@ -14,6 +14,7 @@ import matplotlib.ticker  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from analysis.compare import COMPLETE, STOPPED  # noqa: E402
+from analysis.load import PARAM_PREFIX  # noqa: E402
 from analysis.setting import Setting  # noqa: E402
 from cmda.data import CLASSES  # noqa: E402
 from cmda.io import write_atomic  # noqa: E402
@@ -274,3 +275,60 @@ def cost_figure(trials: pd.DataFrame, setting: Setting, colors: dict, out_dir: P
     _legend(ax)
     save(fig, out_dir, "cost")
     return data.reset_index(drop=True)
+
+
+def params_figure(ladder: pd.DataFrame, trials: pd.DataFrame, setting: Setting, colors: dict,
+                  out_dir: Path) -> pd.DataFrame:
+    """The metric against each numeric search-space key that varies (one panel per key).
+
+    A point is a configuration's mean over seeds with its 95% CI at the last iteration it reached (hollow:
+    stopped early, so from fewer iterations); a line joins the configurations that differ only in that key
+    (same variant, λ and other keys), so a trend is read along one line, never across settings.
+    """
+    keys = [c for c in trials.columns if c.startswith(PARAM_PREFIX)]
+    columns = ["key", "value", "series", "config", "variant", "status", "iteration", "mean", "ci_low",
+               "ci_high"]
+    ends = ladder[ladder["end"]] if len(ladder) else ladder
+    settings = trials.drop_duplicates("config").set_index("config")
+    numeric = [k for k in keys if pd.to_numeric(settings[k], errors="coerce").notna().all()
+               and settings[k].nunique() > 1]
+    rows = []
+    for key in numeric:
+        others = [k for k in keys if k != key]
+        for _, end in ends.iterrows():
+            info = settings.loc[end["config"]]
+            rest = " ".join(f"{k[len(PARAM_PREFIX):]}={info[k]}" for k in others)
+            series = " ".join(p for p in (end["variant"], info["lambda"], rest) if isinstance(p, str) and p)
+            rows.append({"key": key[len(PARAM_PREFIX):], "value": float(info[key]), "series": series,
+                         **{c: end[c] for c in columns[3:]}})
+    data = pd.DataFrame(rows, columns=columns)
+    if data.empty:
+        return data
+    panels = list(dict.fromkeys(data["key"]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False, sharey=True)
+    for ax, key in zip(axes.flat, panels):
+        part = data[data["key"] == key]
+        for number, (series, group) in enumerate(part.groupby("series", sort=False)):
+            group = group.sort_values("value")
+            color = colors.get(group["variant"].iloc[0], "k")
+            marker = MARKERS[number % len(MARKERS)]
+            ax.plot(group["value"], group["mean"], color=color, lw=1, label=series)
+            for _, row in group.iterrows():
+                ax.errorbar([row["value"]], [row["mean"]], yerr=[[row["mean"] - row["ci_low"]],
+                            [row["ci_high"] - row["mean"]]] if pd.notna(row["ci_low"]) else None, fmt=marker,
+                            color=color, capsize=3, mfc=color if row["status"] == COMPLETE else "white")
+        if part["value"].min() > 0 and part["value"].max() / part["value"].min() >= 10:
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        values = sorted(part["value"].unique())
+        if len(values) <= 8:
+            ax.set_xticks(values)
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.set_xlabel(key)
+        ax.grid(ls="--", alpha=0.4)
+        _legend(ax)
+    axes[0, 0].set_ylabel(f"{setting.metric_label} (%)")
+    fig.suptitle("The metric against each varied setting: mean over seeds, 95% CI, at the last iteration "
+                 "reached (hollow: stopped early)", fontsize=11)
+    save(fig, out_dir, "params")
+    return data

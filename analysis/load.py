@@ -38,6 +38,8 @@ from tune.experiment import (
     stopped_early,
 )
 
+PARAM_PREFIX = "param/"
+"""Column prefix of each search-space key a configuration sets (`param/optim.lr`), beside `lambda/<term>`."""
 TRAIN_LOG = "log.csv"
 """The trainer's log in the trial folder (tune.trainable publishes it there)."""
 
@@ -222,6 +224,7 @@ def load(locations: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], g
     configurations = {row["configuration"].key: row["configuration"] for row in rows}
     names = configuration_names(configurations)
     terms = sorted({term for c in configurations.values() for term, _ in c.lambdas})
+    keys = sorted({key for c in configurations.values() for key, _ in c.params})
     for row in rows:
         configuration: Configuration = row.pop("configuration")
         lambdas = dict(configuration.lambdas)
@@ -229,6 +232,9 @@ def load(locations: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], g
                     "lambda": configuration.lambda_label, "lambda_scale": configuration.lambda_scale,
                     "lambdas": json.dumps(lambdas, sort_keys=True)})
         row.update({f"lambda/{term}": lambdas.get(term) for term in terms})
+        settings = json.loads(configuration.setting_key)
+        row["setting"] = configuration.setting_key
+        row.update({f"{PARAM_PREFIX}{key}": settings.get(key) for key in keys})
     trials = pd.DataFrame(rows)
     first = ["experiment", "trial", "config", "variant", "lambda", "lambda_scale", "lambdas", "seed"]
     trials = trials[first + [c for c in trials.columns if c not in first]]

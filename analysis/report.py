@@ -40,6 +40,7 @@ FIGURES = {
     "loss_curves": "Training losses at every logged iteration",
     "class_iou": "Per-class IoU",
     "lambda_sensitivity": "Sensitivity to the λ scale",
+    "params": "The metric against each varied setting",
     "cost": "What each trial cost",
 }
 """Figure file name -> its heading in the report, in page order."""
@@ -116,6 +117,9 @@ def _figure_captions(loaded: Loaded, options: Options) -> dict[str, str]:
         "class_iou": "Mean IoU per class over seeds, at the iteration each configuration was compared at.",
         "lambda_sensitivity": ("Difference to the baseline against the grid's λ scale, with paired-t CIs; "
                                "lines join only configurations compared at full budget."),
+        "params": ("Mean over seeds with its 95% t-interval at the last iteration each configuration "
+                   "reached, against each numeric key of the search space; a line joins configurations "
+                   "that differ only in that key; hollow: stopped early."),
         "cost": "Best value of the headline metric per trial against its cost.",
     }
 
@@ -189,6 +193,8 @@ def build(locations: Locations, out_dir: str | os.PathLike[str], options: Option
         plotted["class_iou"] = figures.class_figure(loaded.history, frame, baseline, setting, fig_dir)
     if len(frame):
         plotted["lambda_sensitivity"] = figures.lambda_figure(frame, setting, colors, fig_dir)
+    if len(steps):
+        plotted["params"] = figures.params_figure(steps, loaded.trials, setting, colors, fig_dir)
     plotted["cost"] = figures.cost_figure(loaded.trials, setting, colors, fig_dir)
     captions = _figure_captions(loaded, options)
 

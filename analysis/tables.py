@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from analysis.compare import COMPLETE, STOPPED, Options
+from analysis.load import PARAM_PREFIX
 from analysis.setting import Setting
 from analysis.stats import CORRECTION_NAMES, PowerNote, power_note
 from tune.configuration import BASELINE_VARIANT
@@ -88,6 +89,20 @@ def _delta_header(options: Options) -> list[str]:
     return [f"Δ vs {BASELINE_VARIANT} [{level} CI]", "Pairs", "p", f"p ({_correction(options)})"]
 
 
+def param_columns(frame: pd.DataFrame) -> list[str]:
+    """The search-space keys an experiment varies (`param/<key>` columns): each gets a column of its own."""
+    return [c for c in frame.columns if c.startswith(PARAM_PREFIX)]
+
+
+def _param_header(columns: list[str]) -> list[str]:
+    return [c[len(PARAM_PREFIX):] for c in columns]
+
+
+def _param_cells(row: Any, columns: list[str]) -> list[str]:
+    values = [row.get(c) for c in columns]
+    return [DASH if missing(v) else f"{v:g}" if isinstance(v, float) else str(v) for v in values]
+
+
 def _delta_cells(row: pd.Series) -> list[str]:
     return [fmt_delta(row), fmt_int(row["n_pairs"]), fmt_p(row["p_value"]), fmt_p(row["p_adjusted"])]
 
@@ -121,22 +136,25 @@ def headline_table(comparisons: pd.DataFrame, baseline: dict[str, Any], setting:
     """Configurations that ran to the end, at full budget, the baseline first; the best mean in bold."""
     metric = setting.metric_label
     rows = comparisons[comparisons["status"] == COMPLETE] if len(comparisons) else comparisons
-    header = ["Variant", "λ", "Compared at", f"{metric} (mean ± SD)", *_delta_header(options)]
+    params = param_columns(comparisons)
+    header = ["Variant", "λ", *_param_header(params), "Compared at", f"{metric} (mean ± SD)",
+              *_delta_header(options)]
     cells = []
     if baseline:
         mean = fmt_mean(baseline["mean"], baseline["sd"], baseline["n"])
-        cells.append([BASELINE_VARIANT, DASH, fmt_int(baseline["budget"]), mean, "(baseline)",
-                      DASH, DASH, DASH])
+        cells.append([BASELINE_VARIANT, DASH, *_param_cells(baseline, params),
+                      fmt_int(baseline["budget"]), mean, "(baseline)", DASH, DASH, DASH])
     for _, row in rows.iterrows():
-        cells.append([row["variant"], row["lambda"] or DASH, fmt_int(row["budget"]),
-                      fmt_mean(row["mean"], row["sd"], row["n"]), *_delta_cells(row)])
+        cells.append([row["variant"], row["lambda"] or DASH, *_param_cells(row, params),
+                      fmt_int(row["budget"]), fmt_mean(row["mean"], row["sd"], row["n"]), *_delta_cells(row)])
     frame = pd.DataFrame(cells, columns=header)
     means = ([baseline["mean"]] if baseline else []) + rows["mean"].tolist()
     bold = set()
+    mean_column = header[3 + len(params)]
     if means and any(not missing(m) for m in means):
         pick = min if setting.mode == "min" else max
         best = pick(m for m in means if not missing(m))
-        bold = {(i, header[3]) for i, m in enumerate(means) if m == best}
+        bold = {(i, mean_column) for i, m in enumerate(means) if m == best}
     budget = f"{setting.max_iters} iterations" if setting.max_iters else "their last iteration"
     caption = (f"Configurations that ran to the end ({budget}), each compared with the baseline at the "
                f"largest iteration both reached, paired by seed. " + _test_sentence(comparisons, options))
@@ -146,6 +164,10 @@ def headline_table(comparisons: pd.DataFrame, baseline: dict[str, Any], setting:
         ref = setting.reference
         caption += f" For reference, the {ref.label} reports {ref.value:.2f} {metric}."
     notes = []
+    if params:
+        notes.append(f"Each configuration is compared with the baseline at its own setting of "
+                     f"{', '.join(_param_header(params))} (paired by seed); the first row is the baseline at "
+                     "the first setting.")
     if baseline and baseline.get("status") != COMPLETE:
         notes.append(f"The baseline did not run to the end (it reached {baseline['budget']}): every "
                      "configuration is compared with it at most there.")
@@ -159,14 +181,16 @@ def stopped_table(comparisons: pd.DataFrame, setting: Setting, options: Options,
     """Configurations stopped early, each at its rung, with the scheduler's view of that rung."""
     metric = setting.metric_label
     rows = comparisons[comparisons["status"] == STOPPED] if len(comparisons) else comparisons
-    header = ["Variant", "λ", "Stopped at", f"{metric} there (mean ± SD)", "Rank at that rung",
-              "Survivors there", *_delta_header(options)]
+    params = param_columns(comparisons)
+    header = ["Variant", "λ", *_param_header(params), "Stopped at", f"{metric} there (mean ± SD)",
+              "Rank at that rung", "Survivors there", *_delta_header(options)]
     cells = []
     for _, row in rows.iterrows():
         rank = DASH if missing(row.get("rank_at_stop")) else f"{row['rank_at_stop']} of {row['rung_size']}"
         low, high = row.get("survivors_low"), row.get("survivors_high")
         survivors = DASH if missing(low) else (fmt(low) if low == high else f"{fmt(low)}–{fmt(high)}")
-        cells.append([row["variant"], row["lambda"] or DASH, fmt_int(row["stopped_at"]),
+        cells.append([row["variant"], row["lambda"] or DASH, *_param_cells(row, params),
+                      fmt_int(row["stopped_at"]),
                       fmt_mean(row["mean"], row["sd"], row["n"]), rank, survivors, *_delta_cells(row)])
     caption = (f"Configurations the scheduler stopped early, at the rung where it stopped them: their "
                f"{metric} there, their rank among every configuration evaluated at that rung, the range of "
@@ -182,10 +206,11 @@ def stopped_table(comparisons: pd.DataFrame, setting: Setting, options: Options,
 def unfinished_table(comparisons: pd.DataFrame, setting: Setting, options: Options) -> Table:
     """Configurations still running, errored or without results: compared as far as they got."""
     rows = comparisons[~comparisons["status"].isin([COMPLETE, STOPPED])] if len(comparisons) else comparisons
-    header = ["Variant", "λ", "Status", "Reached", "Compared at", f"{setting.metric_label} (mean ± SD)",
-              *_delta_header(options), "Note"]
-    cells = [[r["variant"], r["lambda"] or DASH, r["status"], fmt_int(r["reached"]), fmt_int(r["budget"]),
-              fmt_mean(r["mean"], r["sd"], r["n"]), *_delta_cells(r), r["note"] or DASH]
+    params = param_columns(comparisons)
+    header = ["Variant", "λ", *_param_header(params), "Status", "Reached", "Compared at",
+              f"{setting.metric_label} (mean ± SD)", *_delta_header(options), "Note"]
+    cells = [[r["variant"], r["lambda"] or DASH, *_param_cells(r, params), r["status"], fmt_int(r["reached"]),
+              fmt_int(r["budget"]), fmt_mean(r["mean"], r["sd"], r["n"]), *_delta_cells(r), r["note"] or DASH]
              for _, r in rows.iterrows()]
     caption = ("Configurations still running or whose trials failed, compared with the baseline as far as "
                "they got; provisional.")
@@ -199,8 +224,9 @@ STATE_WORDS = {TERMINATED: "finished", ERROR: "errored", RUNNING: "running", PEN
 def trial_table(trials: pd.DataFrame, setting: Setting) -> Table:
     """One row per trial: state, seed, iterations, best and final metric, error."""
     metric = setting.metric_label
-    header = ["Trial", "Variant", "λ", "Seed", "State", "Iterations", f"Best {metric} (at)",
-              f"Final {metric}", "Error"]
+    params = param_columns(trials)
+    header = ["Trial", "Variant", "λ", *_param_header(params), "Seed", "State", "Iterations",
+              f"Best {metric} (at)", f"Final {metric}", "Error"]
     cells = []
     for _, t in trials.sort_values(["config", "seed", "trial"], na_position="last").iterrows():
         state = STATE_WORDS.get(t["state"], str(t["state"]).lower())
@@ -217,8 +243,8 @@ def trial_table(trials: pd.DataFrame, setting: Setting) -> Table:
             error = f"{t['error']} — {t['error_file']}"
             if t["state"] != ERROR:
                 error = f"recovered after {t['num_failures']} failure(s); last: {error}"
-        cells.append([t["trial"], t["variant"], t["lambda"] or DASH, fmt_int(t["seed"]), state, iterations,
-                      best, fmt(t["final"]), error])
+        cells.append([t["trial"], t["variant"], t["lambda"] or DASH, *_param_cells(t, params),
+                      fmt_int(t["seed"]), state, iterations, best, fmt(t["final"]), error])
     return Table("Every trial", pd.DataFrame(cells, columns=header))
 
 

@@ -387,8 +387,10 @@ def run(
     config: Config | Mapping[str, Any],
     report: Report | None = None,
     resume_from: str | os.PathLike | None = None,
+    heartbeat: Callable[[int], None] | None = None,
 ) -> dict[str, float]:
-    """Train CMDA as configured; returns the last evaluation's metrics."""
+    """Train CMDA as configured; returns the last evaluation's metrics. `report(metrics, checkpoint_dir)` is
+    called at each evaluation, `heartbeat(iteration)` at each logged iteration (a sweep's live table)."""
     cfg = config if isinstance(config, Config) else config_from_dict(dict(config))
     device = resolve_device(cfg.train.device)
     resume = prepare_resume(cfg, resume_from)
@@ -421,6 +423,8 @@ def run(
                     means = {f"loss/{k}": v for k, v in since_log.pop().items()}
                     means["lr"] = session.optimizer.param_groups[0]["lr"]
                     metric_log.write(iteration, means)
+                    if heartbeat is not None:
+                        heartbeat(iteration)
                     progress.set_postfix(
                         loss=f"{sum(v for k, v in means.items() if k.startswith('loss/src_')):.3f}",
                         **{headline: f"{session.metrics.get(headline, math.nan):.1f}"},

@@ -50,6 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="if the experiment folder exists, continue it instead of refusing",
     )
     sweep.add_argument(
+        "--live-interval",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds between two updates of the live table (0: no live table; default 30)",
+    )
+    sweep.add_argument(
         "--path-map",
         action="append",
         default=[],
@@ -111,7 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             driver.preflight_checks(spec, validate_trainer=True, address=args.address)
             print(f"{spec.path}: OK ({describe(spec)})")
             return 0
-        grid = driver.run_sweep(spec, address=args.address, resume_existing=args.resume)
+        grid = driver.run_sweep(spec, address=args.address, resume_existing=args.resume,
+                                live_interval_s=args.live_interval)
         exp = driver.experiment_dir(spec)
         _status(exp)
         print(f"experiment folder: {exp}")

@@ -9,7 +9,6 @@ Trial folders are named by `tune.configuration.trial_name`; what a run leaves on
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import os
 import time
 from collections.abc import Sequence
@@ -20,6 +19,7 @@ import yaml
 
 from cmda.io import clean_stale_tmp
 from tune import preflight
+from tune.callbacks import check_callbacks, result_loggers, tracking_callbacks, without_ray_event_files
 from tune.configuration import Configuration, trial_name
 from tune.experiment import (
     SWEEP_FILE,
@@ -99,23 +99,9 @@ def build_scheduler(spec: SweepSpec) -> Any:
 
 
 def build_callbacks(spec: SweepSpec) -> list[Any]:
-    """W&B / MLflow through Ray's own integrations; imported only when the sweep enables them."""
-    callbacks: list[Any] = []
-    for name, options in spec.callbacks.items():
-        if importlib.util.find_spec(name) is None:
-            raise ImportError(
-                f"{spec.path}: field 'callbacks.{name}': enabled but the '{name}' package is not installed "
-                f"(pip install {name}), or remove callbacks.{name}"
-            )
-        if name == "wandb":
-            from ray.air.integrations.wandb import WandbLoggerCallback
-
-            callbacks.append(WandbLoggerCallback(**{"project": spec.name, **options}))
-        elif name == "mlflow":
-            from ray.air.integrations.mlflow import MLflowLoggerCallback
-
-            callbacks.append(MLflowLoggerCallback(**{"experiment_name": spec.name, **options}))
-    return callbacks
+    """Ray's JSON/CSV result loggers (not its TBX logger: TensorBoard is the trainer's), then W&B / MLflow
+    through Ray's own integrations when the sweep enables them (tune.callbacks)."""
+    return [*result_loggers(), *tracking_callbacks(spec, experiment_dir(spec))]
 
 
 def resolve_storage(storage: str) -> str:
@@ -160,7 +146,7 @@ def build_tuner(
     live_interval_s: float = 30.0,
 ) -> Any:
     """The Tuner for a validated sweep (no Ray calls beyond object construction). Ray's own table is off
-    (verbose 0): `LiveTable` prints variant, lambda, seed, iteration and the metric instead."""
+    (verbose 0): `LiveTable` prints the sweep's progress instead (tune.watch)."""
     from ray import tune
 
     from tune.searchers import build_searcher
@@ -176,7 +162,7 @@ def build_tuner(
         trial_name_creator=trial_name_creator,
         trial_dirname_creator=trial_name_creator,
     )
-    live = [LiveTable(spec.metric, spec.mode, interval_s=live_interval_s)] if live_interval_s > 0 else []
+    live = [live_table(spec, live_interval_s)] if live_interval_s > 0 else []
     callbacks = [*build_callbacks(spec), *live, *extra_callbacks]
     return tune.Tuner(
         with_trial_resources(spec, train_fn),
@@ -184,6 +170,16 @@ def build_tuner(
         tune_config=tune_config,
         run_config=run_config(spec, callbacks, verbose),
     )
+
+
+def live_table(spec: SweepSpec, interval_s: float) -> LiveTable:
+    """The live table with the sweep's N, rungs and expected share of the budget (tune.plan's rules)."""
+    from tune.plan import decision_points, expected_iterations_per_trial
+
+    return LiveTable(spec.metric, spec.mode, interval_s=interval_s, total=spec.search.num_trials,
+                     rungs=decision_points(spec), max_iters=spec.max_iters,
+                     expected_share=expected_iterations_per_trial(spec) / spec.max_iters,
+                     experiment=spec.name)
 
 
 def experiment_dir(spec: SweepSpec) -> str:
@@ -230,6 +226,7 @@ def preflight_checks(
     """Everything that can be checked before Ray starts (see tune.preflight); returns the spec with its
     paths settled and the paths its trials read. A local run checks those paths here; on a cluster they are
     checked where the trials run, once connected (`check_cluster`)."""
+    check_callbacks(spec)  # W&B / MLflow settings first: they take no time
     spec, paths = settle_paths(spec, address)
     local = not joins_cluster(address)
     if validate_trainer:
@@ -370,7 +367,8 @@ def resume_sweep(
 def _fit(tuner: Any, spec: SweepSpec, started_ray: bool) -> Any:
     started = time.time()
     try:
-        return tuner.fit()
+        with without_ray_event_files(tuner):
+            return tuner.fit()
     finally:
         clean_up_after_fit(spec.name, Experiment(experiment_dir(spec)).root, since=started)
         if started_ray:

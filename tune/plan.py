@@ -1,9 +1,9 @@
 """`cmda-tune plan SWEEP.yaml`: what a sweep will run and cost, without starting Ray.
 
-The trials in launch order (variant, per-term lambdas, seed), their count, the iterations at which the
-scheduler decides (`tune.configuration.Ladder`, the scheduler's own rungs), the trainer iterations and
-GPU-hours if every trial runs to the end and as expected under those rungs, and the storage the kept
-checkpoints will take.
+The trials in launch order (variant, per-term lambdas, search-space setting, seed), their count, the
+iterations at which the scheduler decides (`tune.configuration.Ladder`, the scheduler's own rungs), the
+trainer iterations and GPU-hours if every trial runs to the end and as expected under those rungs, and the
+storage the kept checkpoints will take.
 
 Expected compute under early stopping is the successive-halving ideal: every rung keeps the top
 1/reduction_factor of what reaches it, and a stopped trial stops at its first evaluation at or after the rung.
@@ -52,20 +52,26 @@ class Plan:
     checkpoint_bytes: int
     kept_checkpoints_per_trial: int
     checkpoint_storage_bytes: int
+    space: dict[str, Any] = field(default_factory=dict)
+    """The search space over other trainer keys, as the sweep file gives it ({} without one)."""
     labels: list[str] = field(default_factory=list)
     """Each trial's configuration label, for the text table (not part of the JSON)."""
+    space_lines: list[str] = field(default_factory=list)
+    """The space as text, one line per key (not part of the JSON)."""
 
     def as_json(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k != "labels"}
+        return {k: v for k, v in asdict(self).items() if k not in ("labels", "space_lines")}
 
 
 def launch_order(spec: SweepSpec) -> list[dict[str, Any]]:
-    """The grid's trials as {"variant", "lambdas", "seed"} in the order they start (configuration-major).
+    """The grid's trials as {"variant", "lambdas", "params", "seed"} in the order they start
+    (configuration-major); `params` are the dotted trainer keys the search space sets ({} without one).
     An Optuna sweep's configurations are sampled at run time: none are listed."""
     if not isinstance(spec.search, GridSearch):
         return []
     return [
-        {"variant": p["ablation"]["variant"], "lambdas": dict(p["ablation"]["lambdas"]), "seed": p["seed"]}
+        {"variant": p["ablation"]["variant"], "lambdas": dict(p["ablation"]["lambdas"]),
+         "params": dict(p["ablation"].get("params") or {}), "seed": p["seed"]}
         for p in spec.grid_trials()
     ]
 
@@ -200,6 +206,8 @@ def make_plan(spec: SweepSpec, sec_per_iter: float | None = None, ckpt_bytes: in
         checkpoint_bytes=int(ckpt_bytes),
         kept_checkpoints_per_trial=kept,
         checkpoint_storage_bytes=int(count * kept * ckpt_bytes),
+        space=spec.search.space.as_json(),
+        space_lines=spec.search.space.describe(),
         labels=[Configuration.from_params(p).label for p in spec.grid_trials()]
         if isinstance(spec.search, GridSearch) else [],
     )
@@ -223,6 +231,8 @@ def format_plan(plan: Plan) -> str:
             lines.append(f"{i:>4}  {label:<{width}}  {t['seed']:>4}  {lambdas}")
     else:
         lines.append(f"configurations are sampled at run time; each runs on seeds {plan.seeds}")
+    if plan.space:
+        lines.extend(f"search space: {line}" for line in plan.space_lines)
     lines.append(
         f"trials: {plan.count}"
         + (

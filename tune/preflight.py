@@ -1,7 +1,8 @@
 """Checks that run before Ray starts, so that a sweep that cannot succeed fails in seconds, not per trial.
 
 - every trial's trainer config passes the trainer's own validation (`cmda.config.config_from_dict`, what
-  `cmda train` runs), with the trial's variant, lambdas and seed in place;
+  `cmda train` runs), with the trial's variant, lambdas, seed and search-space setting in place (each
+  search-space key and value is checked on its own first, `tune.sweep.check_space`);
 - the data roots and weight files those configs name exist (`tune.paths`, called from `tune.driver`);
 - the storage path can be written;
 - the experiment folder is new (an existing one is continued with `cmda-tune resume`, never overwritten);
@@ -21,7 +22,7 @@ from typing import Any
 from tune.configuration import BASELINE_VARIANT, Configuration, trial_label
 from tune.experiment import is_uri
 from tune.remote import alive_nodes, fits
-from tune.sweep import GridSearch, SweepError, SweepSpec, make_configuration
+from tune.sweep import GridSearch, SweepError, SweepSpec, check_space, make_configuration
 
 log = logging.getLogger(__name__)
 # What Ray itself puts into a new experiment folder before anything else (its storage probe).
@@ -52,6 +53,7 @@ def check_trial_configs(spec: SweepSpec) -> list[dict[str, Any]]:
     from cmda.config import config_from_dict
     from tune.trainable import resolve_trial_config
 
+    check_space(spec)  # each search-space key and value on its own first: the error names search.space.<key>
     configs = []
     source = f"{spec.base_config} with the overrides of {spec.path}"
     for params in representative_trials(spec):

@@ -28,6 +28,8 @@ class TrialRow:
     last: float | None
     best: float | None
     num_failures: int
+    setting: str = ""
+    """The search-space keys the trial's configuration sets ("optim.lr=6e-05"); empty without a space."""
 
     @property
     def stopped_early(self) -> bool:
@@ -67,15 +69,19 @@ def make_row(
         last=finite_value(last.get(metric)),
         best=best,
         num_failures=num_failures,
+        setting=configuration.params_label,
     )
 
 
 def format_table(rows: Sequence[TrialRow], metric: str) -> str:
-    """Fixed-width table in launch order; `TERMINATED*` marks a trial stopped before max_iters."""
+    """Fixed-width table in launch order; `TERMINATED*` marks a trial stopped before max_iters. A `setting`
+    column (the search-space keys) appears when some trial has one."""
+    settings = any(r.setting for r in rows)
     header = (
         "trial",
         "variant",
         "lambda",
+        *(("setting",) if settings else ()),
         "seed",
         "state",
         "iteration",
@@ -90,6 +96,7 @@ def format_table(rows: Sequence[TrialRow], metric: str) -> str:
                 r.name,
                 r.variant,
                 r.lambda_,
+                *((r.setting or "-",) if settings else ()),
                 str(r.seed),
                 r.state + ("*" if r.stopped_early else ""),
                 "-" if r.iteration is None else f"{r.iteration}/{r.max_iters or '?'}",

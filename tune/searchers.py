@@ -6,8 +6,9 @@ of what per-configuration stopping saves (benchmarks/README.md, early stopping o
 searchers here hand out trials configuration-major:
 
 - `GridSearcher` walks a fixed list of trial params (`SweepSpec.grid_trials()`).
-- `ConfigurationOptuna` asks Optuna for a configuration (variant, lambda scale), runs it on every seed of the
-  sweep and tells Optuna ONE result per configuration: the mean over its seeds of the final metric;
+- `ConfigurationOptuna` asks Optuna for a configuration (variant, lambda scale, and a draw of the search
+  space's sampled entries: `tune.space.Space.suggest`), runs it on every seed of the sweep and tells Optuna
+  ONE result per configuration: the mean over its seeds of the final metric;
   a configuration stopped early by the scheduler is told as PRUNED (with the per-iteration means over seeds
   as intermediate values), one whose seed failed for good as FAIL, so TPE never learns a truncated score as
   if it were complete. A configuration Optuna proposes again (e.g. the baseline) is not trained twice: it is
@@ -120,7 +121,7 @@ class ConfigurationOptuna(_PickledState):
         if variant != BASELINE_VARIANT:
             rng = self._space.ranges[variant]
             scale = trial.suggest_float(f"lambda_scale/{variant}", rng.low, rng.high, log=True)
-        return trial.number, make_configuration(variant, scale, None)
+        return trial.number, make_configuration(variant, scale, None, self._space.space.suggest(trial))
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         while not self._queue:

@@ -12,6 +12,7 @@ L2 fork's values), or a grid entry gives explicit per-term `lambdas`; either res
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Mapping
@@ -27,6 +28,7 @@ from cmda.overrides import apply_overrides, dotted_get
 from cmda.uda.variant_names import VARIANT_NAMES
 from cmda.validation import StrictModel, validate
 from tune.configuration import BASELINE_VARIANT, Configuration, Ladder, round_value
+from tune.space import EMPTY, Space, SpaceError, parse_space
 
 ASHA_TYPES = ("asha", "per_config_asha")
 SCHEDULER_TYPES = (*ASHA_TYPES, "none")
@@ -161,6 +163,13 @@ def _contains_grid(value: Any) -> bool:
 class SearchSection(StrictModel):
     grid: GridSpace | None = None
     optuna: OptunaSpace | None = None
+    space: dict[str, Any] | None = None
+    """Dotted trainer keys varied beside the ablation (tune.space: grid, choice, uniform, loguniform, randint,
+    qrandint)."""
+    num_samples: int | None = Field(default=None, ge=1)
+    """Draws of the space's sampled entries per grid point (grid search; default 1)."""
+    sampler_seed: int | None = None
+    """Seed of those draws (grid search; default 0)."""
 
     @model_validator(mode="after")
     def _exactly_one(self) -> SearchSection:
@@ -252,19 +261,25 @@ def resolve_lambdas(
 
 
 def make_configuration(
-    variant: str, scale: float | None, explicit: Mapping[str, float] | None
+    variant: str,
+    scale: float | None,
+    explicit: Mapping[str, float] | None,
+    params: Mapping[str, Any] | None = None,
 ) -> Configuration:
     """The configuration a grid entry or an Optuna sample trains: its lambdas resolved; the scale kept
-    for its label (not for the baseline, nor for explicit lambdas)."""
+    for its label (not for the baseline, nor for explicit lambdas); `params` its setting of the search
+    space's keys (tune.space)."""
     lambdas = resolve_lambdas(variant, scale, explicit)
     shown_scale = None if variant == BASELINE_VARIANT or explicit is not None else scale
-    return Configuration(variant, tuple(lambdas.items()), lambda_scale=shown_scale)
+    return Configuration(variant, tuple(lambdas.items()), dict(params or {}), lambda_scale=shown_scale)
 
 
 @dataclass(frozen=True)
 class GridSearch:
     configurations: tuple[Configuration, ...]
     seeds: tuple[int, ...]
+    space: Space = EMPTY
+    """The search space the configurations' settings came from (already crossed into them)."""
 
     @property
     def num_trials(self) -> int:
@@ -278,6 +293,8 @@ class OptunaSearch:
     num_samples: int
     seeds: tuple[int, ...]
     sampler_seed: int
+    space: Space = EMPTY
+    """Sampled entries Optuna draws with each configuration (tune.space)."""
 
     @property
     def num_trials(self) -> int:
@@ -412,6 +429,42 @@ def _optuna(path: Path, opt: OptunaSpace) -> OptunaSearch:
     return OptunaSearch(tuple(names), ranges, opt.num_samples, tuple(opt.seeds), opt.sampler_seed)
 
 
+def _with_space(path: Path, model: SweepFile, search: GridSearch | OptunaSearch) -> GridSearch | OptunaSearch:
+    """The search with its space (tune.space): a grid's ablation cells crossed with every setting (each
+    cell at each setting, so every configuration has its baseline at the same setting), or the space handed
+    to Optuna to sample."""
+    section = model.search
+    try:
+        space = parse_space(section.space, num_samples=section.num_samples, sampler_seed=section.sampler_seed,
+                            optuna=isinstance(search, OptunaSearch), overrides=list(model.overrides),
+                            trial_keys=TRIAL_KEYS)
+        if isinstance(search, OptunaSearch):
+            return dataclasses.replace(search, space=space)
+        settings = space.settings()
+    except SpaceError as error:
+        raise _fail(path, error.field, error.message) from None
+    cells = search.configurations
+    configurations = tuple(dataclasses.replace(c, params=s) for s in settings for c in cells)
+    return GridSearch(configurations, search.seeds, space)
+
+
+def check_space(spec: SweepSpec) -> None:
+    """The search space's keys and values against the trainer's schema (tune.space.check_against_trainer),
+    on the config of the sweep's first trial: a bad key, a value out of range or of the wrong type is a
+    SweepError naming `search.space.<key>`."""
+    from tune.preflight import representative_trials
+    from tune.space import check_against_trainer
+    from tune.trainable import trainer_overrides
+
+    space = spec.search.space
+    if not space.entries:
+        return
+    first = representative_trials(spec)[0]
+    trial = {k: v for k, v in trainer_overrides(first).items() if k not in space.keys}
+    template = trial_template(spec.base_config, spec.overrides)
+    check_against_trainer(space, template, trial, lambda where, message: _fail(spec.path, where, message))
+
+
 def _resolve_base_config(path: Path, value: str) -> Path:
     """Relative to the sweep file first (sweeps travel with their configs), then to the cwd."""
     candidate = Path(value).expanduser()
@@ -503,6 +556,7 @@ def parse_sweep(raw: Any, path: Path) -> SweepSpec:
         raise _fail(path, "base_config", str(exc)) from None
     search: GridSearch | OptunaSearch
     search = _grid(path, model.search.grid) if model.search.grid else _optuna(path, model.search.optuna)
+    search = _with_space(path, model, search)
     max_iters = int(dotted_get(template, "train.max_iters", _trainer_default("train.max_iters")))
     eval_interval = int(dotted_get(template, "train.eval_interval", _trainer_default("train.eval_interval")))
     target = str(dotted_get(template, "data.target.name", DEFAULT_TARGET))
@@ -572,12 +626,13 @@ def load_sweep(path: str | Path) -> SweepSpec:
 
 def describe(spec: SweepSpec) -> str:
     search = spec.search
+    varied = f" varying {', '.join(search.space.keys)}" if search.space.entries else ""
     if isinstance(search, GridSearch):
         return (
-            f"grid of {len(search.configurations)} configurations x {len(search.seeds)} seeds = "
+            f"grid of {len(search.configurations)} configurations{varied} x {len(search.seeds)} seeds = "
             f"{search.num_trials} trials; metric {spec.metric} ({spec.mode})"
         )
     return (
-        f"optuna: {search.num_samples} configurations x {len(search.seeds)} seeds, up to "
+        f"optuna: {search.num_samples} configurations{varied} x {len(search.seeds)} seeds, up to "
         f"{search.num_trials} trials; metric {spec.metric} ({spec.mode})"
     )

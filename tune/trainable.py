@@ -227,8 +227,11 @@ def make_trainable(train_fn: TrainFn | None = None) -> Callable[[dict[str, Any]]
                 if _inside(Path(checkpoint_dir), work_dir):
                     shutil.rmtree(checkpoint_dir, ignore_errors=True)  # Ray holds its copy in storage now
 
+            from tune.heartbeat import trial_heartbeat
+
+            beat = trial_heartbeat(context.get_experiment_name(), context.get_trial_id())
             try:
-                run_trainer(fn, config, report, tune.get_checkpoint(), work_dir)
+                run_trainer(fn, config, report, tune.get_checkpoint(), work_dir, beat)
             finally:
                 publish_small_files(work_dir, artifacts, staging)
                 shutil.rmtree(staging, ignore_errors=True)
@@ -236,18 +239,30 @@ def make_trainable(train_fn: TrainFn | None = None) -> Callable[[dict[str, Any]]
     return cmda_trial
 
 
+def _takes(fn: TrainFn, name: str) -> bool:
+    import inspect
+
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def run_trainer(
-    fn: TrainFn, config: dict[str, Any], report: Callable[..., None], checkpoint: Any, work_dir: Path
+    fn: TrainFn, config: dict[str, Any], report: Callable[..., None], checkpoint: Any, work_dir: Path,
+    heartbeat: Callable[[int], None] | None = None,
 ) -> None:
     """Train (from `checkpoint` when Ray restores one, with the logs it carries put back into the work dir);
-    deterministic failures are re-raised as DeterministicTrialError."""
+    deterministic failures are re-raised as DeterministicTrialError. `heartbeat` goes to a trainer that
+    takes one (tune.heartbeat)."""
+    extra = {"heartbeat": heartbeat} if heartbeat is not None and _takes(fn, "heartbeat") else {}
     try:
         if checkpoint is None:
-            fn(config, report=report, resume_from=None)
+            fn(config, report=report, resume_from=None, **extra)
             return
         with checkpoint.as_directory() as resume_dir:
             publish_small_files(Path(resume_dir) / LOGS_IN_CHECKPOINT, work_dir)
-            fn(config, report=report, resume_from=resume_dir)
+            fn(config, report=report, resume_from=resume_dir, **extra)
     except Exception as exc:
         if is_deterministic(exc):
             raise DeterministicTrialError(f"{type(exc).__name__}: {exc}") from exc

@@ -46,6 +46,7 @@ class Trial:
     log_text: str | None = None  # log.csv as written (default: one row every 10 iterations)
     max_iters: int = 80
     backbone: str = "mit_b0"
+    settings: dict | None = None  # the search space's keys this trial's configuration sets (ablation.params)
 
     @property
     def params(self) -> dict:
@@ -55,14 +56,17 @@ class Trial:
             scale, lambdas = None, self.lambdas
         else:
             scale, lambdas = self.scale, {t: v * self.scale for t, v in DEFAULTS[self.variant].items()}
-        return {"ablation": {"variant": self.variant, "lambda_scale": scale, "lambdas": lambdas},
-                "seed": self.seed, "base_config": "configs/demo.yaml", "overrides": {},
+        ablation = {"variant": self.variant, "lambda_scale": scale, "lambdas": lambdas}
+        if self.settings:
+            ablation["params"] = dict(self.settings)
+        return {"ablation": ablation, "seed": self.seed, "base_config": "configs/demo.yaml", "overrides": {},
                 "backbone": self.backbone}
 
     @property
     def name(self) -> str:
         scale = "" if self.variant == "none" else f"_x{self.scale:g}" if self.lambdas is None else "_explicit"
-        return f"{self.variant}{scale}_s{self.seed}"
+        setting = "".join(f"_{k}={v:g}" for k, v in (self.settings or {}).items())
+        return f"{self.variant}{scale}{setting}_s{self.seed}"
 
 
 def report(trial: Trial, iteration: int, value: float, metric: str = "miou18") -> dict:

@@ -256,7 +256,8 @@ def test_report_page_is_readable(report):
                     "How the experiment was set up"):
         assert f"<h2>{heading}</h2>" in text
     assert "–" in text
-    assert page.count("data:image/png;base64,") == len(FIGURES) == len(report.figures)
+    drawn = set(FIGURES) - {"params"}  # the study varies no search-space key
+    assert page.count("data:image/png;base64,") == len(drawn) == len(report.figures)
     assert "scheduler: {type: per_config_asha" in text  # the sweep file
     assert "Trainer config as resolved for trial none_s0_00000" in text and "max_iters: 80" in text
     for trial in report.loaded.trials["trial"]:
@@ -420,3 +421,27 @@ def test_experiments_given_as_uris_or_in_parts_are_analysed_as_one(study, tmp_pa
     assert any("configuration none, seed 1: 2 trials" in m for m in loaded.missing)
     combined = comparisons(loaded).set_index("config")
     pd.testing.assert_series_equal(combined["delta"], by_path.set_index("config")["delta"])
+
+
+def test_a_search_space_is_grouped_labelled_and_plotted_by_its_keys(tmp_path):
+    """lr x 2 variants x 2 seeds: each configuration is compared with the baseline at its own lr, the lr has
+    a column in every table, and the params figure plots the metric against it."""
+    lrs = {6e-5: 0.0, 1.2e-4: 5.0}  # the larger lr adds 5 points to every configuration
+    trials = [Trial(variant, seed, curve([v + lrs[lr] + (2.0 if variant == "fusion_st" else 0.0)
+                                          for v in BASE[seed]]), settings={"optim.lr": lr})
+              for lr in lrs for variant in ("none", "fusion_st") for seed in (0, 1)]
+    report = build(write_experiment(tmp_path / "exp", trials, sweep=STUDY_SWEEP), tmp_path / "out")
+    frame = report.comparisons
+    assert list(frame["config"]) == ["fusion_st x1 optim.lr=0.00012", "fusion_st x1 optim.lr=6e-05"]
+    assert frame["delta"].tolist() == pytest.approx([2.0, 2.0])  # against its own lr's baseline, not +7/-3
+    assert sorted(frame["param/optim.lr"]) == [6e-5, 1.2e-4]
+    headline = report.tables[0].frame
+    assert "optim.lr" in headline.columns and set(headline["optim.lr"]) == {"6e-05", "0.00012"}
+    trial_rows = pd.read_csv(tmp_path / "out" / "trials.csv")
+    assert trial_rows["param/optim.lr"].nunique() == 2 and trial_rows["config"].nunique() == 4
+    plotted = report.figures["params"]
+    assert set(plotted["key"]) == {"optim.lr"} and set(plotted["series"]) == {"none", "fusion_st x1"}
+    fusion = plotted[plotted["series"] == "fusion_st x1"].sort_values("value")
+    assert fusion["mean"].tolist() == pytest.approx([np.mean([32, 31]), np.mean([37, 36])])
+    assert (tmp_path / "out" / "figures" / "params.png").is_file()
+    assert "optim.lr" in report.markdown

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cmda.checkpoint import checkpoint_dir_of
 from cmda.eval import evaluate
@@ -15,9 +16,10 @@ from cmda.uda import dacs
 
 
 def test_reports_every_evaluation_with_a_complete_checkpoint(tiny_config):
-    reports = []
-    metrics = run(tiny_config(), report=lambda m, d: reports.append((m, d)))
+    reports, beats = [], []
+    metrics = run(tiny_config(), report=lambda m, d: reports.append((m, d)), heartbeat=beats.append)
     assert [m["iteration"] for m, _ in reports] == [2, 4]
+    assert beats == [1, 2, 3, 4]  # every logged iteration (log_interval 1): the live table's heartbeat
     first, folder = reports[0]
     assert {"miou18", "miou19", "iou/road", "iou/truck", "max_iters", "time/train_s", "pseudo_weight"} <= set(
         first
@@ -172,7 +174,7 @@ def test_a_killed_run_resumes_without_duplicate_log_rows_or_stale_temporaries(ti
     from cmda import train
     from cmda.io import default_mode
 
-    config = tiny_config(**{"train.resume": "auto"})
+    config = tiny_config(**{"train.resume": "auto", "train.tensorboard": True})
     original = train.MetricLog.write
 
     def killed_after_row_3(self, iteration, values):
@@ -194,6 +196,13 @@ def test_a_killed_run_resumes_without_duplicate_log_rows_or_stale_temporaries(ti
         rows = list(csv.DictReader(handle))
     assert [int(r["iteration"]) for r in rows] == [1, 2, 3, 4]
     assert rows[1]["miou18"] and rows[3]["miou18"] and not rows[2]["miou18"]
+    events = EventAccumulator(str(work_dir / "tensorboard"))  # TensorBoard's own reader
+    events.Reload()
+    # steps are trainer iterations: losses at every logged one, metrics at each evaluation, each once
+    # although iteration 3 was logged twice (before the kill and after the resume)
+    assert [e.step for e in events.Scalars("loss/src_fusion")] == [1, 2, 3, 4]
+    assert [e.step for e in events.Scalars("miou18")] == [2, 4]
+    assert events.Scalars("miou18")[-1].value == pytest.approx(float(rows[3]["miou18"]), rel=1e-6)
     folder = checkpoint_dir_of(work_dir)
     assert folder.stat().st_mode & 0o777 == default_mode(directory=True)
 

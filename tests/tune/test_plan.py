@@ -22,10 +22,11 @@ def test_plan_json_lists_trials_in_launch_order_with_totals(capsys) -> None:
     plan = json.loads(capsys.readouterr().out)
     trials = plan["trials"]
     assert len(trials) == plan["count"] == 75 and plan["configurations"] == 25
-    assert trials[0] == {"variant": "none", "lambdas": {}, "seed": 0}
+    assert trials[0] == {"variant": "none", "lambdas": {}, "params": {}, "seed": 0}
     assert [t["seed"] for t in trials[:6]] == [0, 1, 2, 0, 1, 2]  # a configuration's seeds side by side
     assert trials[3]["lambdas"] == {"rgb_event_src": 0.01}  # scale 0.1 of the fork's 0.1
-    fork = {"variant": "rgb_st+event_st", "lambdas": {"event_st": 0.05, "rgb_st": 0.1}, "seed": 1}
+    fork = {"variant": "rgb_st+event_st", "lambdas": {"event_st": 0.05, "rgb_st": 0.1}, "params": {},
+            "seed": 1}
     assert fork in trials
     assert plan["iterations_to_end"] == 75 * 40000
     # rungs at 8k, 16k, 32k each keep 1/2: 8000 + 8000/2 + 16000/4 + 8000/8 = 17000 per trial

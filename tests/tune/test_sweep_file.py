@@ -287,7 +287,7 @@ def test_enabled_tracking_callback_without_its_package_is_a_clear_error(
 ) -> None:
     import importlib.util
 
-    from tune.driver import build_callbacks
+    from tune.callbacks import check_callbacks
 
     callbacks = {"wandb": {"project": "p"}, "mlflow": False}
     spec = parse(tmp_path, sweep(tmp_path, base_config, callbacks=callbacks))
@@ -296,8 +296,8 @@ def test_enabled_tracking_callback_without_its_package_is_a_clear_error(
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real_find_spec(name, *a)
     )
-    with pytest.raises(ImportError, match=r"callbacks.wandb.*pip install wandb"):
-        build_callbacks(spec)
+    with pytest.raises(SweepError, match=r"callbacks.wandb.*pip install wandb"):
+        check_callbacks(spec)
 
 
 def test_parse_sweep_rejects_non_mapping(tmp_path: Path) -> None:

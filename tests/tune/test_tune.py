@@ -8,6 +8,7 @@ Most tests drive a small stand-in trainer that follows `cmda.train.run`'s contra
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
@@ -22,10 +23,12 @@ import yaml
 from cluster_helpers import simulated_cluster
 from conftest import write_base_config
 from ray import cloudpickle, tune
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tune.cli import _exit_for
 from tune.driver import experiment_dir, resume_sweep, run_sweep
-from tune.status import experiment_status, failed_trials
+from tune.live_table import LiveTable
+from tune.status import experiment_status, failed_trials, status_table
 from tune.sweep import load_sweep
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(240)]
@@ -53,6 +56,7 @@ def contract_trainer(config: dict[str, Any], report: Any = None, resume_from: st
             handle.write(f"{config['name']} {start}\n")
     lambdas = config["uda"]["feature_loss"]["lambdas"]
     quality = 0.2 if not lambdas else 1.0 - sum(lambdas.values())
+    quality += 100 * config.get("optim", {}).get("lr", 0.0)  # a search space over optim.lr (absent: 0)
     train_s = 0.0
     sleep_s = options.get("sleep_s", 0.0) * (1 + 3 * sum(lambdas.values()) * options.get("slow_by_lambda", 0))
     for iteration in range(start + interval, max_iters + 1, interval):
@@ -363,7 +367,7 @@ def test_optuna_with_per_config_asha_runs_each_configuration_on_every_seed(clust
         write_sweep(
             tmp_path,
             "optuna",
-            search={"optuna": optuna},
+            search={"optuna": optuna, "space": {"optim.lr": {"loguniform": [1.0e-4, 1.0e-3]}}},
             scheduler=scheduler,
             resources={"cpu": 0.5},
             max_concurrent_trials=4,
@@ -374,11 +378,88 @@ def test_optuna_with_per_config_asha_runs_each_configuration_on_every_seed(clust
     seeds: dict[Any, list[int]] = {}
     for result in grid:
         ablation = result.config["ablation"]
-        key = (ablation["variant"], json.dumps(ablation["lambdas"], sort_keys=True))
+        lr = ablation["params"]["optim.lr"]
+        key = (ablation["variant"], json.dumps(ablation["lambdas"], sort_keys=True), lr)
         seeds.setdefault(key, []).append(result.config["seed"])
+        assert 1.0e-4 <= lr <= 1.0e-3  # Optuna's draw, shared by the configuration's seeds
         if ablation["variant"] == "fusion_st":
             assert 0.5 <= ablation["lambda_scale"] <= 8.0
     assert all(sorted(s) == [0, 1] for s in seeds.values()), seeds
+
+
+def test_a_grid_over_the_learning_rate_runs_and_the_analysis_shows_it(cluster, tmp_path: Path) -> None:
+    from analysis.report import build
+
+    search = {"grid": {"variants": ["none", "fusion_st"], "lambda_scales": [1.0], "seeds": [0, 1]},
+              "space": {"optim.lr": {"grid": [1.0e-3, 2.0e-3]}}}
+    spec = load_sweep(write_sweep(tmp_path, "lr", search=search, resources={"cpu": 0.5}, overrides={},
+                                  max_concurrent_trials=4))
+    log = io.StringIO()  # the live table as a CI log shows it (not a terminal: a line per change)
+    table = LiveTable(spec.metric, interval_s=0.0, stream=log, total=8, max_iters=spec.max_iters,
+                      experiment=spec.name, tty=False)
+    grid = run(spec, extra_callbacks=[table])
+    assert grid.num_errors == 0 and len(grid) == 8
+    lines = log.getvalue().splitlines()
+    assert "0 of 8 done" in lines[0] and "8 of 8 done, 0 running, 0 pending, 0 errored" in lines[-1], lines
+    assert any("fusion_st x1 optim.lr=0.002  miou18" in line for line in lines)
+    for result in grid:
+        lr = result.config["ablation"]["params"]["optim.lr"]
+        assert f"optim.lr={lr:g}" in Path(result.path).name  # the folder names the configuration
+    status = status_table(experiment_dir(spec)).splitlines()  # `cmda-tune status`: a setting column
+    assert status[0].split()[:5] == ["trial", "variant", "lambda", "setting", "seed"]
+    assert sum("optim.lr=0.002" in line for line in status) == 4
+    report = build(experiment_dir(spec), tmp_path / "report")
+    frame = report.comparisons.set_index("config")
+    # each fusion_st is compared with the baseline at its own lr: the same difference at both
+    deltas = frame.loc[["fusion_st x1 optim.lr=0.001", "fusion_st x1 optim.lr=0.002"], "delta"]
+    assert deltas.tolist() == pytest.approx([deltas.iloc[0]] * 2) and deltas.iloc[0] != 0
+    assert set(report.tables[0].frame["optim.lr"]) == {"0.001", "0.002"}
+    assert set(report.figures["params"]["value"]) == {1.0e-3, 2.0e-3}
+
+
+def test_mlflow_file_store_and_offline_wandb_record_each_trial_by_configuration_and_seed(
+    cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 refuses folder stores otherwise
+
+    store = (tmp_path / "mlruns").as_uri()
+    callbacks = {"mlflow": {"tracking_uri": store}, "wandb": {"mode": "offline", "project": "cmda-test"}}
+    search = {"grid": {"variants": ["none", "fusion_st"], "lambda_scales": [1.0], "seeds": [0]}}
+    spec = load_sweep(write_sweep(tmp_path, "tracked", search=search, callbacks=callbacks, overrides={},
+                                  resources={"cpu": 0.5}))
+    grid = run(spec)
+    assert grid.num_errors == 0
+    client = mlflow.MlflowClient(tracking_uri=store)
+    experiment = client.get_experiment_by_name("tracked")
+    runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    assert set(runs) == {"none, seed 0", "fusion_st x1, seed 0"}
+    fusion = runs["fusion_st x1, seed 0"]
+    assert fusion.data.tags["configuration"] == "fusion_st x1" and fusion.data.tags["seed"] == "0"
+    history = client.get_metric_history(fusion.info.run_id, "miou18")
+    assert [m.step for m in history] == [2, 4, 6, 8]  # at trainer iterations, not report counts
+    offline = sorted((Path(experiment_dir(spec)) / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(offline) == 2  # in the experiment folder: Ray's staging folder (W&B's default) is deleted
+    records = [path.read_bytes() for path in offline]  # W&B's run record (protobuf): group and name as text
+    fusion_run = next(r for r in records if b"fusion_st x1" in r)  # the group: the configuration's label
+    assert b"seed 0" in fusion_run and not any(b"fusion_st x1" in r for r in records if r is not fusion_run)
+
+
+def test_a_trials_heartbeat_reaches_the_drivers_board(cluster) -> None:
+    from tune.heartbeat import read_board, start_board, trial_heartbeat
+
+    board = start_board("beats")
+    assert trial_heartbeat("no-such-experiment", "t") is None  # no live table: the trainer gets none
+    beat = trial_heartbeat("beats", "t1")
+    beat(30)
+    beat(40)
+    deadline = time.monotonic() + 60  # fire-and-forget through another handle: arrives, in its own time
+    while read_board(board).get("t1", (0, 0))[0] != 40 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    (iteration, sent_at), = read_board(board).values()
+    assert iteration == 40 and abs(time.time() - sent_at) < 600
+    ray.kill(board)
 
 
 def test_sweep_survives_losing_a_worker_node(cluster, tmp_path: Path) -> None:
@@ -463,7 +544,11 @@ def test_real_trainer_on_synthetic_data(cluster, tmp_path: Path, synthetic_root:
             resolved = yaml.safe_load((Path(ckpt) / "resolved_config.yaml").read_text())
         assert resolved["uda"]["feature_loss"]["variant"] == result.config["ablation"]["variant"]
         trial_dir = Path(result.path)
-        assert (trial_dir / "log.csv").is_file() and list((trial_dir / "tensorboard").iterdir())
+        assert (trial_dir / "log.csv").is_file()
+        events = EventAccumulator(str(trial_dir / "tensorboard"))  # `tensorboard --logdir <experiment>`
+        events.Reload()
+        assert [e.step for e in events.Scalars("miou18")] == [2, 4]  # trainer iterations, not reports
+        assert not list(trial_dir.glob("events.out.tfevents*"))  # Ray's own (report-counted) events: none
     exp = Path(experiment_dir(spec))
     total = sum(p.stat().st_size for p in exp.rglob("*") if p.is_file())
     checkpoints = sum(p.stat().st_size for p in exp.rglob("checkpoint_*/**/*") if p.is_file())
