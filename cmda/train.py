@@ -66,6 +66,7 @@ RESUME_MAY_CHANGE = frozenset(
         "train.resume",
         "train.device",
         "train.deterministic",
+        "model.activation_checkpointing",
         "data.num_workers",
         "data.source.root",
         "data.target.root",
@@ -145,6 +146,7 @@ def build_model(config: Config) -> torch.nn.Module:
         fusion=config.model.fusion,
         decoder_channels=config.model.decoder_channels,
         fuse_with=config.target.second_modality,
+        activation_checkpointing=config.model.activation_checkpointing,
     )
 
 

@@ -16,7 +16,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from cmda.models.mit import Block, MixFFN, map_to_tokens, tokens_to_map
+from cmda.models import checkpointing
+from cmda.models.mit import Block, MixFFN, map_to_tokens, tokens_to_feature_map
 
 FUSION_SR_RATIOS = (8, 4, 2, 1)
 
@@ -47,18 +48,24 @@ class AttentionAvgFusion(nn.Module):
         self.event_blocks = nn.ModuleList(
             _fusion_block(d, r, drop_path) for d, r in zip(embed_dims, sr_ratios)
         )
+        self.checkpointing = "off"  # cmda.models.checkpointing: "off", "blocks" (each Block), "stages"
 
     def forward(self, image: Sequence[Tensor], events: Sequence[Tensor]) -> list[Tensor]:
         _check_pair(image, events, len(self.embed_dims))
-        fused = []
-        for x_img, x_evt, block_img, block_evt in zip(image, events, self.image_blocks, self.event_blocks):
-            height, width = x_img.shape[-2:]
-            tokens = 0.5 * (
-                block_img(map_to_tokens(x_img), height, width)
-                + block_evt(map_to_tokens(x_evt), height, width)
-            )
-            fused.append(tokens_to_map(tokens, height, width))
-        return fused
+        return [
+            checkpointing.run(self.checkpointing == "stages", self, self.stage, x_img, x_evt, stage)
+            for stage, (x_img, x_evt) in enumerate(zip(image, events))
+        ]
+
+    def stage(self, x_img: Tensor, x_evt: Tensor, stage: int) -> Tensor:
+        height, width = x_img.shape[-2:]
+        per_block = self.checkpointing == "blocks"
+        block_img, block_evt = self.image_blocks[stage], self.event_blocks[stage]
+        tokens = 0.5 * (
+            checkpointing.run(per_block, block_img, block_img, map_to_tokens(x_img), height, width)
+            + checkpointing.run(per_block, block_evt, block_evt, map_to_tokens(x_evt), height, width)
+        )
+        return tokens_to_feature_map(tokens, height, width)
 
 
 class AttentionFusion(nn.Module):
@@ -71,15 +78,23 @@ class AttentionFusion(nn.Module):
         self.embed_dims = list(embed_dims)
         self.blocks = nn.ModuleList(_fusion_block(2 * d, r, drop_path) for d, r in zip(embed_dims, sr_ratios))
         self.projections = nn.ModuleList(MixFFN(2 * d, d, d) for d in embed_dims)
+        self.checkpointing = "off"  # cmda.models.checkpointing: "off", "blocks" (Block, MixFFN), "stages"
 
     def forward(self, first: Sequence[Tensor], second: Sequence[Tensor]) -> list[Tensor]:
         _check_pair(first, second, len(self.embed_dims))
-        fused = []
-        for x_a, x_b, block, projection in zip(first, second, self.blocks, self.projections):
-            height, width = x_a.shape[-2:]
-            tokens = block(map_to_tokens(torch.cat([x_a, x_b], dim=1)), height, width)
-            fused.append(tokens_to_map(projection(tokens, height, width), height, width))
-        return fused
+        return [
+            checkpointing.run(self.checkpointing == "stages", self, self.stage, x_a, x_b, stage)
+            for stage, (x_a, x_b) in enumerate(zip(first, second))
+        ]
+
+    def stage(self, x_a: Tensor, x_b: Tensor, stage: int) -> Tensor:
+        height, width = x_a.shape[-2:]
+        per_block = self.checkpointing == "blocks"
+        block, projection = self.blocks[stage], self.projections[stage]
+        tokens = map_to_tokens(torch.cat([x_a, x_b], dim=1))
+        tokens = checkpointing.run(per_block, block, block, tokens, height, width)
+        tokens = checkpointing.run(per_block, projection, projection, tokens, height, width)
+        return tokens_to_feature_map(tokens, height, width)
 
 
 class AverageFusion(nn.Module):
