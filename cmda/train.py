@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -227,12 +227,15 @@ def build_datasets(config: Config) -> Datasets:
 
 
 def build_train_loader(config: Config, paired, start_iteration: int) -> torch.utils.data.DataLoader:
+    """Batches of `data.batch_size` from the sample of `start_iteration` on; `train.accumulate` batches make
+    one iteration, so sample i is the same whichever way an iteration's samples are split."""
     batch = config.data.batch_size
-    remaining = (config.train.max_iters - start_iteration) * batch
+    per_iteration = batch * config.train.accumulate
+    remaining = (config.train.max_iters - start_iteration) * per_iteration
     return torch.utils.data.DataLoader(
         paired,
         batch_size=batch,
-        sampler=StreamSampler(len(paired), start_iteration * batch, remaining),
+        sampler=StreamSampler(len(paired), start_iteration * per_iteration, remaining),
         num_workers=config.data.num_workers,
         drop_last=True,
         persistent_workers=False,
@@ -591,17 +594,38 @@ def restore(session: Session, resume: Resume) -> None:
     log.info("resumed from %s at iteration %d", resume.folder, session.iteration)
 
 
-def train_step(session: Session, batch: dict, device: torch.device, autocast) -> dict[str, float]:
-    """One DACS step and one optimizer step; returns every logged value as a float."""
+def iteration_batches(loader, accumulate: int) -> Iterator[list[dict]]:
+    """The loader's batches in groups of `accumulate`: the micro-batches of one iteration."""
+    group: list[dict] = []
+    for batch in loader:
+        group.append(batch)
+        if len(group) == accumulate:
+            yield group
+            group = []
+
+
+def train_step(
+    session: Session, batch: dict | Sequence[dict], device: torch.device, autocast
+) -> dict[str, float]:
+    """One iteration: the DACS step on each micro-batch (one batch, or `train.accumulate` of them, each
+    loss scaled by 1/k so the gradients sum to the large batch's), then one optimizer and schedule step.
+    Returns every logged value as a float (the mean over the micro-batches)."""
     cfg = session.config
+    batches = [batch] if isinstance(batch, Mapping) else list(batch)
     session.optimizer.zero_grad(set_to_none=True)
-    logged = session.step(batch, session.iteration, device, autocast)
+    sums: dict[str, float] = defaultdict(float)
+    for micro, micro_batch in enumerate(batches):
+        logged = session.step(
+            micro_batch, session.iteration, device, autocast, micro=micro, scale=1 / len(batches)
+        )
+        for key, value in logged.items():
+            sums[key] += float(value)
     if cfg.optim.grad_clip is not None:
         torch.nn.utils.clip_grad_norm_(session.model.parameters(), cfg.optim.grad_clip)
     session.optimizer.step()
     session.scheduler.step()
     session.iteration += 1
-    values = {k: float(v) for k, v in logged.items()}
+    values = {k: v / len(batches) for k, v in sums.items()}
     values.update({f"{k}_weighted": v for k, v in session.step.weighted_terms(values).items()})
     return values
 
@@ -677,9 +701,9 @@ def run(
         since_log, since_eval = Means(), Means()
         try:
             session.model.train()
-            for batch in train_loader:
+            for batches in iteration_batches(train_loader, cfg.train.accumulate):
                 tick = time.perf_counter()
-                values = train_step(session, batch, device, autocast)
+                values = train_step(session, batches, device, autocast)
                 session.train_time += time.perf_counter() - tick
                 since_log.add(values)
                 since_eval.add(values)

@@ -219,11 +219,25 @@ class DACSStep:
             second=self.second,
         )
 
-    def __call__(self, batch: dict, iteration: int, device: torch.device, autocast) -> dict[str, Tensor]:
-        """Run one step (both backwards; the caller steps the optimizer). Returns detached loss terms."""
+    def __call__(
+        self,
+        batch: dict,
+        iteration: int,
+        device: torch.device,
+        autocast,
+        micro: int = 0,
+        scale: float = 1.0,
+    ) -> dict[str, Tensor]:
+        """Run one step (both backwards; the caller steps the optimizer). Returns detached loss terms.
+
+        With gradient accumulation the caller runs micro-batches 0..k-1 of one iteration with `scale` 1/k:
+        the teacher moves once (at micro-batch 0), every micro-batch draws from its own (seed, iteration,
+        micro) generator, and the backwards see the losses times `scale` (the logged values are unscaled).
+        """
         cfg = self.uda
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + iteration)
-        self.teacher.update(self.model, iteration)
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + iteration + micro * 2**32)
+        if micro == 0:
+            self.teacher.update(self.model, iteration)
         x = self.prepare(batch, device)
         logged: dict[str, Tensor] = {}
 
@@ -238,7 +252,7 @@ class DACSStep:
         ensure_finite(src_weighted, "source", iteration)
         logged.update({k: v.detach() for k, v in src_weighted.items() if k.startswith("src_")})
         logged.update({k: raw for k, (_, raw) in src_terms.items()})
-        sum(src_weighted.values()).backward()
+        (scale * sum(src_weighted.values())).backward()
         source_features = {k: [f.detach() for f in v] for k, v in src_out.features.items()}
         del src_out, src_weighted
 
@@ -296,7 +310,7 @@ class DACSStep:
         logged.update({k: v.detach() for k, v in mix_weighted.items() if k.startswith("mix_")})
         logged.update({k: raw for k, (_, raw) in mix_terms.items()})
         logged.update(ctx.diagnostics)  # e.g. the masked-event coverage
-        sum(mix_weighted.values()).backward()
+        (scale * sum(mix_weighted.values())).backward()
         logged["pseudo_weight"] = pseudo_weight.detach()
         return logged
 
