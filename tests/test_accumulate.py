@@ -16,7 +16,14 @@ import torch
 from timm.layers import DropPath
 from torch import nn
 
-from cmda.train import build_datasets, build_session, build_train_loader, iteration_batches, lr_factor, train_step
+from cmda.train import (
+    build_datasets,
+    build_session,
+    build_train_loader,
+    iteration_batches,
+    lr_factor,
+    train_step,
+)
 
 PINNED = {
     "uda.pseudo_threshold": 0.0,
@@ -53,9 +60,8 @@ def one_iteration(config, monkeypatch) -> tuple[dict[str, float], dict[str, torc
 
 def test_two_micro_batches_equal_one_batch_of_two(tiny_config, monkeypatch):
     large = one_iteration(tiny_config(target="dark_zurich", **PINNED), monkeypatch)
-    small = one_iteration(
-        tiny_config(target="dark_zurich", **PINNED, **{"data.batch_size": 1, "train.accumulate": 2}), monkeypatch
-    )
+    split = {"data.batch_size": 1, "train.accumulate": 2}
+    small = one_iteration(tiny_config(target="dark_zurich", **PINNED, **split), monkeypatch)
     (large_values, large_grads, large_weights), (small_values, small_grads, small_weights) = large, small
     assert set(small_values) == set(large_values)
     for key, value in large_values.items():
