@@ -66,9 +66,35 @@ class _Piece:
             return self.function(*args, **kwargs)
 
 
-def run(enabled: bool, module: nn.Module, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """``function(*args, **kwargs)``, checkpointed when `enabled` and autograd records (`module`: the
-    module the function runs, whose BatchNorm statistics the recomputation must not move)."""
-    if not (enabled and torch.is_grad_enabled()):
-        return function(*args, **kwargs)
-    return checkpoint(_Piece(module, function), *args, use_reentrant=False, preserve_rng_state=True, **kwargs)
+PieceObserver = Callable[[str, tuple, bool], None]
+"""observer(kind, args, entering): told when a piece of `kind` starts (with its arguments) and ends."""
+_observers: list[PieceObserver] = []
+
+
+@contextlib.contextmanager
+def observed(observer: PieceObserver) -> Iterator[None]:
+    """Tell `observer` about every piece run inside the block, checkpointed or not (`cmda.memory` uses it to
+    know which saved tensors each setting would recompute, from one run of `off`)."""
+    _observers.append(observer)
+    try:
+        yield
+    finally:
+        _observers.remove(observer)
+
+
+def run(
+    mode: str, kind: str, module: nn.Module, function: Callable[..., Any], *args: Any, **kwargs: Any
+) -> Any:
+    """``function(*args, **kwargs)``: one piece of `kind` ("blocks" or "stages"), checkpointed when the
+    model's `mode` is that kind and autograd records. `module` is the module the function runs, whose
+    BatchNorm statistics the recomputation must not move."""
+    for observer in _observers:
+        observer(kind, args, True)
+    try:
+        if mode != kind or not torch.is_grad_enabled():
+            return function(*args, **kwargs)
+        piece = _Piece(module, function)
+        return checkpoint(piece, *args, use_reentrant=False, preserve_rng_state=True, **kwargs)
+    finally:
+        for observer in _observers:
+            observer(kind, args, False)

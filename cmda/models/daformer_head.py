@@ -65,9 +65,9 @@ class SepASPP(nn.Module):
         self.checkpointing = "off"  # cmda.models.checkpointing: "blocks" recomputes each branch
 
     def forward(self, x: Tensor) -> Tensor:
-        per_branch = self.checkpointing == "blocks"
-        branches = [checkpointing.run(per_branch, branch, branch, x) for branch in self.branches]
-        return checkpointing.run(per_branch, self.bottleneck, self.bottleneck, torch.cat(branches, dim=1))
+        mode = self.checkpointing
+        branches = [checkpointing.run(mode, "blocks", branch, branch, x) for branch in self.branches]
+        return checkpointing.run(mode, "blocks", self.bottleneck, self.bottleneck, torch.cat(branches, dim=1))
 
 
 class DAFormerHead(nn.Module):
@@ -107,8 +107,7 @@ class DAFormerHead(nn.Module):
         """Decode 4 feature maps; ``dropout`` enables Dropout2d (it is still inactive in eval mode)."""
         if len(features) != len(self.embed):
             raise ValueError(f"DAFormerHead expects {len(self.embed)} feature maps, got {len(features)}")
-        whole = self.checkpointing == "stages"
-        return checkpointing.run(whole, self, self.decode, *features, dropout=dropout)
+        return checkpointing.run(self.checkpointing, "stages", self, self.decode, *features, dropout=dropout)
 
     def decode(self, *features: Tensor, dropout: bool = True) -> Tensor:
         target_size = features[0].shape[-2:]

@@ -53,17 +53,17 @@ class AttentionAvgFusion(nn.Module):
     def forward(self, image: Sequence[Tensor], events: Sequence[Tensor]) -> list[Tensor]:
         _check_pair(image, events, len(self.embed_dims))
         return [
-            checkpointing.run(self.checkpointing == "stages", self, self.stage, x_img, x_evt, stage)
+            checkpointing.run(self.checkpointing, "stages", self, self.stage, x_img, x_evt, stage)
             for stage, (x_img, x_evt) in enumerate(zip(image, events))
         ]
 
     def stage(self, x_img: Tensor, x_evt: Tensor, stage: int) -> Tensor:
         height, width = x_img.shape[-2:]
-        per_block = self.checkpointing == "blocks"
+        mode = self.checkpointing
         block_img, block_evt = self.image_blocks[stage], self.event_blocks[stage]
         tokens = 0.5 * (
-            checkpointing.run(per_block, block_img, block_img, map_to_tokens(x_img), height, width)
-            + checkpointing.run(per_block, block_evt, block_evt, map_to_tokens(x_evt), height, width)
+            checkpointing.run(mode, "blocks", block_img, block_img, map_to_tokens(x_img), height, width)
+            + checkpointing.run(mode, "blocks", block_evt, block_evt, map_to_tokens(x_evt), height, width)
         )
         return tokens_to_feature_map(tokens, height, width)
 
@@ -83,17 +83,17 @@ class AttentionFusion(nn.Module):
     def forward(self, first: Sequence[Tensor], second: Sequence[Tensor]) -> list[Tensor]:
         _check_pair(first, second, len(self.embed_dims))
         return [
-            checkpointing.run(self.checkpointing == "stages", self, self.stage, x_a, x_b, stage)
+            checkpointing.run(self.checkpointing, "stages", self, self.stage, x_a, x_b, stage)
             for stage, (x_a, x_b) in enumerate(zip(first, second))
         ]
 
     def stage(self, x_a: Tensor, x_b: Tensor, stage: int) -> Tensor:
         height, width = x_a.shape[-2:]
-        per_block = self.checkpointing == "blocks"
+        mode = self.checkpointing
         block, projection = self.blocks[stage], self.projections[stage]
         tokens = map_to_tokens(torch.cat([x_a, x_b], dim=1))
-        tokens = checkpointing.run(per_block, block, block, tokens, height, width)
-        tokens = checkpointing.run(per_block, projection, projection, tokens, height, width)
+        tokens = checkpointing.run(mode, "blocks", block, block, tokens, height, width)
+        tokens = checkpointing.run(mode, "blocks", projection, projection, tokens, height, width)
         return tokens_to_feature_map(tokens, height, width)
 
 

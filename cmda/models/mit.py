@@ -266,16 +266,15 @@ class MixVisionTransformer(nn.Module):
             raise ValueError(f"MiT expects input [B, {self.in_chans}, H, W], got {tuple(x.shape)}")
         outputs: list[Tensor] = []
         for stage in range(1, 5):
-            x = checkpointing.run(self.checkpointing == "stages", self, self.stage, x, stage)
+            x = checkpointing.run(self.checkpointing, "stages", self, self.stage, x, stage)
             outputs.append(x)
         return outputs
 
     def stage(self, x: Tensor, stage: int) -> Tensor:
         """Stage 1..4: patch embedding, the blocks, the stage norm; returns the stage's feature map."""
         tokens, height, width = getattr(self, f"patch_embed{stage}")(x)
-        per_block = self.checkpointing == "blocks"
         for block in getattr(self, f"block{stage}"):
-            tokens = checkpointing.run(per_block, block, block, tokens, height, width)
+            tokens = checkpointing.run(self.checkpointing, "blocks", block, block, tokens, height, width)
         tokens = getattr(self, f"norm{stage}")(tokens)
         return tokens_to_feature_map(tokens, height, width)
 
