@@ -58,7 +58,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     from cmda.train import (
         CHECKPOINT_FILE,
         CONFIG_FILE,
-        autocast_factory,
+        allow_tf32,
         build_model,
         build_test_loader,
         checkpoint_dir_of,
@@ -73,6 +73,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     model = build_model(config)
     load_strict(model, load_checkpoint(folder)["model"], folder / CHECKPOINT_FILE)
     model.to(device)
+    allow_tf32(device)  # as during training; evaluation is fp32 whatever train.amp says
     out_dir = Path(args.out) if args.out else folder / "predictions"
 
     def write(name: str, prediction) -> None:
@@ -80,9 +81,8 @@ def cmd_test(args: argparse.Namespace) -> int:
 
     with output_folder(out_dir):
         metrics = evaluate(
-            model, loader, device, config.target, autocast=autocast_factory(device, config.train.amp),
-            on_prediction=write if args.save_predictions else None,
-        )  # fmt: skip
+            model, loader, device, config.target, on_prediction=write if args.save_predictions else None
+        )
     print(json.dumps({k: round(v, 2) for k, v in metrics.items()}, indent=1))
     if args.save_predictions:
         print(f"predictions written to {out_dir}")

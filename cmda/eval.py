@@ -12,7 +12,6 @@ on a checkpoint (with a callback that writes each prediction).
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable, Mapping
 
@@ -70,11 +69,14 @@ def evaluate(
     loader,
     device: torch.device,
     target: TargetSpec,
-    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
     on_prediction: OnPrediction | None = None,
 ) -> dict[str, float]:
     """Whole-image inference on a test loader with the branch the target evaluates: the fusion of image and
-    second modality (DSEC-Night: events), or the image branch alone (Dark Zurich, as the original)."""
+    second modality (DSEC-Night: events), or the image branch alone (Dark Zurich, as the original).
+
+    Always in fp32, whatever `train.amp` trains with (autocast is switched off here even inside an outer
+    autocast): the metric that the scheduler and the analysis compare must not move with the precision.
+    """
     was_training = model.training
     model.eval()
     num_classes = target.num_classes
@@ -84,8 +86,8 @@ def evaluate(
             image = batch["image"].to(device)
             second = batch[target.second_modality].to(device) if target.eval_branch == "fusion" else None
             label = batch["label"].to(device)
-            with autocast():
-                logits = model.predict(image, second)
+            with torch.autocast(device.type, enabled=False):
+                logits = model.predict(image.float(), None if second is None else second.float())
             logits = F.interpolate(
                 logits.float(), size=label.shape[-2:], mode="bilinear", align_corners=False
             )

@@ -104,11 +104,16 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def autocast_factory(device: torch.device, amp: str) -> Callable[[], contextlib.AbstractContextManager]:
-    """fp32 by default (TF32 matmuls allowed on CUDA, as the original's torch 1.7 did); "bf16" autocasts."""
+def allow_tf32(device: torch.device) -> None:
+    """fp32 matmuls and convolutions may use TF32 on CUDA, as the original's torch 1.7 did."""
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+
+
+def autocast_factory(device: torch.device, amp: str) -> Callable[[], contextlib.AbstractContextManager]:
+    """fp32 by default (`allow_tf32`); "bf16" autocasts the training step (evaluation stays fp32)."""
+    allow_tf32(device)
     if amp == "bf16":
         return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext
@@ -634,13 +639,12 @@ def evaluate_and_checkpoint(
     session: Session,
     test_loader,
     device: torch.device,
-    autocast,
     work_dir: Path,
     losses: dict[str, float],
 ) -> tuple[dict[str, float], Path]:
-    """Evaluate the student on the target's test split, write the checkpoint; return (report, folder)."""
+    """Evaluate the student (in fp32) on the test split, write the checkpoint; return (report, folder)."""
     cfg = session.config
-    metrics = evaluate(session.model, test_loader, device, cfg.target, autocast=autocast)
+    metrics = evaluate(session.model, test_loader, device, cfg.target)
     session.metrics = metrics
     reported = {
         "iteration": session.iteration,
@@ -719,7 +723,7 @@ def run(
                     )
                 if iteration % cfg.train.eval_interval == 0 or last:
                     reported, folder = evaluate_and_checkpoint(
-                        session, test_loader, device, autocast, work_dir, since_eval.pop()
+                        session, test_loader, device, work_dir, since_eval.pop()
                     )
                     metric_log.write(
                         iteration, {k: v for k, v in session.metrics.items() if not k.startswith("iou/")}
