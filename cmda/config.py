@@ -143,7 +143,8 @@ class LossWeights(StrictModel):
 class FeatureLossConfig(StrictModel):
     variant: VariantName = "none"
     lambda_scale: NonNegativeFloat = 1.0
-    """Multiplies every term's default lambda (1.0 = the L2 fork's values)."""
+    """Multiplies every term's default lambda (1.0 = the registry's defaults; each term records whether its
+    value is one the L2 fork ran, one read from its comments, or ours: `Term.provenance`)."""
     lambdas: dict[str, NonNegativeFloat] = Field(default_factory=dict)
     """Explicit per-term lambdas; they win over the scale."""
     stages: Annotated[list[Annotated[int, Field(ge=0, le=3)]], Field(min_length=1)] = Field(
