@@ -20,8 +20,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     from cmda.train import run
 
     config = load_config(args.config, args.set)
+    if args.dry_run:
+        return dry_run(config, args.config)
     metrics = run(config, resume_from=args.resume)
     print(json.dumps({k: round(v, 3) for k, v in metrics.items() if not k.startswith("iou/")}, indent=1))
+    return 0
+
+
+def dry_run(config, source: str) -> int:
+    """Everything `cmda train` checks before it trains (config, data), then the memory one training step
+    needs on a GPU (`cmda.memory`), and nothing written."""
+    from cmda.data.check import check_training_data
+    from cmda.memory import format_memory, memory_json, profile_step
+
+    print(f"{source}: config OK ({config.model.backbone}, target {config.target.name})")
+    check_training_data(config)
+    print("data: OK")
+    print("\n".join(format_memory(memory_json(profile_step(config)))))
     return 0
 
 
@@ -100,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a dotted key"
     )
     train.add_argument("--resume", default=None, help="checkpoint folder, `latest` file or work_dir")
+    train.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check config and data, print the GPU memory a training step needs, and exit (trains nothing)",
+    )
     train.set_defaults(func=cmd_train)
     test = sub.add_parser("test", help="evaluate a checkpoint on its target's labelled test split")
     test.add_argument("checkpoint", help="checkpoint folder, `latest` file or work_dir")

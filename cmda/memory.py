@@ -108,8 +108,8 @@ class Line:
 class Timeline:
     """Live bytes (gradients left out) after every allocation and free of the step, as a line in the pixels
     per event. Both measured steps run the same operations in the same order, shapes aside (where a kernel
-    choice depends on the shape, the sequences are aligned by operation names and the few unmatched events
-    skipped), so an event of one is the same moment of the other, and the peak at any size is the largest
+    choice depends on the shape, `aligned` pairs the events by operation names and skips the few unmatched
+    ones), so an event of one is the same moment of the other, and the peak at any size is the largest
     of the lines there, whether it falls at the end of a forward or inside a backward."""
 
     intercepts: Any  # numpy arrays, one entry per matched event
@@ -117,16 +117,10 @@ class Timeline:
 
     @classmethod
     def through(cls, first: tuple[float, list[str], list[int]], second: tuple[float, list[str], list[int]]):
-        import difflib
-
         import numpy as np
 
         (x0, names0, live0), (x1, names1, live1) = first, second
-        pairs = [
-            (block.a + k, block.b + k)
-            for block in difflib.SequenceMatcher(None, names0, names1, autojunk=False).get_matching_blocks()
-            for k in range(block.size)
-        ]
+        pairs = aligned(names0, names1)
         y0 = np.array([live0[i] for i, _ in pairs], dtype=float)
         y1 = np.array([live1[j] for _, j in pairs], dtype=float)
         slopes = (y1 - y0) / (x1 - x0)
@@ -136,6 +130,32 @@ class Timeline:
         if len(self.slopes) == 0:
             return 0.0
         return max(0.0, float((self.intercepts + self.slopes * pixels).max()))
+
+
+def aligned(a: list[str], b: list[str], window: int = 32, run: int = 4) -> list[tuple[int, int]]:
+    """Index pairs of the same events in two sequences of operation names that differ only locally: walk
+    both; at a difference, skip the fewest events (at most `window` in each) after which `run` names agree
+    again. Linear in the length, where a general diff is quadratic on sequences of a few dozen names."""
+    pairs: list[tuple[int, int]] = []
+    i = j = 0
+    while i < len(a) and j < len(b):
+        if a[i] == b[j]:
+            pairs.append((i, j))
+            i, j = i + 1, j + 1
+            continue
+        skip = next(
+            (
+                (di, total - di)
+                for total in range(1, 2 * window + 1)
+                for di in range(max(0, total - window), min(total, window) + 1)
+                if a[i + di : i + di + run] == b[j + total - di : j + total - di + run]
+            ),
+            None,
+        )
+        if skip is None:
+            break
+        i, j = i + skip[0], j + skip[1]
+    return pairs
 
 
 @dataclass(frozen=True)
@@ -203,35 +223,38 @@ def _gib(n: float) -> str:
     return f"{n / GIB:.1f} GiB"
 
 
-def _setting(budget: MemoryBudget) -> str:
-    split = f"batch {budget.batch_size}"
-    if budget.accumulate > 1:
-        split += f" x accumulate {budget.accumulate}"
-    return f"activation_checkpointing {budget.activation_checkpointing}, {split}"
+def _setting(budget: dict[str, Any]) -> str:
+    split = f"batch {budget['batch_size']}"
+    if budget["accumulate"] > 1:
+        split += f" x accumulate {budget['accumulate']}"
+    return f"activation_checkpointing {budget['activation_checkpointing']}, {split}"
 
 
 def _cards(sizes: list[int]) -> str:
-    return f"fits {min(sizes)} GB cards and larger" if sizes else f"fits none of {GPU_SIZES_GB} GB"
+    return f"fits {min(sizes)} GB cards and larger" if sizes else f"fits none of {list(GPU_SIZES_GB)} GB"
 
 
-def format_memory(profile: StepProfile) -> list[str]:
-    """Lines for the plan and the dry run: the parts, the peak, the cards, and what would fit smaller ones."""
-    budget = profile.budget()
-    width, height = profile.measured_at[-1] if profile.measured_at else (0, 0)
+def format_memory(memory: dict[str, Any]) -> list[str]:
+    """Lines for the plan and the dry run from `memory_json`: the parts, the peak, the cards it fits, and
+    the first setting (exact ones first) that fits each smaller card."""
+    width, height = memory["measured_at"][-1] if memory.get("measured_at") else (0, 0)
     lines = [
-        f"memory of one training step ({_setting(budget)}): peak {_gib(budget.peak)}, "
-        f"{_cards(budget.fits_gb)}",
-        f"  weights {_gib(budget.weights)}, gradients {_gib(budget.gradients)}, optimizer "
-        f"{_gib(budget.optimizer)}, teacher {_gib(budget.teacher)}, activations {_gib(budget.activations)} "
-        f"(measured on the CPU up to {width}x{height}, scaled), largest transient {_gib(budget.transient)}",
+        f"memory of one training step ({_setting(memory)}): peak {_gib(memory['peak'])}, "
+        f"{_cards(memory['fits_gb'])}",
+        f"  weights {_gib(memory['weights'])}, gradients {_gib(memory['gradients'])}, optimizer "
+        f"{_gib(memory['optimizer'])}, teacher {_gib(memory['teacher'])}, activations "
+        f"{_gib(memory['activations'])} (measured on the CPU up to {width}x{height}, scaled), largest "
+        f"transient {_gib(memory['transient'])}",
     ]
-    smallest = min(budget.fits_gb, default=None)
+    smallest = min(memory["fits_gb"], default=None)
     for size in GPU_SIZES_GB:
         if smallest is not None and size >= smallest:
             break
-        fitting = next((b for b in profile.alternatives() if size in b.fits_gb), None)
+        fitting = next((b for b in memory["alternatives"] if size in b["fits_gb"]), None)
         if fitting is not None:
-            lines.append(f"  to fit {size} GB: {_setting(fitting)} (peak {_gib(fitting.peak)})")
+            lines.append(f"  to fit {size} GB: {_setting(fitting)} (peak {_gib(fitting['peak'])})")
+        else:
+            lines.append(f"  {size} GB: no setting of this effective batch fits")
     return lines
 
 

@@ -11,6 +11,11 @@ Asynchronous ASHA lets the first arrivals at a rung continue, so a real sweep sp
 
 Checkpoint size is computed from the model built on PyTorch's meta device (no memory, no weights): model and
 EMA teacher weights plus AdamW's two moments, all fp32, i.e. about 16 bytes per parameter.
+
+With `--memory`, the GPU memory one training step of the first trial needs (`cmda.memory`: a real step of
+the model on the CPU at two small resolutions, scaled), which cards it fits and which checkpointing or
+accumulation setting fits smaller ones. On request because it takes seconds to a minute (MiT-B5) where the
+rest of the plan is instant; `cmda train CONFIG --dry-run` prints the same for one config.
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ class Plan:
     checkpoint_bytes: int
     kept_checkpoints_per_trial: int
     checkpoint_storage_bytes: int
+    memory: dict[str, Any] | None = None
+    """`cmda.memory.memory_json` of the first trial (with --memory), else None."""
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,6 +113,14 @@ def checkpoint_bytes(config: dict[str, Any]) -> int:
     return 4 * params + 2 * buffers
 
 
+def memory_budget(config: dict[str, Any]) -> dict[str, Any]:
+    """The memory one training step of `config` needs (`cmda.memory`; a real CPU step, seconds)."""
+    from cmda.config import config_from_dict
+    from cmda.memory import memory_json, profile_step
+
+    return memory_json(profile_step(config_from_dict(config)))
+
+
 def measure_seconds_per_iter(config: dict[str, Any], steps: int = 3, threads: int = 1) -> float:
     """Median seconds of one training step (source pass, teacher, ClassMix, mixed pass, both backwards and
     the optimizer) of the sweep's first trial on this machine's device, on one real batch held fixed, so
@@ -155,7 +170,12 @@ def _median_step_seconds(config: dict[str, Any], steps: int) -> float:
     return timed[len(timed) // 2]
 
 
-def make_plan(spec: SweepSpec, sec_per_iter: float | None = None, ckpt_bytes: int | None = None) -> Plan:
+def make_plan(
+    spec: SweepSpec,
+    sec_per_iter: float | None = None,
+    ckpt_bytes: int | None = None,
+    memory: dict[str, Any] | None = None,
+) -> Plan:
     from tune.preflight import representative_trials
     from tune.trainable import resolve_trial_config
 
@@ -191,6 +211,7 @@ def make_plan(spec: SweepSpec, sec_per_iter: float | None = None, ckpt_bytes: in
         checkpoint_bytes=int(ckpt_bytes),
         kept_checkpoints_per_trial=kept,
         checkpoint_storage_bytes=int(count * kept * ckpt_bytes),
+        memory=memory,
     )
 
 
@@ -238,4 +259,10 @@ def format_plan(plan: Plan) -> str:
         f"kept checkpoints: up to {plan.kept_checkpoints_per_trial} per trial x "
         f"{_size(plan.checkpoint_bytes)} = {_size(plan.checkpoint_storage_bytes)} for {plan.count} trials"
     )
+    if plan.memory is None:
+        lines.append("GPU memory of a training step: give --memory")
+    else:
+        from cmda.memory import format_memory
+
+        lines += format_memory(plan.memory)
     return "\n".join(lines)
