@@ -12,10 +12,11 @@
   (`cmda.models.checkpointing.observed`), so the saved tensors of `blocks` and `stages` follow from it: what
   is saved outside the pieces of that kind plus each piece's inputs.
 - transient: everything else alive at the step's peak, also measured in that run: every storage the
-  step's operations allocate is followed until it is freed (a `TorchDispatchMode`), and the peak of the
-  live bytes that are neither gradients nor saved tensors is the transient (the output an operation is
-  writing, the gradients flowing in the backward, the losses' full-resolution logits...). A checkpointed
-  setting adds the largest piece's saved tensors, alive again while it is recomputed.
+  step's operations allocate is followed until it is freed (a `TorchDispatchMode`); the peak of the live
+  bytes other than gradients, less the saved tensors, is the transient (the output an operation is
+  writing, the gradients flowing in the backward...). For `blocks` and `stages` the same timeline is
+  replayed with each piece's own saved tensors freed when the piece's forward ends and allocated again
+  when its backward starts (its first saved tensor is read), which is when checkpointing recomputes it.
 - Activations and transient grow with the pixels of a sample: the run is repeated at two small
   resolutions, a line through the two is evaluated at the trial's resolution, and the result is multiplied
   by the samples of one forward pass (`data.batch_size`; `train.accumulate` does not change it).
@@ -48,8 +49,9 @@ RESERVED_GB = 1.0
 """GiB of a card a training step cannot use (CUDA context, cuDNN workspaces, allocator slack)."""
 MODES = ("off", "blocks", "stages")
 """`model.activation_checkpointing` values (cmda.models.checkpointing.CHECKPOINTING, without its import)."""
-SCALES = (1 / 16, 1 / 8)
-"""The two measured resolutions, as fractions of the trial's width and height."""
+SMALLEST = 1 / 16
+"""The first measured resolution, as a fraction of the trial's width and height (at least 32 pixels); the
+second has twice its width and height."""
 GIB = 2**30
 
 
@@ -170,10 +172,8 @@ class StepProfile:
     """Pixels per sample at the trial's resolution (mean of the source crop and the target sample)."""
     activations: dict[str, Line]
     """Saved for the backward, per checkpointing mode."""
-    recomputed: dict[str, Line]
-    """The largest piece's saved tensors, alive again while it is recomputed, per mode."""
-    working: Timeline
-    """Everything alive but the gradients, over the step (`off`)."""
+    working: dict[str, Timeline]
+    """Everything alive but the gradients, over the step, per checkpointing mode."""
     batch_size: int
     accumulate: int
     activation_checkpointing: str
@@ -185,15 +185,14 @@ class StepProfile:
         mode = mode or self.activation_checkpointing
         batch = batch_size or self.batch_size
         pixels = batch * self.pixels
-        saved_off = self.activations["off"].at(pixels)
-        beyond_saved = max(0.0, self.working.peak(pixels) - saved_off)
+        saved = self.activations[mode].at(pixels)
         return MemoryBudget(
             weights=self.weights,
             gradients=self.trainable,
             optimizer=2 * self.trainable,
             teacher=self.teacher,
-            activations=int(self.activations[mode].at(pixels)),
-            transient=int(beyond_saved + self.recomputed[mode].at(pixels)),
+            activations=int(saved),
+            transient=int(max(0.0, self.working[mode].peak(pixels) - saved)),
             optimizer_step=self.weights + self.teacher + 4 * self.trainable,
             activation_checkpointing=mode,
             batch_size=batch,
@@ -261,98 +260,18 @@ def format_memory(memory: dict[str, Any]) -> list[str]:
 # -- the measurement ---------------------------------------------------------------------------------------
 
 
-class SavedTensors:
-    """Unique storages autograd saves, per forward phase, and per checkpointing piece (told by
-    `cmda.models.checkpointing.observed`). A phase ends when the backward starts reading (the step has
-    a source and a mixed phase)."""
-
-    def __init__(self, exclude: set[int]) -> None:
-        self.exclude = exclude
-        self.phases: list[dict[str, Any]] = []
-        self.reading = True
-        self.active: dict[str, list[dict[int, int]]] = {mode: [] for mode in MODES[1:]}
-
-    def _phase(self) -> dict[str, Any]:
-        if self.reading:
-            self.reading = False
-            self.phases.append(
-                {
-                    "all": {},
-                    **{f"outside/{m}": {} for m in MODES[1:]},
-                    **{f"inputs/{m}": {} for m in MODES[1:]},
-                    **{f"pieces/{m}": [] for m in MODES[1:]},
-                }
-            )
-        return self.phases[-1]
-
-    @staticmethod
-    def storage(tensor: torch.Tensor) -> tuple[int, int]:
-        storage = tensor.untyped_storage()
-        return storage.data_ptr(), storage.nbytes()
-
-    def pack(self, tensor: torch.Tensor) -> torch.Tensor:
-        ptr, nbytes = self.storage(tensor)
-        if ptr in self.exclude or nbytes == 0:
-            return tensor
-        phase = self._phase()
-        phase["all"][ptr] = nbytes
-        for mode in MODES[1:]:
-            if self.active[mode]:
-                self.active[mode][-1][ptr] = nbytes
-            else:
-                phase[f"outside/{mode}"][ptr] = nbytes
-        return tensor
-
-    def unpack(self, tensor: torch.Tensor) -> torch.Tensor:
-        self.reading = True
-        return tensor
-
-    def piece(self, kind: str, args: tuple, entering: bool) -> None:
-        import torch
-
-        if not torch.is_grad_enabled():
-            return
-        if entering:
-            phase = self._phase()
-            for arg in args:
-                if isinstance(arg, torch.Tensor):
-                    ptr, nbytes = self.storage(arg)
-                    if ptr not in self.exclude and nbytes:
-                        phase[f"inputs/{kind}"][ptr] = nbytes
-            self.active[kind].append({})
-        else:
-            saved = self.active[kind].pop()
-            self.phases[-1][f"pieces/{kind}"].append(saved)
-
-    def activations(self, mode: str) -> int:
-        """Bytes kept for the backward in the larger phase under `mode`."""
-        if mode == "off":
-            return max((sum(p["all"].values()) for p in self.phases), default=0)
-        return max(
-            (sum({**p[f"outside/{mode}"], **p[f"inputs/{mode}"]}.values()) for p in self.phases), default=0
-        )
-
-    def largest_piece(self, mode: str) -> int:
-        """Bytes the largest piece of `mode` saves again while it is recomputed (its inputs excluded)."""
-        if mode == "off":
-            return 0
-        return max(
-            (
-                sum(n for ptr, n in piece.items() if ptr not in p[f"inputs/{mode}"])
-                for p in self.phases
-                for piece in p[f"pieces/{mode}"]
-            ),
-            default=0,
-        )
-
-
 class LiveBytes:
-    """Follows every storage the operations inside allocate until it is freed (`timeline`)."""
+    """Follows every storage the operations inside allocate until it is freed: `events` is the step's
+    timeline of (storage serial, +bytes at allocation | -bytes at free, operation name)."""
 
     def __init__(self) -> None:
-        self.events: list[tuple[int, int, str]] = []  # (storage serial, +bytes | -bytes, operation)
+        self.events: list[tuple[int, int, str]] = []
         self.alive: dict[int, int] = {}  # data_ptr -> serial
         self.serials = 0
+
+    @property
+    def clock(self) -> int:
+        return len(self.events)
 
     @contextlib.contextmanager
     def follow(self) -> Iterator[LiveBytes]:
@@ -389,17 +308,131 @@ class LiveBytes:
             del self.alive[ptr]
         self.events.append((serial, -nbytes, "free"))
 
-    def timeline(self, excluded_ptrs: set[int]) -> tuple[list[str], list[int]]:
-        """(operation, live bytes after it) per event, leaving out the storages alive at the end under
-        `excluded_ptrs` (the gradients)."""
+    def live(self, excluded_ptrs: set[int]) -> list[int]:
+        """Live bytes after each event, leaving out the storages alive at the end under `excluded_ptrs`
+        (the gradients)."""
         excluded = {self.alive[ptr] for ptr in excluded_ptrs if ptr in self.alive}
-        current, names, live = 0, [], []
-        for serial, delta, operation in self.events:
+        current, out = 0, []
+        for serial, delta, _ in self.events:
             if serial not in excluded:
                 current += delta
-                names.append(operation)
-                live.append(current)
-        return names, live
+            out.append(current)
+        return out
+
+    def freed_at(self) -> dict[int, int]:
+        """serial -> the event index of its free (storages alive at the end are absent)."""
+        return {serial: index for index, (serial, delta, _) in enumerate(self.events) if delta < 0}
+
+
+@dataclass
+class Piece:
+    """One run of a checkpointing piece: when its forward ended, what it saved, when its backward began."""
+
+    phase: int = 0
+    end: int = -1
+    inputs: set[int] = field(default_factory=set)  # storage pointers
+    saved: dict[int, tuple[int, int]] = field(default_factory=dict)  # pointer -> (serial, bytes)
+    backward: int | None = None
+
+
+class SavedTensors:
+    """Unique storages autograd saves, per forward phase, and per checkpointing piece (told by
+    `cmda.models.checkpointing.observed`), timed on a `LiveBytes` clock. A phase ends when the backward
+    starts reading (the step has a source and a mixed phase)."""
+
+    def __init__(self, exclude: set[int], live: LiveBytes) -> None:
+        self.exclude, self.live = exclude, live
+        self.phases: list[dict[str, Any]] = []
+        self.reading = True
+        self.active: dict[str, list[Piece]] = {mode: [] for mode in MODES[1:]}
+        self.pieces: dict[str, list[Piece]] = {mode: [] for mode in MODES[1:]}
+        self.packed_in: dict[int, list[Piece]] = {}
+
+    def _phase(self) -> dict[str, Any]:
+        if self.reading:
+            self.reading = False
+            self.phases.append({"all": {}, **{f"kept/{m}": {} for m in MODES[1:]}})
+            self.packed_in = {}  # the previous phase's backward is over: its pointers may be reused
+        return self.phases[-1]
+
+    @staticmethod
+    def storage(tensor: torch.Tensor) -> tuple[int, int]:
+        storage = tensor.untyped_storage()
+        return storage.data_ptr(), storage.nbytes()
+
+    def pack(self, tensor: torch.Tensor) -> torch.Tensor:
+        ptr, nbytes = self.storage(tensor)
+        if ptr in self.exclude or nbytes == 0:
+            return tensor
+        phase = self._phase()
+        phase["all"][ptr] = nbytes
+        for mode in MODES[1:]:
+            if self.active[mode]:
+                piece = self.active[mode][-1]
+                self.packed_in.setdefault(ptr, []).append(piece)
+                if ptr not in piece.inputs:
+                    piece.saved[ptr] = (self.live.alive.get(ptr, 0), nbytes)
+                    continue
+            phase[f"kept/{mode}"][ptr] = nbytes  # saved outside the pieces, or a piece's input
+        return tensor
+
+    def unpack(self, tensor: torch.Tensor) -> torch.Tensor:
+        self.reading = True
+        for piece in self.packed_in.get(tensor.untyped_storage().data_ptr(), ()):
+            if piece.backward is None:
+                piece.backward = self.live.clock  # checkpointing recomputes the piece here
+        return tensor
+
+    def piece(self, kind: str, args: tuple, entering: bool) -> None:
+        import torch
+
+        if not torch.is_grad_enabled():
+            return
+        if entering:
+            phase = self._phase()
+            piece = Piece(phase=len(self.phases) - 1)
+            for arg in args:
+                if isinstance(arg, torch.Tensor):
+                    ptr, nbytes = self.storage(arg)
+                    if ptr not in self.exclude and nbytes:
+                        piece.inputs.add(ptr)
+                        phase[f"kept/{kind}"][ptr] = nbytes
+            self.active[kind].append(piece)
+        else:
+            piece = self.active[kind].pop()
+            piece.end = self.live.clock
+            self.pieces[kind].append(piece)
+
+    def activations(self, mode: str) -> int:
+        """Bytes kept for the backward in the larger phase under `mode`."""
+        key = "all" if mode == "off" else f"kept/{mode}"
+        return max((sum(p[key].values()) for p in self.phases), default=0)
+
+    def live_under(self, mode: str, live: list[int]) -> list[int]:
+        """The `off` timeline `live` replayed under `mode`: a storage a piece saves (not its input, not
+        saved outside the pieces) is not alive from the end of the piece's forward to the start of its
+        backward (or its free, when no backward reads it)."""
+        if mode == "off":
+            return live
+        freed_at = self.live.freed_at()
+        delta = [0] * (len(live) + 1)
+        done: set[int] = set()
+        for piece in self.pieces[mode]:
+            kept = self.phases[piece.phase][f"kept/{mode}"]
+            for ptr, (serial, nbytes) in piece.saved.items():
+                if ptr in kept or serial in done or serial == 0:
+                    continue
+                done.add(serial)
+                backward = len(live) if piece.backward is None else piece.backward
+                stop = min(backward, freed_at.get(serial, len(live)))
+                if piece.end < stop:
+                    delta[piece.end] -= nbytes
+                    delta[stop] += nbytes
+        out, shift = [], 0
+        for index, value in enumerate(live):
+            shift += delta[index]
+            out.append(value + shift)
+        return out
 
 
 def _is_tensor(value: Any) -> bool:
@@ -458,9 +491,9 @@ def translator_bytes(config: Config) -> int:
 
 
 def profile_step(config: Config) -> StepProfile:
-    """Measure the config's training step on the CPU (see the module docstring): two real steps at 1/16 and
-    1/8 of the trial's resolution, batch 1, on a model with random weights (the bytes do not depend on
-    them). Takes seconds: the model is built once (about 3 s for MiT-B5)."""
+    """Measure the config's training step on the CPU (see the module docstring): two real steps, at about
+    1/16 of the trial's width and height and at twice that, batch 1, on a model with random weights (the
+    bytes do not depend on them). Takes seconds: the model is built once (about 3 s for MiT-B5)."""
     import torch
 
     from cmda.config import config_from_dict
@@ -486,24 +519,27 @@ def profile_step(config: Config) -> StepProfile:
     source_full = list(config.data.source.crop)
     target_full = list(config.data.target.training_size)
     saved_points: dict[str, list[tuple[float, float]]] = {mode: [] for mode in MODES}
-    piece_points: dict[str, list[tuple[float, float]]] = {mode: [] for mode in MODES}
-    timelines, measured_at = [], []
+    timelines: dict[str, list[tuple[float, list[str], list[int]]]] = {mode: [] for mode in MODES}
+    measured_at = []
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    for factor in SCALES:
-        source_wh, target_wh = scaled(source_full, factor), scaled(target_full, factor)
+    for factor in (1, 2):
+        source_wh = [factor * side for side in scaled(source_full, SMALLEST)]
+        target_wh = [factor * side for side in scaled(target_full, SMALLEST)]
         batch = synthetic_batch(cfg, source_wh, target_wh)
         model.load_state_dict(state)  # BatchNorm statistics as built, for both measurements
         model.zero_grad(set_to_none=True)
-        saved, live = SavedTensors(exclude), LiveBytes()
+        live = LiveBytes()
+        saved = SavedTensors(exclude, live)
         hooks = torch.autograd.graph.saved_tensors_hooks(saved.pack, saved.unpack)
         with observed(saved.piece), hooks, live.follow():
             session.step(batch, 1, device, autocast)
         grads = {p.grad.untyped_storage().data_ptr() for p in model.parameters() if p.grad is not None}
+        names = [operation for _, _, operation in live.events]
+        off = live.live(grads)
         pixels = (source_wh[0] * source_wh[1] + target_wh[0] * target_wh[1]) / 2
         for mode in MODES:
             saved_points[mode].append((pixels, saved.activations(mode)))
-            piece_points[mode].append((pixels, saved.largest_piece(mode)))
-        timelines.append((pixels, *live.timeline(grads)))
+            timelines[mode].append((pixels, names, saved.live_under(mode, off)))
         measured_at.append(target_wh)
     return StepProfile(
         weights=weights,
@@ -511,8 +547,7 @@ def profile_step(config: Config) -> StepProfile:
         teacher=teacher_bytes,
         pixels=(math.prod(source_full) + math.prod(target_full)) / 2,
         activations={mode: Line.through(points) for mode, points in saved_points.items()},
-        recomputed={mode: Line.through(points) for mode, points in piece_points.items()},
-        working=Timeline.through(*timelines),
+        working={mode: Timeline.through(*points) for mode, points in timelines.items()},
         batch_size=config.data.batch_size,
         accumulate=config.train.accumulate,
         activation_checkpointing=config.model.activation_checkpointing,
