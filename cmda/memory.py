@@ -134,10 +134,12 @@ class Timeline:
         return max(0.0, float((self.intercepts + self.slopes * pixels).max()))
 
 
-def aligned(a: list[str], b: list[str], window: int = 32, run: int = 4) -> list[tuple[int, int]]:
-    """Index pairs of the same events in two sequences of operation names that differ only locally: walk
-    both; at a difference, skip the fewest events (at most `window` in each) after which `run` names agree
-    again. Linear in the length, where a general diff is quadratic on sequences of a few dozen names."""
+def aligned(a: list[str], b: list[str]) -> list[tuple[int, int]]:
+    """Index pairs of the same events in two sequences of operation names that differ only here and there
+    (a kernel choice that depends on the shape, a branch on the data): walk both; at a difference, skip the
+    fewest events after which a run of names agrees again (a short look-ahead first, then a longer one with
+    a longer run). Linear in the length where a general diff is quadratic on sequences of a few dozen
+    distinct names."""
     pairs: list[tuple[int, int]] = []
     i = j = 0
     while i < len(a) and j < len(b):
@@ -145,19 +147,21 @@ def aligned(a: list[str], b: list[str], window: int = 32, run: int = 4) -> list[
             pairs.append((i, j))
             i, j = i + 1, j + 1
             continue
-        skip = next(
-            (
-                (di, total - di)
-                for total in range(1, 2 * window + 1)
-                for di in range(max(0, total - window), min(total, window) + 1)
-                if a[i + di : i + di + run] == b[j + total - di : j + total - di + run]
-            ),
-            None,
-        )
+        skip = _resync(a, b, i, j, window=32, run=4) or _resync(a, b, i, j, window=1024, run=12)
         if skip is None:
             break
         i, j = i + skip[0], j + skip[1]
     return pairs
+
+
+def _resync(a: list[str], b: list[str], i: int, j: int, window: int, run: int) -> tuple[int, int] | None:
+    """The smallest (skip in a, skip in b), each at most `window`, after which `run` names agree."""
+    for total in range(1, 2 * window + 1):
+        for di in range(max(0, total - window), min(total, window) + 1):
+            dj = total - di
+            if a[i + di : i + di + run] == b[j + dj : j + dj + run]:
+                return di, dj
+    return None
 
 
 @dataclass(frozen=True)
@@ -326,13 +330,12 @@ class LiveBytes:
 
 @dataclass
 class Piece:
-    """One run of a checkpointing piece: when its forward ended, what it saved, when its backward began."""
+    """One run of a checkpointing piece: its phase, when its forward ended, its inputs, what it saved."""
 
     phase: int = 0
     end: int = -1
     inputs: set[int] = field(default_factory=set)  # storage pointers
     saved: dict[int, tuple[int, int]] = field(default_factory=dict)  # pointer -> (serial, bytes)
-    backward: int | None = None
 
 
 class SavedTensors:
@@ -346,13 +349,13 @@ class SavedTensors:
         self.reading = True
         self.active: dict[str, list[Piece]] = {mode: [] for mode in MODES[1:]}
         self.pieces: dict[str, list[Piece]] = {mode: [] for mode in MODES[1:]}
-        self.packed_in: dict[int, list[Piece]] = {}
+        self.first_read: list[dict[int, int]] = []  # per phase: pointer -> clock of its first unpack
 
     def _phase(self) -> dict[str, Any]:
         if self.reading:
             self.reading = False
             self.phases.append({"all": {}, **{f"kept/{m}": {} for m in MODES[1:]}})
-            self.packed_in = {}  # the previous phase's backward is over: its pointers may be reused
+            self.first_read.append({})
         return self.phases[-1]
 
     @staticmethod
@@ -369,7 +372,6 @@ class SavedTensors:
         for mode in MODES[1:]:
             if self.active[mode]:
                 piece = self.active[mode][-1]
-                self.packed_in.setdefault(ptr, []).append(piece)
                 if ptr not in piece.inputs:
                     piece.saved[ptr] = (self.live.alive.get(ptr, 0), nbytes)
                     continue
@@ -378,9 +380,8 @@ class SavedTensors:
 
     def unpack(self, tensor: torch.Tensor) -> torch.Tensor:
         self.reading = True
-        for piece in self.packed_in.get(tensor.untyped_storage().data_ptr(), ()):
-            if piece.backward is None:
-                piece.backward = self.live.clock  # checkpointing recomputes the piece here
+        if self.first_read:
+            self.first_read[-1].setdefault(tensor.untyped_storage().data_ptr(), self.live.clock)
         return tensor
 
     def piece(self, kind: str, args: tuple, entering: bool) -> None:
@@ -411,20 +412,23 @@ class SavedTensors:
     def live_under(self, mode: str, live: list[int]) -> list[int]:
         """The `off` timeline `live` replayed under `mode`: a storage a piece saves (not its input, not
         saved outside the pieces) is not alive from the end of the piece's forward to the start of its
-        backward (or its free, when no backward reads it)."""
+        backward, when the recomputation brings it back; one the backward never reads is gone for good
+        (the recomputation drops it at once)."""
         if mode == "off":
             return live
         freed_at = self.live.freed_at()
         delta = [0] * (len(live) + 1)
         done: set[int] = set()
         for piece in self.pieces[mode]:
-            kept = self.phases[piece.phase][f"kept/{mode}"]
-            for ptr, (serial, nbytes) in piece.saved.items():
-                if ptr in kept or serial in done or serial == 0:
+            kept, read = self.phases[piece.phase][f"kept/{mode}"], self.first_read[piece.phase]
+            own = {ptr: value for ptr, value in piece.saved.items() if ptr not in kept}
+            # the recomputation runs when the backward first reads a tensor only this piece saved
+            backward = min((read[ptr] for ptr in own if ptr in read), default=len(live))
+            for ptr, (serial, nbytes) in own.items():
+                if serial in done or serial == 0:
                     continue
                 done.add(serial)
-                backward = len(live) if piece.backward is None else piece.backward
-                stop = min(backward, freed_at.get(serial, len(live)))
+                stop = min(backward if ptr in read else len(live), freed_at.get(serial, len(live)))
                 if piece.end < stop:
                     delta[piece.end] -= nbytes
                     delta[stop] += nbytes
