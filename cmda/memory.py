@@ -529,13 +529,13 @@ def profile_step(config: Config) -> StepProfile:
     for factor in (1, 2):
         source_wh = [factor * side for side in scaled(source_full, SMALLEST)]
         target_wh = [factor * side for side in scaled(target_full, SMALLEST)]
-        batch = synthetic_batch(cfg, source_wh, target_wh)
         model.load_state_dict(state)  # BatchNorm statistics as built, for both measurements
         model.zero_grad(set_to_none=True)
         live = LiveBytes()
         saved = SavedTensors(exclude, live)
         hooks = torch.autograd.graph.saved_tensors_hooks(saved.pack, saved.unpack)
         with observed(saved.piece), hooks, live.follow():
+            batch = synthetic_batch(cfg, source_wh, target_wh)  # counted: on a GPU it is copied there
             session.step(batch, 1, device, autocast)
         grads = {p.grad.untyped_storage().data_ptr() for p in model.parameters() if p.grad is not None}
         names = [operation for _, _, operation in live.events]
