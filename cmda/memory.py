@@ -249,15 +249,18 @@ def format_memory(memory: dict[str, Any]) -> list[str]:
         f"{_gib(memory['activations'])} (measured on the CPU up to {width}x{height}, scaled), largest "
         f"transient {_gib(memory['transient'])}",
     ]
-    smallest = min(memory["fits_gb"], default=None)
-    for size in GPU_SIZES_GB:
-        if smallest is not None and size >= smallest:
-            break
+    smallest = min(memory["fits_gb"], default=GPU_SIZES_GB[-1] + 1)
+    advice: dict[str, list[int]] = {}  # setting line -> the card sizes it is the first fitting setting for
+    for size in (size for size in GPU_SIZES_GB if size < smallest):
         fitting = next((b for b in memory["alternatives"] if size in b["fits_gb"]), None)
-        if fitting is not None:
-            lines.append(f"  to fit {size} GB: {_setting(fitting)} (peak {_gib(fitting['peak'])})")
-        else:
-            lines.append(f"  {size} GB: no setting of this effective batch fits")
+        line = (
+            "none of these settings"
+            if fitting is None
+            else f"{_setting(fitting)} (peak {_gib(fitting['peak'])})"
+        )
+        advice.setdefault(line, []).append(size)
+    for line, sizes in advice.items():
+        lines.append(f"  to fit {', '.join(map(str, sizes))} GB cards: {line}")
     return lines
 
 
@@ -495,6 +498,19 @@ def translator_bytes(config: Config) -> int:
 
 
 def profile_step(config: Config) -> StepProfile:
+    """`measure_step` on one CPU thread: the measured steps are small (a few dozen pixels a side) and gain
+    nothing from more threads, which only spin where other jobs share the machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return measure_step(config)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def measure_step(config: Config) -> StepProfile:
     """Measure the config's training step on the CPU (see the module docstring): two real steps, at about
     1/16 of the trial's width and height and at twice that, batch 1, on a model with random weights (the
     bytes do not depend on them). Takes seconds: the model is built once (about 3 s for MiT-B5)."""

@@ -82,10 +82,8 @@ def test_budget_parts_fits_and_alternatives() -> None:
     assert settings[("off", 1, 2)].activations == budget.activations // 2
     lines = M.format_memory(M.memory_json(profile))
     assert "peak 13.2 GiB, fits 16 GB cards and larger" in lines[0]
-    assert any(
-        line.startswith("  to fit 12 GB: activation_checkpointing off, batch 1 x accumulate 2")
-        for line in lines
-    )
+    assert lines[2] == "  to fit 8 GB cards: none of these settings"  # 5 GiB fixed + 4.1 GiB at batch 1
+    assert lines[3].startswith("  to fit 12 GB cards: activation_checkpointing off, batch 1 x accumulate 2")
 
 
 def real_working_peak(config, size: int) -> int:
