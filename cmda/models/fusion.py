@@ -34,7 +34,25 @@ def _fusion_block(dim: int, sr_ratio: int, drop_path: float) -> Block:
     return Block(dim, num_heads=1, mlp_ratio=4.0, sr_ratio=sr_ratio, drop_path=drop_path)
 
 
-class AttentionAvgFusion(nn.Module):
+class StagewiseFusion(nn.Module):
+    """A fusion that combines the two modalities stage by stage (`stage`), each stage one checkpointing
+    piece of kind "stages" (`cmda.models.checkpointing`); `checkpointing` is set by the segmentor."""
+
+    embed_dims: list[int]
+    checkpointing = "off"
+
+    def forward(self, first: Sequence[Tensor], second: Sequence[Tensor]) -> list[Tensor]:
+        _check_pair(first, second, len(self.embed_dims))
+        return [
+            checkpointing.run(self.checkpointing, "stages", self, self.stage, x_a, x_b, stage)
+            for stage, (x_a, x_b) in enumerate(zip(first, second))
+        ]
+
+    def stage(self, x_a: Tensor, x_b: Tensor, stage: int) -> Tensor:
+        raise NotImplementedError
+
+
+class AttentionAvgFusion(StagewiseFusion):
     """y_i = (Block_img_i(x_img_i) + Block_evt_i(x_evt_i)) / 2 for every stage i."""
 
     def __init__(
@@ -48,14 +66,6 @@ class AttentionAvgFusion(nn.Module):
         self.event_blocks = nn.ModuleList(
             _fusion_block(d, r, drop_path) for d, r in zip(embed_dims, sr_ratios)
         )
-        self.checkpointing = "off"  # cmda.models.checkpointing: "off", "blocks" (each Block), "stages"
-
-    def forward(self, image: Sequence[Tensor], events: Sequence[Tensor]) -> list[Tensor]:
-        _check_pair(image, events, len(self.embed_dims))
-        return [
-            checkpointing.run(self.checkpointing, "stages", self, self.stage, x_img, x_evt, stage)
-            for stage, (x_img, x_evt) in enumerate(zip(image, events))
-        ]
 
     def stage(self, x_img: Tensor, x_evt: Tensor, stage: int) -> Tensor:
         height, width = x_img.shape[-2:]
@@ -68,7 +78,7 @@ class AttentionAvgFusion(nn.Module):
         return tokens_to_feature_map(tokens, height, width)
 
 
-class AttentionFusion(nn.Module):
+class AttentionFusion(StagewiseFusion):
     """y_i = MixFFN_{2C->C->C}(Block_2C(concat(x_a_i, x_b_i))) per stage i (no residual after the Block)."""
 
     def __init__(
@@ -78,14 +88,6 @@ class AttentionFusion(nn.Module):
         self.embed_dims = list(embed_dims)
         self.blocks = nn.ModuleList(_fusion_block(2 * d, r, drop_path) for d, r in zip(embed_dims, sr_ratios))
         self.projections = nn.ModuleList(MixFFN(2 * d, d, d) for d in embed_dims)
-        self.checkpointing = "off"  # cmda.models.checkpointing: "off", "blocks" (Block, MixFFN), "stages"
-
-    def forward(self, first: Sequence[Tensor], second: Sequence[Tensor]) -> list[Tensor]:
-        _check_pair(first, second, len(self.embed_dims))
-        return [
-            checkpointing.run(self.checkpointing, "stages", self, self.stage, x_a, x_b, stage)
-            for stage, (x_a, x_b) in enumerate(zip(first, second))
-        ]
 
     def stage(self, x_a: Tensor, x_b: Tensor, stage: int) -> Tensor:
         height, width = x_a.shape[-2:]
