@@ -11,11 +11,12 @@ within a round, so a machine whose load changes between rounds still gives compa
 
 Variants: `ours` (this repository, `activation_checkpointing: off`), `blocks` / `stages` (checkpointed),
 `strided` (ours with the decoder and the fusion fed channels_last-strided views, as before the layout
-fix), `original` (needs `--original PATH`: a checkout of XiaRho/CMDA; its dependencies mmcv 1.3.7,
-installed without compiled ops, and timm 0.3.2 are looked up in `--original-site`, a pip `--target`
-folder; two import shims, OpenCV and `torch._six`, are written by this script; without the checkout the
-variant is skipped with a message). Both networks start from their own random initialisation (the time does
-not depend on the weights).
+fix), `channels_last` (ours with dense channels_last feature maps, inputs and weights: the other layout
+`FEATURE_LAYOUTS` can choose per device), `original` (needs `--original PATH`: a checkout of
+XiaRho/CMDA; its dependencies mmcv 1.3.7, installed without compiled ops, and timm 0.3.2 are looked up
+in `--original-site`, a pip `--target` folder; two import shims, OpenCV and `torch._six`, are written by
+this script; without the checkout the variant is skipped with a message). Both networks start from their
+own random initialisation (the time does not depend on the weights).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-VARIANTS = ("ours", "strided", "blocks", "stages", "original")
+VARIANTS = ("ours", "strided", "channels_last", "blocks", "stages", "original")
 LOSS_WEIGHTS = {"image": 0.5, "second": 0.5, "fusion": 0.5, "isr": 0.25}
 """The DSEC-Night recipe (the original's forward_cfg loss_weight: image, events, fusion, img_self_res)."""
 
@@ -103,12 +104,13 @@ def ours_step(args: argparse.Namespace, variant: str, backbone: str, device):
         from cmda.models import daformer_head, fusion
 
         daformer_head.tokens_to_feature_map = fusion.tokens_to_feature_map = mit.tokens_to_map
-    if args.channels_last:
+    channels_last = args.channels_last or variant == "channels_last"
+    if channels_last:
         mit.FEATURE_LAYOUTS[device.type] = torch.channels_last
     mode = variant if variant in ("blocks", "stages") else "off"
     torch.manual_seed(0)
     model = CMDASegmentor(backbone, num_classes=19, activation_checkpointing=mode).to(device).train()
-    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     forward = torch.compile(model) if args.compile else model
     image, events, isr, label = batch_inputs(args, device)
