@@ -147,6 +147,7 @@ def _median_step_seconds(config: dict[str, Any], steps: int) -> float:
         build_datasets,
         build_session,
         build_train_loader,
+        iteration_batches,
         resolve_device,
         train_step,
     )
@@ -155,7 +156,8 @@ def _median_step_seconds(config: dict[str, Any], steps: int) -> float:
     device = resolve_device(cfg.train.device)
     session = build_session(cfg, device, None)
     autocast = autocast_factory(device, cfg.train.amp)
-    batch = next(iter(build_train_loader(cfg, build_datasets(cfg).paired, 0)))
+    loader = build_train_loader(cfg, build_datasets(cfg).paired, 0)
+    batch = next(iteration_batches(loader, cfg.train.accumulate))  # every micro-batch of one iteration
     durations = []
     session.model.train()
     for _ in range(steps + 1):
