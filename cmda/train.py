@@ -13,7 +13,8 @@ imports Ray. The pieces, in the order `run` calls them:
     evaluate_and_checkpoint   the shared evaluation routine, an atomic checkpoint folder, `report`
 
 Sample i of the training stream depends only on (seed, i) and every random draw of a step on
-(seed, iteration), so a resumed run continues exactly where the interrupted one stopped.
+(seed, iteration, micro-batch), so a resumed run continues exactly where the interrupted one stopped;
+with `train.accumulate` checkpoints fall only between iterations (no half-accumulated gradients to save).
 """
 
 from __future__ import annotations
