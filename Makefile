@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m tune.demo --out $(DEMO_DIR)
+	$(BIN)/python demo.py --out $(DEMO_DIR)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

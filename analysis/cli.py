@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from analysis.compare import Options
-from analysis.stats import CORRECTIONS, TESTS
+from analysis.stats import CORRECTIONS
 from tune.experiment import ExperimentError
 
 
@@ -21,14 +21,13 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("experiments", nargs="+", help="Ray Tune experiment folder(s) or URI(s)")
     parser.add_argument("--out", default="report", help="output folder (default: report/)")
-    parser.add_argument("--test", choices=TESTS, default="ttest", help="paired test against the baseline")
     parser.add_argument("--correction", choices=tuple(CORRECTIONS), default="holm",
                         help="multiple-comparison correction: holm (family-wise, default) or bh "
                              "(Benjamini-Hochberg false discovery rate)")
-    parser.add_argument("--alpha", type=float, default=0.05, help="significance level after correction")
+    parser.add_argument("--alpha", type=float, default=0.05,
+                        help="significance level after correction; the Δ intervals are at 1 - alpha")
     parser.add_argument("--effect", type=float, default=1.0,
                         help="difference (metric points) the power notes size the seeds for (default 1.0)")
-    parser.add_argument("--bootstrap-seed", type=int, default=0, help="seed of the bootstrap intervals")
     parser.add_argument("--gpus", type=float, default=0.0,
                         help="GPUs per trial when the experiment's sweep.yaml does not say (for GPU-hours)")
     args = parser.parse_args(argv)
@@ -38,8 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--effect must be a positive number of metric points, got {args.effect}")
     from analysis.report import build
 
-    options = Options(test=args.test, correction=args.correction, alpha=args.alpha,
-                      bootstrap_seed=args.bootstrap_seed)
+    options = Options(correction=args.correction, alpha=args.alpha)
     try:
         report = build(args.experiments, args.out, options, effect=args.effect, gpus=args.gpus)
     except ExperimentError as error:

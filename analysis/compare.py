@@ -25,9 +25,9 @@ import numpy as np
 import pandas as pd
 
 from analysis.load import Loaded
-from analysis.stats import adjust_p_values, bootstrap_ci, mean_ci, paired_p_value
+from analysis.stats import adjust_p_values, mean_ci, paired_test
+from tune.configuration import BASELINE_VARIANT
 from tune.experiment import ERROR, TERMINATED
-from tune.sweep import BASELINE_VARIANT
 
 COMPLETE, STOPPED, RUNNING, ERRORED, NO_RESULTS = "complete", "stopped", "running", "errored", "no results"
 CSV_COLUMNS = ("variant", "lambda", "budget", "delta", "ci_low", "ci_high", "n_pairs", "p_value",
@@ -43,12 +43,11 @@ INTEGER_COLUMNS = ("budget", "stopped_at", "n_pairs", "n", "reached", "max_iters
 
 @dataclass(frozen=True)
 class Options:
-    """How comparisons are tested: paired test, multiple-comparison correction, level, bootstrap seed."""
+    """How comparisons are tested: multiple-comparison correction and level (paired t-test, its interval at
+    1 - alpha)."""
 
-    test: str = "ttest"
     correction: str = "holm"
     alpha: float = 0.05
-    bootstrap_seed: int = 0
 
 
 def seed_values(loaded: Loaded) -> pd.DataFrame:
@@ -204,9 +203,10 @@ def comparisons(loaded: Loaded, options: Options = Options()) -> pd.DataFrame:
         base = base_row.loc[paired, budget].to_numpy(dtype=float)
         diffs = treated - base
         mean, sd, _ = mean_ci(mine[budget].dropna().to_numpy(dtype=float))
-        low, high = bootstrap_ci(diffs, seed=options.bootstrap_seed)
+        test = paired_test(treated, base)
+        low, high = test.interval(options.alpha)
         row.update(budget=budget, delta=float(diffs.mean()), ci_low=low, ci_high=high, n_pairs=len(paired),
-                   p_value=paired_p_value(treated, base, options.test), mean=mean, sd=sd,
+                   p_value=test.p_value, mean=mean, sd=sd,
                    n=int(mine[budget].notna().sum()), baseline_mean=float(base_row[budget].dropna().mean()),
                    sd_diff=float(diffs.std(ddof=1)) if len(diffs) > 1 else math.nan)
         notes = [_unpaired_note(config, baseline[0] if baseline else None, mine, base_row, budget, paired,

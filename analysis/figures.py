@@ -17,25 +17,17 @@ from analysis.compare import COMPLETE, STOPPED  # noqa: E402
 from analysis.setting import Setting  # noqa: E402
 from cmda.data import CLASSES  # noqa: E402
 from cmda.io import write_atomic  # noqa: E402
-from tune.sweep import BASELINE_VARIANT  # noqa: E402
+from cmda.uda.variant_names import VARIANT_NAMES  # noqa: E402
+from tune.configuration import BASELINE_VARIANT  # noqa: E402
 
-VARIANT_ORDER = (
-    "none",
-    "src_rgb_event",
-    "src_rgb_event+fusion_st",
-    "fusion_st",
-    "rgb_st+event_s_rgb_t",
-    "rgb_st+event_st",
-    "rgb_st+event_s_rgb_t+masked_event",
-)
 MARKERS = "osD^v<>ph*"
 
 
 def variant_colors(variants) -> dict[str, tuple]:
     """A stable colour per variant: known variants keep their slot, others follow."""
     cmap = plt.get_cmap("tab10")
-    extra = sorted(set(variants) - set(VARIANT_ORDER))
-    return {name: cmap(i % 10) for i, name in enumerate(list(VARIANT_ORDER) + extra)}
+    extra = sorted(set(variants) - set(VARIANT_NAMES))
+    return {name: cmap(i % 10) for i, name in enumerate(list(VARIANT_NAMES) + extra)}
 
 
 def save(fig, out_dir: Path, name: str) -> list[Path]:
@@ -125,7 +117,7 @@ def ladder_figure(ladder: pd.DataFrame, setting: Setting, colors: dict, out_dir:
 
 
 def delta_figure(comparisons: pd.DataFrame, setting: Setting, colors: dict, out_dir: Path) -> pd.DataFrame:
-    """Each configuration's paired difference to the baseline with its bootstrap CI, at its budget; hollow
+    """Each configuration's paired difference to the baseline with its paired-t CI, at its budget; hollow
     markers for configurations stopped early (compared at their rung), * for what survives correction."""
     data = comparisons.dropna(subset=["delta"])[["config", "variant", "status", "budget", "delta", "ci_low",
                                                  "ci_high", "n_pairs", "significant"]]
@@ -145,7 +137,7 @@ def delta_figure(comparisons: pd.DataFrame, setting: Setting, colors: dict, out_
     ax.set_yticks(range(len(data)), names, fontsize=8)
     ax.axvline(0, color="k", lw=1)
     ax.set_xlabel(f"Δ {setting.metric_label} vs {BASELINE_VARIANT} (points), paired by seed, "
-                  "95% bootstrap CI")
+                  "paired-t CI")
     ax.set_title("Difference to the baseline (filled: ran to the end; hollow: stopped early)")
     ax.grid(axis="x", ls="--", alpha=0.4)
     save(fig, out_dir, "deltas")

@@ -2,9 +2,10 @@
 
 Three frames: `trials` (one row per trial, started or not), `history` (one row per evaluation report,
 a retried trial's repeated iterations already reduced to their last report) and `train_log` (the trainer's
-own per-iteration `log.csv`). Whatever Ray left behind (errored, running or pending trials, a result file
-cut mid-line, a retry that repeated iterations) is loaded as far as it goes and listed in `missing` with
-the reason; only a location without any trial is an error (`NothingToAnalyse`).
+own per-iteration `log.csv` in the trial folder). Whatever Ray left behind (errored, running or pending
+trials, a result file cut mid-line, a retry that repeated iterations) is loaded as far as it goes and listed
+in `missing` with the reason; only a location without any trial is an error (`NothingToAnalyse`).
+See docs/ARCHITECTURE.md (analysis).
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.cells import Cell, configuration_names
+from analysis.cells import configuration_names, read_configuration
 from analysis.setting import Setting, experiment_setting, merge_settings, read_resolved_config
 from cmda.io import YAMLFileError
+from tune.configuration import BASELINE_VARIANT, ITERATION, Configuration, report_iteration, trial_label
 from tune.experiment import (
     ERROR,
     PAUSED,
@@ -35,10 +37,9 @@ from tune.experiment import (
     open_experiment,
     stopped_early,
 )
-from tune.sweep import BASELINE_VARIANT
 
-TRAIN_LOGS = ("log.csv", "work/log.csv")
-"""Where a trial's trainer log lives: the trial folder, or the trainer's work_dir inside it."""
+TRAIN_LOG = "log.csv"
+"""The trainer's log in the trial folder (tune.trainable publishes it there)."""
 
 
 class NothingToAnalyse(ExperimentError):
@@ -65,20 +66,16 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
-def _iteration(row: dict[str, Any]) -> float | None:
-    return _number(row.get("iteration", row.get("training_iteration")))
-
-
 def _history_rows(trial: str, record: TrialRecord) -> list[dict[str, Any]]:
     """One row per report with every numeric scalar (Ray's nested `config` and booleans left out)."""
     rows = []
     for result in record.results:
-        iteration = _iteration(result)
+        iteration = report_iteration(result)
         if iteration is None:
             continue
         values = {k: float(v) for k, v in result.items()
-                  if _number(v) is not None and not k.startswith("config") and k != "iteration"}
-        rows.append({"trial": trial, "iteration": int(iteration), **values})
+                  if _number(v) is not None and not k.startswith("config") and k != ITERATION}
+        rows.append({"trial": trial, "iteration": iteration, **values})
     return rows
 
 
@@ -103,14 +100,10 @@ def parse_train_log(text: str, where: str) -> tuple[pd.DataFrame, list[str]]:
 
 
 def _read_train_log(experiment: Experiment, record: TrialRecord) -> tuple[pd.DataFrame | None, list[str]]:
-    if not record.started:
+    if not record.started or not experiment.is_file(record.dirname, TRAIN_LOG):
         return None, []
-    for relative in TRAIN_LOGS:
-        parts = PurePosixPath(relative).parts
-        if experiment.is_file(record.dirname, *parts):
-            text = experiment.read_text(record.dirname, *parts)
-            return parse_train_log(text, experiment.where(record.dirname, *parts))
-    return None, []
+    text = experiment.read_text(record.dirname, TRAIN_LOG)
+    return parse_train_log(text, experiment.where(record.dirname, TRAIN_LOG))
 
 
 def _why_missing(name: str, state: str, record: TrialRecord, max_iters: int | None) -> str | None:
@@ -160,7 +153,7 @@ def _load_one(location: str, gpus: float, prefix: bool) -> dict[str, Any]:
     odd_params: dict[str, list[str]] = {}
     for record in records:
         trial = f"{name}/{record.dirname}" if prefix else record.dirname
-        cell = Cell.from_params(record.params)
+        configuration, odd = read_configuration(record.params)
         state = record.status
         max_iters = record.max_iters or setting.max_iters
         iteration = record.iteration
@@ -174,7 +167,7 @@ def _load_one(location: str, gpus: float, prefix: bool) -> dict[str, Any]:
             "experiment": name,
             "trial": trial,
             "trial_id": record.trial_id,
-            "cell": cell,
+            "configuration": configuration,
             "seed": record.params.get("seed"),
             "backbone": record.params.get("backbone"),
             "state": state,
@@ -184,19 +177,18 @@ def _load_one(location: str, gpus: float, prefix: bool) -> dict[str, Any]:
             "stopped_early": stopped_early(state, iteration, max_iters),
             "final": final,
             "best": best[1] if best else None,
-            "best_iteration": _iteration(best[0]) if best else None,
+            "best_iteration": report_iteration(best[0]) if best else None,
             "num_failures": record.num_failures,
             "error": record.error,
             "error_file": record.error_file,
             "wall_s": wall,
             "gpu_hours": wall * setting.gpus_per_trial / 3600 if wall is not None else None,
         })
-        what = " ".join(p for p in (cell.variant, cell.label) if p)
-        label = f"{record.dirname} ({what}, seed {record.params.get('seed')})"
+        label = f"{record.dirname} ({trial_label(configuration, record.params.get('seed'))})"
         reason = _why_missing(label, state, record, max_iters)
         if reason:
             missing.append(reason)
-        for problem in cell.problems:
+        for problem in odd:
             odd_params.setdefault(problem, []).append(record.dirname)
         missing.extend(record.problems)
         history.extend(_history_rows(trial, record))
@@ -227,14 +219,16 @@ def load(locations: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], g
         raise NothingToAnalyse(f"{where}: no trials (Ray has not started any); nothing to analyse")
     setting = merge_settings([(part["location"], part["setting"]) for part in parts])
     rows = [row for part in parts for row in part["trials"]]
-    cells = {row["cell"].key: row["cell"] for row in rows}
-    names = configuration_names(cells)
-    terms = sorted({term for cell in cells.values() for term in cell.lambdas})
+    configurations = {row["configuration"].key: row["configuration"] for row in rows}
+    names = configuration_names(configurations)
+    terms = sorted({term for c in configurations.values() for term, _ in c.lambdas})
     for row in rows:
-        cell: Cell = row.pop("cell")
-        row.update({"config": names[cell.key], "variant": cell.variant, "lambda": cell.label,
-                    "lambda_scale": cell.lambda_scale, "lambdas": json.dumps(cell.lambdas, sort_keys=True)})
-        row.update({f"lambda/{term}": cell.lambdas.get(term) for term in terms})
+        configuration: Configuration = row.pop("configuration")
+        lambdas = dict(configuration.lambdas)
+        row.update({"config": names[configuration.key], "variant": configuration.variant,
+                    "lambda": configuration.lambda_label, "lambda_scale": configuration.lambda_scale,
+                    "lambdas": json.dumps(lambdas, sort_keys=True)})
+        row.update({f"lambda/{term}": lambdas.get(term) for term in terms})
     trials = pd.DataFrame(rows)
     first = ["experiment", "trial", "config", "variant", "lambda", "lambda_scale", "lambdas", "seed"]
     trials = trials[first + [c for c in trials.columns if c not in first]]

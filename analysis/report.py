@@ -109,12 +109,12 @@ def _figure_captions(loaded: Loaded, options: Options) -> dict[str, str]:
     loss_text += ")." if logged == started else "; the others contribute their evaluation reports' means)."
     return {
         "ladder": ladder_text,
-        "deltas": ("Mean paired difference to the baseline with its 95% bootstrap interval over seeds, at "
-                   "the iteration each configuration was compared at; * survives the "
-                   f"{CORRECTION_NAMES[options.correction]} correction."),
+        "deltas": (f"Mean paired difference to the baseline with its {1 - options.alpha:.0%} paired-t "
+                   "interval over seeds (unadjusted), at the iteration each configuration was compared at; "
+                   f"* survives the {CORRECTION_NAMES[options.correction]} correction."),
         "loss_curves": loss_text,
         "class_iou": "Mean IoU per class over seeds, at the iteration each configuration was compared at.",
-        "lambda_sensitivity": ("Difference to the baseline against the grid's λ scale, with bootstrap CIs; "
+        "lambda_sensitivity": ("Difference to the baseline against the grid's λ scale, with paired-t CIs; "
                                "lines join only configurations compared at full budget."),
         "cost": "Best value of the headline metric per trial against its cost.",
     }

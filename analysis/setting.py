@@ -2,7 +2,8 @@
 
 Everything is read from the experiment itself (its `sweep.yaml` copy first, then a trial's
 `resolved_config.yaml`), so a Dark Zurich sweep is headlined by its own metric without a flag, and the
-published CMDA number is drawn only next to the setting it was measured in.
+published CMDA number is drawn only next to the setting it was measured in. The rungs are the scheduler's
+own (`tune.configuration.Ladder`). See docs/ARCHITECTURE.md (analysis).
 """
 
 from __future__ import annotations
@@ -15,12 +16,10 @@ from typing import Any
 from cmda.data.targets import DEFAULT_TARGET, UnknownTargetError, get_target
 from cmda.io import parse_yaml
 from cmda.overrides import dotted_get
+from tune.configuration import ITERATION, Ladder
 from tune.experiment import Experiment, ExperimentError, TrialRecord, saved_ranking
 from tune.sweep import ASHA_TYPES, SchedulerSpec
 from tune.trainable import RESOLVED_CONFIG_NAME
-
-"""The trainer config's default `data.target.name`: what an experiment that names no target ran on."""
-
 
 
 @dataclass(frozen=True)
@@ -50,6 +49,7 @@ class Setting:
     max_iters: int | None = None
     scheduler: str = "unknown"
     rungs: tuple[int, ...] = ()
+    """The iterations at which the scheduler decided (its first evaluation at or after each milestone)."""
     gpus_per_trial: float = 0.0
     notes: tuple[str, ...] = field(default_factory=tuple)
 
@@ -75,16 +75,22 @@ class Setting:
             return None
 
 
-def asha_rungs(grace_period: float, reduction_factor: float, max_t: float) -> tuple[int, ...]:
-    """The iterations at which successive halving decides: grace * rf^k below max_t (at max_t the trial
-    ends anyway, so no decision is taken there)."""
-    if grace_period < 1 or reduction_factor <= 1 or max_t <= grace_period:
+def scheduler_rungs(scheduler: Mapping[str, Any], max_iters: float | None,
+                    eval_interval: float | None) -> tuple[int, ...]:
+    """The iterations at which the sweep's scheduler (its `sweep.yaml` section) decides; () when it does
+    not decide on iterations. Without a known evaluation interval, every iteration is assumed evaluated."""
+    if scheduler.get("type") not in ASHA_TYPES or scheduler.get("time_attr", ITERATION) != ITERATION:
         return ()
-    rungs, milestone = [], float(grace_period)
-    while milestone < max_t - 1e-9:
-        rungs.append(int(round(milestone)))
-        milestone *= reduction_factor
-    return tuple(rungs)
+    grace = _number(scheduler.get("grace_period")) or float(SchedulerSpec.grace_period)
+    rf = _number(scheduler.get("reduction_factor")) or float(SchedulerSpec.reduction_factor)
+    max_t = _number(scheduler.get("max_t")) or max_iters
+    if max_t is None:
+        return ()
+    try:
+        ladder = Ladder(grace, rf, max_t)
+    except ValueError:
+        return ()
+    return ladder.decision_points(int(eval_interval or 1), int(max_iters or math.ceil(max_t)))
 
 
 def _target_name(value: Any) -> str | None:
@@ -139,12 +145,7 @@ def experiment_setting(experiment: Experiment, sweep: Mapping[str, Any] | None,
     reported = [t.max_iters for t in trials if t.max_iters is not None]
     max_iters = max(reported) if reported else _number(dotted_get(config, "train.max_iters"))
     kind = str(scheduler.get("type", "none" if sweep is not None else "unknown"))
-    rungs: tuple[int, ...] = ()
-    if kind in ASHA_TYPES and scheduler.get("time_attr", "iteration") == "iteration":
-        grace = _number(scheduler.get("grace_period")) or float(SchedulerSpec.grace_period)
-        rf = _number(scheduler.get("reduction_factor")) or float(SchedulerSpec.reduction_factor)
-        max_t = _number(scheduler.get("max_t")) or (float(max_iters) if max_iters else math.inf)
-        rungs = asha_rungs(grace, rf, max_t) if math.isfinite(max_t) else ()
+    rungs = scheduler_rungs(scheduler, max_iters, _number(dotted_get(config, "train.eval_interval")))
     resources = dotted_get(sweep, "resources")
     gpu = _number(resources.get("gpu")) if isinstance(resources, Mapping) else None
     return Setting(metric=str(metric), mode=mode, target=target, backbone=backbone,

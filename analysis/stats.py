@@ -1,15 +1,19 @@
-"""Statistics over seeds, from kept libraries: scipy (t intervals, paired tests, bootstrap) and statsmodels
+"""Statistics over seeds, from kept libraries: scipy (t intervals and tests, chi-square) and statsmodels
 (multiple-comparison corrections, t-test power).
 
 Seeds are few (3 to 5), so every function says what it cannot estimate (NaN) instead of pretending: one
-seed has no spread, identical paired differences have no test. The bootstrap runs on a fixed seed so the
-same experiment always gives the same report.
+seed has no spread, identical paired differences have no test. The interval of a paired difference and its
+p-value come from one paired t distribution (`tune.decision.Contrast`), so the (1 - alpha) interval excludes
+0 exactly when p < alpha; under normal seed-to-seed noise it covers at its level at any number of pairs.
+
+There is no rank test: with 3 to 5 seeds the exact Wilcoxon signed-rank test cannot reach p < 0.05 (its
+smallest two-sided p is 2 / 2^n: 0.25 at 3 pairs, 0.0625 at 5), so it could never mark a difference, and
+the interval that inverts it does not exist at 95% below 6 pairs.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,13 +22,13 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestPower
 
-TESTS = ("ttest", "wilcoxon")
+from tune.decision import Contrast, paired_contrast
+
 CORRECTIONS = {"holm": "holm", "bh": "fdr_bh"}
 """Our option name -> statsmodels' method name."""
 CORRECTION_NAMES = {"holm": "Holm", "bh": "Benjamini-Hochberg"}
 LEVEL = 0.95
 POWER = 0.8
-BOOTSTRAP_RESAMPLES = 9999
 
 
 def mean_ci(values: Sequence[float], level: float = LEVEL) -> tuple[float, float, float]:
@@ -39,41 +43,21 @@ def mean_ci(values: Sequence[float], level: float = LEVEL) -> tuple[float, float
     return float(data.mean()), std, half
 
 
-def _constant(values: np.ndarray) -> bool:
-    """All equal up to float rounding (30.1 - 29.0 and 31.1 - 30.0 differ in the last bits)."""
-    return bool(np.ptp(values) <= 1e-9 * max(1.0, float(np.abs(values).max())))
+def paired_test(treated: Sequence[float], base: Sequence[float]) -> Contrast:
+    """The paired t contrast of a configuration with the baseline, seed by seed: its `p_value` and its
+    `interval(alpha)` agree (see module doc)."""
+    return paired_contrast(treated, base)
 
 
-def paired_p_value(treated: Sequence[float], base: Sequence[float], test: str = "ttest") -> float:
-    """Two-sided p of a paired t-test (or Wilcoxon signed-rank); NaN where the test is undefined (fewer
-    than two pairs, or differences without any spread)."""
-    if test not in TESTS:
-        raise ValueError(f"test must be one of {TESTS}, got {test!r}")
-    diff = np.asarray(treated, dtype=float) - np.asarray(base, dtype=float)
-    if diff.size < 2 or _constant(diff):
-        return math.nan
-    if test == "wilcoxon":
-        return float(stats.wilcoxon(treated, base).pvalue)
-    return float(stats.ttest_rel(treated, base).pvalue)
+def paired_p_value(treated: Sequence[float], base: Sequence[float]) -> float:
+    """Two-sided p of a paired t-test; NaN where it is undefined (fewer than two pairs, or differences
+    without any spread)."""
+    return paired_test(treated, base).p_value
 
 
-def bootstrap_ci(diffs: Sequence[float], seed: int = 0, level: float = LEVEL,
-                 resamples: int = BOOTSTRAP_RESAMPLES) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean paired difference, resampling seeds (scipy, fixed seed).
-
-    Percentile rather than BCa: with 3 to 5 seeds BCa's jackknife acceleration is itself unstable.
-    One pair gives no interval; identical differences give the point itself.
-    """
-    data = np.asarray(diffs, dtype=float)
-    if data.size < 2:
-        return math.nan, math.nan
-    if _constant(data):
-        return float(data.mean()), float(data.mean())
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
-        result = stats.bootstrap((data,), np.mean, n_resamples=resamples, confidence_level=level,
-                                 method="percentile", rng=np.random.default_rng(seed))
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+def paired_ci(treated: Sequence[float], base: Sequence[float], level: float = LEVEL) -> tuple[float, float]:
+    """The paired t interval of the mean difference at `level`; NaN where the test is undefined."""
+    return paired_test(treated, base).interval(1 - level)
 
 
 def adjust_p_values(p_values: Sequence[float], correction: str = "holm",
@@ -133,9 +117,19 @@ def seeds_needed(difference: float, sd: float, alpha: float, power: float = POWE
     return None
 
 
+def sd_range(sd: float, dof: int, level: float = LEVEL) -> tuple[float, float]:
+    """The chi-square confidence interval of a standard deviation estimated with `dof` degrees of freedom:
+    how far the true seed-to-seed SD may be from the few seeds' estimate."""
+    if dof < 1 or not np.isfinite(sd):
+        return math.nan, math.nan
+    tail = (1 - level) / 2
+    return (sd * math.sqrt(dof / stats.chi2.isf(tail, dof)), sd * math.sqrt(dof / stats.chi2.ppf(tail, dof)))
+
+
 @dataclass(frozen=True)
 class PowerNote:
-    """What the seed-to-seed variance of one table allows, as numbers and as one sentence."""
+    """What the seed-to-seed variance of one table allows, as numbers and as one sentence: at the pooled SD
+    and over its 95% interval (`*_range`: at the low and the high end of the SD's interval)."""
 
     sd: float
     dof: int
@@ -146,12 +140,20 @@ class PowerNote:
     effect: float
     seeds_for_effect: int | None
     text: str
+    sd_range: tuple[float, float] = (math.nan, math.nan)
+    detectable_range: tuple[float, float] = (math.nan, math.nan)
+    seeds_range: tuple[int | None, int | None] = (None, None)
+
+
+def _seeds(needed: int | None) -> str:
+    return f"{needed}" if needed is not None else "more than 10,000"
 
 
 def power_note(sds: Sequence[float], ns: Sequence[int], *, comparisons: int, effect: float,
                metric: str, alpha: float = 0.05, power: float = POWER) -> PowerNote:
-    """A short power statement for a table: the pooled SD of its paired differences, the smallest
-    difference its typical number of pairs detects, and the seeds `effect` would need.
+    """A short power statement for a table: the pooled SD of its paired differences with its interval, the
+    difference its typical number of pairs detects and the seeds `effect` would need, each as a range over
+    that interval (a few seeds pin the SD down poorly: one number would pretend otherwise).
 
     The significance level is the bar the strongest of `comparisons` tests must pass after Holm or
     Benjamini-Hochberg correction (alpha / m): a lone real effect is found only if it clears that bar.
@@ -167,11 +169,16 @@ def power_note(sds: Sequence[float], ns: Sequence[int], *, comparisons: int, eff
                 "variance cannot be estimated, so there are no p-values; run at least 3 seeds per "
                 "configuration to test differences.")
         return PowerNote(sd, dof, n, level, comparisons, math.nan, effect, None, text)
+    low, high = sd_range(sd, dof)
     detectable = detectable_difference(sd, n, level, power)
+    found = (detectable_difference(low, n, level, power), detectable_difference(high, n, level, power))
     needed = seeds_needed(effect, sd, level, power)
-    need = f"{needed} seeds" if needed is not None else "more than 10,000 seeds"
+    seeds = (seeds_needed(effect, low, level, power), seeds_needed(effect, high, level, power))
     text = (f"Power: the paired differences vary by {sd:.2f} {metric} points from seed to seed (pooled SD, "
-            f"{dof} degree{'s' * (dof != 1)} of freedom). With {n} seeds and {bar}, a true difference of "
-            f"{detectable:.2f} points is found with {power:.0%} power; a difference of {effect:g} "
-            f"point{'s' * (effect != 1)} would need {need}.")
-    return PowerNote(sd, dof, n, level, comparisons, detectable, effect, needed, text)
+            f"{dof} degree{'s' * (dof != 1)} of freedom; 95% interval {low:.2f} to {high:.2f}). With {n} "
+            f"seeds and {bar}, a true difference of {found[0]:.2f} to {found[1]:.2f} points is found with "
+            f"{power:.0%} power ({detectable:.2f} at the pooled SD); a difference of {effect:g} "
+            f"point{'s' * (effect != 1)} would need {_seeds(seeds[0])} to {_seeds(seeds[1])} seeds "
+            f"({_seeds(needed)} at the pooled SD).")
+    return PowerNote(sd, dof, n, level, comparisons, detectable, effect, needed, text, (low, high), found,
+                     seeds)

@@ -18,8 +18,8 @@ import pandas as pd
 from analysis.compare import COMPLETE, STOPPED, Options
 from analysis.setting import Setting
 from analysis.stats import CORRECTION_NAMES, PowerNote, power_note
+from tune.configuration import BASELINE_VARIANT
 from tune.experiment import ERROR, PAUSED, PENDING, RUNNING, TERMINATED
-from tune.sweep import BASELINE_VARIANT
 
 DASH = "–"
 
@@ -54,7 +54,7 @@ def fmt_mean(mean: Any, sd: Any, n: Any) -> str:
 
 
 def fmt_delta(row: pd.Series) -> str:
-    """"+4.00 [+3.00, +5.00] *": mean paired difference, bootstrap interval, marker if significant after
+    """"+4.00 [+3.00, +5.00] *": mean paired difference, paired-t interval, marker if significant after
     correction."""
     if missing(row["delta"]):
         return DASH
@@ -84,7 +84,8 @@ def _correction(options: Options) -> str:
 
 
 def _delta_header(options: Options) -> list[str]:
-    return [f"Δ vs {BASELINE_VARIANT} [95% CI]", "Pairs", "p", f"p ({_correction(options)})"]
+    level = f"{1 - options.alpha:.0%}"
+    return [f"Δ vs {BASELINE_VARIANT} [{level} CI]", "Pairs", "p", f"p ({_correction(options)})"]
 
 
 def _delta_cells(row: pd.Series) -> list[str]:
@@ -104,13 +105,15 @@ def _power(rows: pd.DataFrame, comparisons: pd.DataFrame, setting: Setting, opti
 
 
 def _test_sentence(comparisons: pd.DataFrame, options: Options) -> str:
-    test = "a two-sided paired t-test" if options.test == "ttest" else "a Wilcoxon signed-rank test"
     m = family_size(comparisons)
-    return (f"Δ is the mean paired difference (configuration − {BASELINE_VARIANT}, same seed) with a 95% "
-            f"percentile-bootstrap interval over seeds (fixed seed {options.bootstrap_seed}); p from {test}, "
-            f"adjusted with {_correction(options)} over the {m} comparison(s) that have a p-value (every "
-            f"configuration against the baseline, stopped ones included). * marks what remains significant "
-            f"at α = {options.alpha:g} after that correction.")
+    alpha = f"{options.alpha:g}"
+    return (f"Δ is the mean paired difference (configuration − {BASELINE_VARIANT}, same seed) with its "
+            f"{1 - options.alpha:.0%} paired-t interval over seeds; p from the same two-sided paired t-test, "
+            f"so the interval excludes 0 exactly when p < {alpha}. Interval and p are per comparison, "
+            f"unadjusted; p ({_correction(options)}) is adjusted over the {m} comparison(s) that have a "
+            f"p-value (every configuration against the baseline, stopped ones included), and * marks what "
+            f"remains significant at α = {alpha} after that correction: an interval that excludes 0 "
+            f"without * is not significant once the comparisons are counted.")
 
 
 def headline_table(comparisons: pd.DataFrame, baseline: dict[str, Any], setting: Setting,
@@ -146,8 +149,7 @@ def headline_table(comparisons: pd.DataFrame, baseline: dict[str, Any], setting:
     if baseline and baseline.get("status") != COMPLETE:
         notes.append(f"The baseline did not run to the end (it reached {baseline['budget']}): every "
                      "configuration is compared with it at most there.")
-    notes += [f"{r['variant']} {r['lambda']}: {r['note']}".replace("  ", " ") for _, r in rows.iterrows()
-              if r["note"]]
+    notes += [f"{r['config']}: {r['note']}" for _, r in rows.iterrows() if r["note"]]
     if len(rows):
         notes.append(_power(rows, comparisons, setting, options, effect).text)
     return Table("Configurations that ran to the end", frame, caption, notes, bold)
@@ -171,7 +173,7 @@ def stopped_table(comparisons: pd.DataFrame, setting: Setting, options: Options,
                f"the survivors' means at that rung (the decision the scheduler took) and their difference to "
                f"the baseline there. These numbers come from fewer iterations than the table above and are "
                f"not ranked with it. " + _test_sentence(comparisons, options))
-    notes = [f"{r['variant']} {r['lambda']}: {r['note']}" for _, r in rows.iterrows() if r["note"]]
+    notes = [f"{r['config']}: {r['note']}" for _, r in rows.iterrows() if r["note"]]
     if len(rows):
         notes.append(_power(rows, comparisons, setting, options, effect).text)
     return Table("Configurations stopped early", pd.DataFrame(cells, columns=header), caption, notes)

@@ -37,20 +37,22 @@ def time_samples(dataset: torch.utils.data.Dataset, count: int) -> float:
 
 
 def build(root: Path, events: int) -> dict[str, torch.utils.data.Dataset]:
-    paths = generate(
-        root, seed=0, cityscapes_size=(2048, 1024), cities=("aachen",), images_per_city=4,
-        dsec_size=(640, 480), frames_per_sequence=6, label_every=2, noise_events_per_window=events,
-        dsec_sequences=1,
-    )  # fmt: skip
-    source = CityscapesDataset(paths.cityscapes, resize=(1024, 512), crop=(512, 512), with_isr=False, seed=0)
-    target = DSECNightDataset(paths.dsec, crop=(400, 400), resize=(512, 512), with_isr=False, seed=0)
+    paths = generate(root, seed=0, options={
+        "cityscapes": {"size": (2048, 1024), "cities": ("aachen",), "images_per_city": 4},
+        "dsec_night": {"size": (640, 480), "frames_per_sequence": 6, "label_every": 2,
+                       "noise_events_per_window": events, "sequences": 1},
+    })  # fmt: skip
+    source = CityscapesDataset(
+        paths["cityscapes"], resize=(1024, 512), crop=(512, 512), with_isr=False, seed=0
+    )
+    target = DSECNightDataset(paths["dsec_night"], crop=(400, 400), resize=(512, 512), with_isr=False, seed=0)
     rcs = RareClassSampler.for_dataset(source, seed=0)
     first, last = target.event_window(*target.samples[0])
     return {
         "source (Cityscapes 2048x1024 -> 1024x512 -> 512 crop, RCS)": source,
         f"target train (DSEC 640x480, {last - first + 1:,} events, 400 crop -> 512)": target,
         "target test (640x440 full frame, for evaluation)": DSECNightDataset(
-            paths.dsec, split="test", with_isr=False
+            paths["dsec_night"], split="test", with_isr=False
         ),
         "paired source + target (one training sample)": SourceTargetDataset(source, target, rcs=rcs, seed=0),
     }

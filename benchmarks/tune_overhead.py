@@ -25,8 +25,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from tune.configuration import Configuration  # noqa: E402
 from tune.driver import experiment_dir, run_sweep  # noqa: E402
-from tune.sweep import SchedulerSpec, SweepSpec, lambda_text, load_sweep  # noqa: E402
+from tune.sweep import SchedulerSpec, SweepSpec, load_sweep  # noqa: E402
 
 
 def standin_trainer(config: dict[str, Any], report: Any = None, resume_from: str | None = None) -> dict:
@@ -60,11 +61,10 @@ def measure(spec: SweepSpec, train_fn: Any) -> dict[str, Any]:
     train_s = sum(r.metrics["time/train_s"] for r in grid)
     iterations = sum(r.metrics["iteration"] for r in grid)
     best = max(grid, key=lambda r: r.metrics["miou18"])
-    ablation = best.config["ablation"]
     concurrency = spec.max_concurrent_trials or 1
     return {"wall_s": wall, "train_s": train_s, "ideal_s": train_s / concurrency, "iterations": iterations,
             "trials": len(grid), "errors": grid.num_errors,
-            "best": f"{ablation['variant']} (lambda {lambda_text(ablation)})",
+            "best": Configuration.from_params(best.config).label,
             "best_miou18": best.metrics["miou18"]}
 
 

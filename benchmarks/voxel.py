@@ -20,7 +20,7 @@ import time
 import numpy as np
 import torch
 
-from cmda.data.events import events_to_voxel_grid
+from cmda.data.voxel import events_to_voxel_grid
 
 HEIGHT, WIDTH = 480, 640
 

@@ -28,6 +28,7 @@ import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
 from cmda.data import warp  # noqa: E402
+from cmda.data.warp.densify import _corners, _grid_points  # noqa: E402 - the original's steps, one by one
 
 
 def road_disparity(calib: warp.Calibration, density: float, rng: np.random.Generator) -> np.ndarray:
@@ -48,9 +49,9 @@ def original_procedure(image: np.ndarray, calib: warp.Calibration, disparity: np
     ys, xs = np.nonzero(disparity)
     sparse = warp.project_disparity(calib, xs, ys, disparity[ys, xs] / warp.DISPARITY_SCALE)
     points = np.stack([xs, ys], axis=1).astype(np.float64)
-    grid = warp._grid_points(width, height)
+    grid = _grid_points(width, height)
     first = np.stack([LinearNDInterpolator(points, sparse[:, k])(grid) for k in (0, 1)], axis=1)
-    corners = warp._corners(width, height)
+    corners = _corners(width, height)
     corner_uv = np.array(
         [
             warp.extrapolate_corner(lambda x, y: first[y * width + x], c, d, (width, height))

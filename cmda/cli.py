@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
 import json
 import logging
 import shutil
@@ -44,13 +43,11 @@ def save_prediction_png(path: Path, prediction: np.ndarray) -> None:
     """Colour-code trainIds with the Cityscapes palette (255 = black) and write a PNG atomically."""
     from PIL import Image
 
-    from cmda.data import PALETTE
+    from cmda.data.scenes import palette_image
     from cmda.io import atomic_path
 
-    palette = np.zeros((256, 3), dtype=np.uint8)
-    palette[: len(PALETTE)] = np.asarray(PALETTE, dtype=np.uint8)
     with atomic_path(path) as tmp:
-        Image.fromarray(palette[prediction.astype(np.uint8)]).save(tmp, format="PNG")
+        Image.fromarray(palette_image(prediction.astype(np.uint8))).save(tmp, format="PNG")
 
 
 @contextlib.contextmanager
@@ -67,26 +64,20 @@ def output_folder(path: Path) -> Iterator[Path]:
 
 def cmd_test(args: argparse.Namespace) -> int:
     """Evaluate a checkpoint with the trainer's evaluation routine; needs no ImageNet or CycleGAN file."""
+    from cmda.checkpoint import CHECKPOINT_FILE, CONFIG_FILE, checkpoint_dir_of, load_checkpoint
     from cmda.config import load_config
     from cmda.eval import evaluate
+    from cmda.export import NETWORKS
     from cmda.models.weights import load_strict
-    from cmda.train import (
-        CHECKPOINT_FILE,
-        CONFIG_FILE,
-        allow_tf32,
-        build_model,
-        build_test_loader,
-        checkpoint_dir_of,
-        load_checkpoint,
-        resolve_device,
-    )
+    from cmda.train import allow_tf32, build_model, build_test_loader, resolve_device
 
     folder = checkpoint_dir_of(args.checkpoint)
     config = load_config(args.config or folder / CONFIG_FILE, args.set)
     device = resolve_device(config.train.device)
     loader = build_test_loader(config)
     model = build_model(config)
-    load_strict(model, load_checkpoint(folder)["model"], folder / CHECKPOINT_FILE)
+    state = load_checkpoint(folder)
+    load_strict(model, state[NETWORKS[args.weights]], f"{folder / CHECKPOINT_FILE} ({args.weights})")
     model.to(device)
     allow_tf32(device)  # as during training; evaluation is fp32 whatever train.amp says
     out_dir = Path(args.out) if args.out else folder / "predictions"
@@ -106,6 +97,8 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from cmda.data.commands import add_data_commands
+    from cmda.export import NETWORKS, add_export_command
+    from cmda.import_original import add_import_command
 
     parser = argparse.ArgumentParser(prog="cmda", description="CMDA trainer: train, test, prepare data")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -127,37 +120,21 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     test.add_argument("--out", default=None, help="folder for prediction PNGs")
     test.add_argument("--save-predictions", action="store_true", help="write colour-coded prediction PNGs")
+    test.add_argument(
+        "--weights", choices=tuple(NETWORKS), default="student", help="student (default) or EMA teacher"
+    )
     test.set_defaults(func=cmd_test)
-    add_data_commands(sub)  # cmda data synth | index-dsec | prepare-cityscapes
+    add_data_commands(sub)  # cmda data synth | index-dsec | prepare-cityscapes | make-ic1 | ...
+    add_import_command(sub)  # cmda import-checkpoint
+    add_export_command(sub)  # cmda export
     return parser
 
 
-EXPECTED_OS_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
-
-
-def is_expected(error: BaseException) -> bool:
-    """Failures a user can fix, printed as one sentence: config, data, run and disk errors. Anything else
-    (a bug) keeps its traceback."""
-    from cmda.errors import CMDAError
-
-    if isinstance(error, CMDAError | ValueError | FileNotFoundError):
-        return True
-    return isinstance(error, OSError) and error.errno in EXPECTED_OS_ERRORS
-
-
 def main(argv: list[str] | None = None) -> int:
+    from cmda.errors import run_command
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except Exception as error:
-        if not is_expected(error):
-            raise
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return run_command(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from cmda.io import YAMLFileError, is_unset, load_yaml, write_yaml_atomic
 from cmda.models.checkpointing import CHECKPOINTING
 from cmda.models.fusion import FUSIONS
 from cmda.models.mit import MIT_CONFIGS
-from cmda.overrides import apply_overrides, dotted_get
+from cmda.overrides import apply_overrides
 from cmda.uda.feature_losses import VARIANTS
 from cmda.validation import (
     FiniteFloat,
@@ -60,11 +60,7 @@ AmpMode = Annotated[Literal["off", "bf16"], BeforeValidator(_yaml_off)]
 
 _TARGET_MODELS = tuple(spec.config_model for spec in TARGETS.values())
 register_union_tags(TARGETS)
-TargetConfig = (
-    Annotated[Union[_TARGET_MODELS], Field(discriminator="name")]  # noqa: UP007 - a tuple of registry models
-    if len(_TARGET_MODELS) > 1
-    else _TARGET_MODELS[0]
-)
+TargetConfig = Annotated[Union[_TARGET_MODELS], Field(discriminator="name")]  # noqa: UP007 - registry models
 
 
 class ModelConfig(StrictModel):
@@ -75,6 +71,10 @@ class ModelConfig(StrictModel):
     cyclegan: str = "none"
     """cityscapes_ICD_to_dsec_EN.pth (source motion -> pseudo-events), read when a run starts from scratch
     and kept in its checkpoints; "none" uses the raw motion image as source events."""
+    init_from: str = "none"
+    """A checkpoint folder (ours, or one written by `cmda import-checkpoint`) whose student and EMA teacher
+    weights a new run starts from: fresh optimizer, iteration 0 (fine-tuning). `model.pretrained` is then
+    not read; `model.cyclegan` still gives the translator. Never read on resume."""
     drop_path_rate: Annotated[FiniteFloat, Field(ge=0, lt=1)] = 0.1
     num_classes: PositiveInt = NUM_CLASSES
     decoder_channels: PositiveInt = 256
@@ -266,26 +266,19 @@ class Config(StrictModel):
         return self.model_dump(mode="python")
 
 
-RENAMED = {
-    "uda.feature_loss.weight": "uda.feature_loss.lambda_scale (multiplies each term's default lambda) or "
-    "uda.feature_loss.lambdas (explicit per-term lambdas)",
-    "uda.feature_loss.target": "uda.feature_loss.target_features",
-    "uda.loss_weights.events": "uda.loss_weights.second",
-}
-"""Keys of earlier versions -> what replaced them (a clearer message than 'unknown key')."""
-
-
-_MISSING = object()
-"""dotted_get's default in renamed_key_errors: tells a missing key from one set to null."""
-
-
-def renamed_key_errors(data: dict[str, Any], source: str) -> list[str]:
-    errors = []
-    for old, new in RENAMED.items():
-        node = dotted_get(data, old, _MISSING)
-        if node is not _MISSING:
-            errors.append(field_error(source, old, f"was renamed: use {new}", node))
-    return errors
+def sync_target_configs() -> None:
+    """Let `data.target` take the section of every registered target, also one registered (`register`,
+    an entry point) after this module was imported: the union of config models is rebuilt when the
+    registry changed."""
+    global _TARGET_MODELS
+    models = tuple(spec.config_model for spec in TARGETS.values())
+    if models == _TARGET_MODELS:
+        return
+    register_union_tags(TARGETS)
+    DataConfig.model_fields["target"].annotation = Union[models]  # noqa: UP007 - the discriminator stays
+    DataConfig.model_rebuild(force=True)
+    Config.model_rebuild(force=True)
+    _TARGET_MODELS = models
 
 
 def cross_field_errors(config: Config, source: str) -> list[str]:
@@ -325,9 +318,7 @@ def config_from_dict(data: Any, source: str = "<dict>") -> Config:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a config must be a mapping of sections, got {type(data).__name__}")
-    renamed = renamed_key_errors(data, source)
-    if renamed:
-        raise ConfigError("\n".join(renamed))
+    sync_target_configs()
     config = validate(Config, data, source, ConfigError)
     errors = cross_field_errors(config, source)
     if errors:

@@ -83,11 +83,12 @@ def evaluate(
     conf = torch.zeros(num_classes, num_classes, dtype=torch.long)
     try:
         for index, batch in enumerate(loader):
-            image = batch["image"].to(device)
-            second = batch[target.second_modality].to(device) if target.eval_branch == "fusion" else None
+            image = batch["image"].to(device, torch.float32)
+            fuses = target.eval_branch == "fusion"
+            second_modality = batch[target.second_modality].to(device, torch.float32) if fuses else None
             label = batch["label"].to(device)
             with torch.autocast(device.type, enabled=False):
-                logits = model.predict(image.float(), None if second is None else second.float())
+                logits = model.predict(image, second_modality)
             logits = F.interpolate(
                 logits.float(), size=label.shape[-2:], mode="bilinear", align_corners=False
             )

@@ -4,8 +4,7 @@
 the Ray trainable, passing a plain `report(metrics, checkpoint_dir)` callable, so this module never
 imports Ray. The pieces, in the order `run` calls them:
 
-    prepare_resume   the checkpoint to continue from (if any), refused when a setting that alters the run
-                     changed (naming it); allowed changes (logging, evaluation interval) are recorded
+    prepare_resume   the checkpoint to continue from (if any; cmda/checkpoint.py owns the resume policy)
     build_datasets   source, target and test datasets: bad data fails here, before anything is written
     open_work_dir    creates and probes the work dir, removes stale temporaries of a killed writer
     build_session    model built bare, then weights: ImageNet/CycleGAN files from scratch, or the checkpoint
@@ -13,22 +12,20 @@ imports Ray. The pieces, in the order `run` calls them:
     evaluate_and_checkpoint   the shared evaluation routine, an atomic checkpoint folder, `report`
 
 Sample i of the training stream depends only on (seed, i) and every random draw of a step on
-(seed, iteration, micro-batch), so a resumed run continues exactly where the interrupted one stopped;
-with `train.accumulate` checkpoints fall only between iterations (no half-accumulated gradients to save).
+(seed, iteration, micro-batch), so a resumed run continues exactly where the interrupted one stopped; with
+`train.accumulate` checkpoints fall only between iterations (no half-accumulated gradients to save).
+Checkpoint I/O lives in cmda/checkpoint.py, log.csv / TensorBoard / the progress bar in cmda/logs.py;
+docs/ARCHITECTURE.md ("cmda.train") has the contracts.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
-import errno
-import io
 import logging
 import math
 import os
 import random
 import shutil
-import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -40,46 +37,30 @@ from typing import Any
 import numpy as np
 import torch
 
-from cmda.config import Config, config_from_dict, save_config
+from cmda.checkpoint import (
+    CHECKPOINT_FILE,
+    Resume,
+    checkpoint_dir_of,
+    disk_error,
+    latest_checkpoint,
+    load_checkpoint,
+    prepare_resume,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from cmda.config import Config, config_from_dict
 from cmda.data.check import check_training_data
 from cmda.errors import RunError
 from cmda.eval import evaluate
-from cmda.io import atomic_directory, clean_stale_tmp, is_unset, write_json_atomic, write_text_atomic
+from cmda.io import clean_stale_tmp, is_unset
+from cmda.logs import LOG_FILE, Means, MetricLog, progress_bar
 from cmda.uda.dacs import DACSStep, NonFiniteLossError
 
 log = logging.getLogger(__name__)
 Report = Callable[[dict[str, float], str | None], None]
-CHECKPOINT_FILE = "checkpoint.pt"
-CONFIG_FILE = "config.yaml"
-METRICS_FILE = "metrics.json"
-LATEST = "latest"
-LOG_FILE = "log.csv"
 
-RESUME_MAY_CHANGE = frozenset(
-    {
-        "name",
-        "train.log_interval",
-        "train.eval_interval",
-        "train.progress_bar",
-        "train.tensorboard",
-        "train.keep_checkpoints",
-        "train.work_dir",
-        "train.resume",
-        "train.device",
-        "train.deterministic",
-        "model.activation_checkpointing",
-        "data.num_workers",
-        "data.source.root",
-        "data.target.root",
-    }
-)
-"""Settings a resumed run may change: where things are and how often it logs or evaluates. Any other
-change would make a different run under the same name, so resuming refuses it."""
-RESUME_KEEPS = frozenset({"model.pretrained", "model.cyclegan"})
-"""Settings that describe how the run STARTED (its weight files): a resumed run keeps the checkpoint's
-values (the weights come from the checkpoint), whatever the resuming config says."""
-
-__all__ = ["run", "build_model", "load_checkpoint", "NonFiniteLossError"]
+__all__ = ["run", "build_model", "build_test_dataset", "load_checkpoint", "NonFiniteLossError"]
 
 
 # -- devices and precision ------------------------------------------------------------------------------
@@ -189,7 +170,7 @@ class StreamSampler(torch.utils.data.Sampler[int]):
 
 def build_test_dataset(config: Config):
     """The target's labelled evaluation split, as the evaluation and `cmda test` use it."""
-    return config.target.build(config.data.target, "test", None)
+    return config.target.dataset(config.data.target, "test")
 
 
 def build_test_loader(config: Config, dataset=None) -> torch.utils.data.DataLoader:
@@ -218,7 +199,7 @@ def build_datasets(config: Config) -> Datasets:
         cat_max_ratio=src_cfg.cat_max_ratio,
         with_isr=False,
     )
-    target = config.target.build(config.data.target, "train", None)
+    target = config.target.dataset(config.data.target, "train")
     rcs = None
     if src_cfg.rcs.enabled:
         rcs = RareClassSampler.for_dataset(
@@ -250,177 +231,7 @@ def build_train_loader(config: Config, paired, start_iteration: int) -> torch.ut
     )
 
 
-def build_loaders(config: Config, start_iteration: int, datasets: Datasets | None = None) -> tuple[Any, Any]:
-    """(train loader from `start_iteration` on, test loader)."""
-    datasets = build_datasets(config) if datasets is None else datasets
-    return build_train_loader(config, datasets.paired, start_iteration), build_test_loader(
-        config, datasets.test
-    )
-
-
-# -- checkpoints ----------------------------------------------------------------------------------------
-
-
-def _rng_state() -> dict[str, Any]:
-    return {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-
-
-def _set_rng_state(state: Mapping[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _disk_error(error: OSError, what: Path) -> RunError | None:
-    """A full, read-only or forbidden work dir as a sentence (None for other OS errors)."""
-    reasons = {
-        errno.ENOSPC: "the disk is full",
-        errno.EDQUOT: "the disk quota is exceeded",
-        errno.EROFS: "the file system is read-only",
-        errno.EACCES: "permission is denied",
-        errno.EPERM: "permission is denied",
-    }
-    if error.errno not in reasons:
-        return None
-    return RunError(
-        f"cannot write {what}: {reasons[error.errno]} ({error.strerror}); free space or choose a writable "
-        "train.work_dir (resume from its last complete checkpoint with --resume)"
-    )
-
-
-def save_checkpoint(
-    work_dir: Path,
-    iteration: int,
-    state: dict[str, Any],
-    config: Config,
-    metrics: dict[str, float],
-    keep: int,
-) -> Path:
-    """Write <work_dir>/checkpoints/iter_XXXXXXX/ (checkpoint.pt, config.yaml, metrics.json) as one atomic
-    folder (group-readable, like Ray's own), then repoint `latest`, then drop the oldest beyond `keep`."""
-    root = work_dir / "checkpoints"
-    final = root / f"iter_{iteration:07d}"
-    try:
-        with atomic_directory(final) as tmp:
-            torch.save(state, tmp / CHECKPOINT_FILE)
-            save_config(config, tmp / CONFIG_FILE)
-            write_json_atomic(tmp / METRICS_FILE, metrics)
-        write_text_atomic(root / LATEST, final.name)
-    except OSError as error:
-        friendly = _disk_error(error, final)
-        if friendly is None:
-            raise
-        raise friendly from error
-    for old in sorted(p for p in root.glob("iter_*") if p != final)[: -max(keep - 1, 0) or None]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
-
-
-def checkpoint_dir_of(path: str | os.PathLike[str]) -> Path:
-    """Accept a checkpoint folder, its checkpoint.pt, a `latest` pointer or a work_dir."""
-    path = Path(path)
-    if path.is_file() and path.name == CHECKPOINT_FILE:
-        return path.parent
-    if path.is_file() and path.name == LATEST:
-        return path.parent / path.read_text().strip()
-    if (path / CHECKPOINT_FILE).is_file():
-        return path
-    for pointer in (path / LATEST, path / "checkpoints" / LATEST):
-        if pointer.is_file():
-            return pointer.parent / pointer.read_text().strip()
-    raise RunError(
-        f"{path}: no {CHECKPOINT_FILE} (expected a checkpoint folder, its `latest` file or a work_dir)"
-    )
-
-
-def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    folder = checkpoint_dir_of(path)
-    try:
-        return torch.load(folder / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
-    except Exception as error:
-        raise RunError(f"{folder / CHECKPOINT_FILE}: cannot read checkpoint: {error}") from error
-
-
-def checkpoint_config(folder: Path, state: Mapping[str, Any]) -> dict[str, Any]:
-    """The config a checkpoint was trained with (inside checkpoint.pt; config.yaml for older ones)."""
-    if "config" in state:
-        return dict(state["config"])
-    from cmda.io import load_yaml
-
-    return load_yaml(folder / CONFIG_FILE)
-
-
-# -- resume ---------------------------------------------------------------------------------------------
-
-
-def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested mapping -> {dotted.key: value} (lists stay values)."""
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(flatten(value, f"{name}."))
-        else:
-            out[name] = value
-    return out
-
-
-@dataclass
-class Resume:
-    """What `prepare_resume` decided: the checkpoint to continue, and the config to continue with."""
-
-    folder: Path
-    state: dict[str, Any]
-    config: Config
-    changes: list[dict[str, Any]] = field(default_factory=list)
-
-
-def prepare_resume(config: Config, resume_from: str | os.PathLike | None) -> Resume | None:
-    """The checkpoint to continue (explicit, or `train.resume: auto`), checked against the config.
-
-    A changed setting that alters the run is refused, naming every such key; allowed changes
-    (`RESUME_MAY_CHANGE`) are kept and recorded; `RESUME_KEEPS` take the checkpoint's values.
-    """
-    latest = Path(config.train.work_dir) / "checkpoints" / LATEST
-    if resume_from is None and config.train.resume == "auto" and latest.is_file():
-        resume_from = latest.parent
-    if resume_from is None:
-        return None
-    folder = checkpoint_dir_of(resume_from)
-    state = load_checkpoint(folder)
-    old = flatten(checkpoint_config(folder, state))
-    new = flatten(config.to_dict())
-    refused, allowed = [], []
-    for key in sorted(set(old) | set(new)):
-        before, after = old.get(key), new.get(key)
-        if before == after or key in RESUME_KEEPS:
-            continue
-        (allowed if key in RESUME_MAY_CHANGE else refused).append((key, before, after))
-    if refused:
-        listed = "; ".join(f"{k}: {a!r} in the checkpoint, {b!r} now" for k, a, b in refused)
-        raise RunError(
-            f"{folder}: cannot resume with changed settings that alter the run ({listed}). Resume with the "
-            f"checkpoint's values (its {CONFIG_FILE}), or start a new run in another train.work_dir. Only "
-            f"these may change on resume: {', '.join(sorted(RESUME_MAY_CHANGE))}"
-        )
-    data = config.to_dict()
-    for key in RESUME_KEEPS:
-        section, name = key.split(".")
-        data[section][name] = old.get(key, data[section][name])
-    changes = [{"iteration": int(state["iteration"]), "key": k, "old": a, "new": b} for k, a, b in allowed]
-    for change in changes:
-        log.info("resume: %s changed from %r to %r", change["key"], change["old"], change["new"])
-    return Resume(folder, state, config_from_dict(data, source=str(folder / CONFIG_FILE)), changes)
-
-
-# -- work dir and logs ----------------------------------------------------------------------------------
+# -- work dir -----------------------------------------------------------------------------------------
 
 
 @contextlib.contextmanager
@@ -436,7 +247,7 @@ def open_work_dir(work_dir: Path) -> Iterator[Path]:
     except OSError as error:
         if not existed and work_dir.is_dir() and not any(work_dir.iterdir()):
             work_dir.rmdir()
-        friendly = _disk_error(error, work_dir) or RunError(
+        friendly = disk_error(error, work_dir) or RunError(
             f"cannot create train.work_dir {work_dir}: {error.strerror or error}; choose another "
             "train.work_dir"
         )
@@ -446,85 +257,10 @@ def open_work_dir(work_dir: Path) -> Iterator[Path]:
     try:
         yield work_dir
     except BaseException:
-        kept = (work_dir / "checkpoints" / LATEST).is_file() or (work_dir / LOG_FILE).is_file()
+        kept = latest_checkpoint(work_dir) is not None or (work_dir / LOG_FILE).is_file()
         if not existed and not kept:
             shutil.rmtree(work_dir, ignore_errors=True)
         raise
-
-
-class MetricLog:
-    """CSV (one row per logged iteration: losses, and metrics where it evaluated) and TensorBoard logs.
-
-    Opened at `start` (the iteration a run resumes from), rows and events after it are dropped: they were
-    logged by the interrupted run after its last checkpoint and will be logged again. Nothing is created
-    before the first row, so a run that fails at once leaves no log behind.
-    """
-
-    def __init__(self, work_dir: Path, tensorboard: bool, start: int = 0) -> None:
-        self.path = work_dir / LOG_FILE
-        self.tensorboard_dir = work_dir / "tensorboard"
-        self.tensorboard = tensorboard
-        self.start = start
-        self.writer = None
-        self.fields: list[str] = []
-        self.rows: list[dict[str, Any]] = []
-        if self.path.is_file():
-            with self.path.open(newline="") as handle:
-                reader = csv.DictReader(handle)
-                self.fields = list(reader.fieldnames or [])
-                self.rows = [row for row in reader if int(float(row["iteration"])) <= start]
-            self._rewrite()
-
-    def _rewrite(self) -> None:
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=self.fields)
-        writer.writeheader()
-        writer.writerows(self.rows)
-        write_text_atomic(self.path, buffer.getvalue())
-
-    def _tensorboard(self):
-        if self.writer is None and self.tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                # events at steps after `start` came from the interrupted run: purge them
-                self.writer = SummaryWriter(str(self.tensorboard_dir), purge_step=self.start + 1)
-            except Exception as error:  # tensorboard is optional; training must not depend on it
-                log.info("TensorBoard logging off: %s", error)
-                self.tensorboard = False
-        return self.writer
-
-    def write(self, iteration: int, values: dict[str, float]) -> None:
-        """Append a row, or complete the last one when it has the same iteration (losses + metrics)."""
-        row = {"iteration": iteration, **values}
-        new_fields = [k for k in row if k not in self.fields]
-        merge = bool(self.rows) and int(float(self.rows[-1]["iteration"])) == iteration
-        if merge:
-            self.rows[-1].update(row)
-        else:
-            self.rows.append(row)
-        if merge or new_fields or not self.path.is_file():
-            self.fields += new_fields
-            self._rewrite()
-        else:
-            with self.path.open("a", newline="") as handle:
-                csv.DictWriter(handle, fieldnames=self.fields).writerow(row)
-        writer = self._tensorboard()
-        if writer is not None:
-            for key, value in values.items():
-                writer.add_scalar(key, value, iteration)
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
-
-def _progress(total: int, initial: int, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(
-        total=total, initial=initial, disable=not (enabled and sys.stderr.isatty()), dynamic_ncols=True
-    )
 
 
 # -- the session: model, step, optimizer, schedule ------------------------------------------------------
@@ -553,7 +289,7 @@ class Session:
             "translator": None if translator is None else translator.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "rng": _rng_state(),
+            "rng": rng_state(),
             "iteration": self.iteration,
             "train_time": self.train_time,
             "metrics": self.metrics,
@@ -565,7 +301,8 @@ class Session:
 def build_session(config: Config, device: torch.device, resume: Resume | None) -> Session:
     """Build the model bare; then either load the starting weights (ImageNet MiT) or restore a checkpoint."""
     model = build_model(config)
-    if resume is None and not is_unset(config.model.pretrained):
+    starting = resume is None and is_unset(config.model.init_from)
+    if starting and not is_unset(config.model.pretrained):
         model.load_pretrained(config.model.pretrained)
     model.to(device)
     translator = build_translator(config, None if resume is None else resume.state)
@@ -582,7 +319,23 @@ def build_session(config: Config, device: torch.device, resume: Resume | None) -
     session = Session(config, model, step, optimizer, scheduler)
     if resume is not None:
         restore(session, resume)
+    elif not is_unset(config.model.init_from):
+        initialise_from(session, config.model.init_from)
     return session
+
+
+def initialise_from(session: Session, path: str | os.PathLike[str]) -> None:
+    """`model.init_from`: the student and EMA teacher weights of a checkpoint, nothing else (the optimizer,
+    schedule and iteration start afresh); a checkpoint of another architecture is refused, naming it."""
+    from cmda.models.weights import load_strict
+
+    folder = checkpoint_dir_of(path)
+    state = load_checkpoint(folder)
+    source = folder / CHECKPOINT_FILE
+    load_strict(session.model, state["model"], f"{source} (model.init_from, student)")
+    teacher = state.get("teacher") or state["model"]
+    load_strict(session.step.teacher.model, teacher, f"{source} (model.init_from, teacher)")
+    log.info("initialised the student and teacher from %s", folder)
 
 
 def restore(session: Session, resume: Resume) -> None:
@@ -592,7 +345,7 @@ def restore(session: Session, resume: Resume) -> None:
     session.step.teacher.model.load_state_dict(state["teacher"])
     session.optimizer.load_state_dict(state["optimizer"])
     session.scheduler.load_state_dict(state["scheduler"])
-    _set_rng_state(state["rng"])
+    set_rng_state(state["rng"])
     session.iteration = int(state["iteration"])
     session.train_time = float(state.get("train_time", 0.0))
     session.metrics = dict(state.get("metrics", {}))
@@ -661,25 +414,6 @@ def evaluate_and_checkpoint(
     return reported, folder
 
 
-class Means:
-    """Running sums of logged values, averaged and reset on demand."""
-
-    def __init__(self) -> None:
-        self.sums: dict[str, float] = defaultdict(float)
-        self.count = 0
-
-    def add(self, values: dict[str, float]) -> None:
-        for key, value in values.items():
-            self.sums[key] += value
-        self.count += 1
-
-    def pop(self) -> dict[str, float]:
-        means = {k: v / max(self.count, 1) for k, v in self.sums.items()}
-        self.sums.clear()
-        self.count = 0
-        return means
-
-
 def run(
     config: Config | Mapping[str, Any],
     report: Report | None = None,
@@ -702,7 +436,7 @@ def run(
         train_loader = build_train_loader(cfg, datasets.paired, session.iteration)
         test_loader = build_test_loader(cfg, datasets.test)
         metric_log = MetricLog(work_dir, cfg.train.tensorboard, session.iteration)
-        progress = _progress(cfg.train.max_iters, session.iteration, cfg.train.progress_bar)
+        progress = progress_bar(cfg.train.max_iters, session.iteration, cfg.train.progress_bar)
         since_log, since_eval = Means(), Means()
         try:
             session.model.train()

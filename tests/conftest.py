@@ -1,13 +1,16 @@
-"""Shared pytest fixtures: torch thread limits and the synthetic dataset generated once per session."""
+"""Shared pytest fixtures and files: torch thread limit, the synthetic dataset generated once per session, the
+tiny trainer configs (`tiny_config` for the real trainer, `write_base_config` for the sweep tests)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+import yaml
 
-torch.set_num_threads(2)  # the CI machine has 2 cores; more threads only add contention
+torch.set_num_threads(1)  # two threads on a busy 2-core machine spin-wait: many times slower, not faster
 
 
 @pytest.fixture(scope="session")
@@ -23,11 +26,23 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def write_base_config(folder: Path, **train: Any) -> Path:
+    """`folder/base.yaml`: the trainer config the sweep tests share (MiT-B0, 8 iterations, an evaluation every
+    2; `train` overrides train.* keys). Their stand-in trainers read only train.*; the real trainer's tests
+    use `tiny_config`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "base.yaml"
+    config = {"name": "t", "seed": 0, "model": {"backbone": "mit_b0"},
+              "train": {"max_iters": 8, "eval_interval": 2, **train}}
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
 TINY_TARGETS = {
     "dsec_night": {"crop": [64, 64], "resize": [32, 32], "test_rows": 110},
     "dark_zurich": {"resize": [64, 36], "crop": [32, 32]},
 }
-"""The data.target section of each registered target at toy size (tests/test_targets.py checks that every
+"""The data.target section of each registered target at toy size (tests/cmda/test_targets.py checks that every
 registered target has one)."""
 TINY_UDA = {"dark_zurich": {"pseudo_weight_ignore_top": 1, "pseudo_weight_ignore_bottom": 8}}
 """The Dark Zurich recipe ignores 15 + 120 rows of a 512 crop; scaled to the 32-pixel toy crop."""

@@ -152,7 +152,7 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _exit_for(grid: Any) -> int:
-    from tune.driver import failed_trials, format_failures
+    from tune.status import failed_trials, format_failures
 
     failures = failed_trials(grid)
     if failures:

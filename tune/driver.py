@@ -1,20 +1,18 @@
-"""Sweep spec -> Ray Tune Tuner: pre-flight checks, construction, run, resume, and the failure summary.
+"""Sweep spec -> Ray Tune Tuner: pre-flight checks, construction, run and resume.
 
 The experiment folder is Ray Tune's own layout; we add `sweep.yaml` (the validated sweep with its resolved
 `metric`, `mode` and `target`) so that `resume`, `status` and the analysis need nothing but the folder.
+Trial folders are named by `tune.configuration.trial_name`; what a run leaves on the nodes is cleaned by
+`tune.remote`; the FAILED lines are `tune.status`'s. See docs/ARCHITECTURE.md (tune).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import importlib.util
-import logging
 import os
-import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,22 +20,22 @@ import yaml
 
 from cmda.io import clean_stale_tmp
 from tune import preflight
+from tune.configuration import Configuration, trial_name
 from tune.experiment import (
     SWEEP_FILE,
     Experiment,
     ExperimentError,
-    error_summary,
+    is_uri,
     normalize_location,
     open_experiment,
 )
 from tune.live_table import LiveTable
 from tune.paths import FILE, TrialPath, missing_paths, resolve_sweep_paths, sweep_paths
 from tune.preflight import ClusterError
-from tune.remote import check_paths_where_trials_run, is_client_address, remove_scratch_everywhere
+from tune.remote import check_paths_where_trials_run, clean_up_after_fit, is_client_address
 from tune.sweep import SweepError, SweepSpec, load_sweep, parse_sweep
 from tune.trainable import TrainFn, make_trainable
 
-log = logging.getLogger(__name__)
 # Trials resolve relative data paths against the driver's cwd: keep Ray from chdir-ing into trial folders.
 TRIAL_ENV = {"RAY_CHDIR_TO_TRIAL_DIR": "0"}
 __all__ = [
@@ -45,30 +43,13 @@ __all__ = [
     "SweepError",
     "run_sweep",
     "resume_sweep",
-    "failed_trials",
-    "format_failures",
     "experiment_dir",
-    "trial_label",
 ]
 
 
-def trial_label(config: dict[str, Any]) -> str:
-    """Readable trial name: variant, lambda and seed are what a person scans a table for."""
-    ablation = config.get("ablation", {})
-    seed = config.get("seed", 0)
-    if ablation.get("variant") == "none":
-        return f"none_s{seed}"
-    scale = ablation.get("lambda_scale")
-    lam = (
-        f"x{scale:g}"
-        if scale is not None
-        else "l" + "-".join(f"{v:g}" for _, v in sorted((ablation.get("lambdas") or {}).items()))
-    )
-    return f"{ablation.get('variant', 'trial')}_{lam}_s{seed}"
-
-
 def trial_name_creator(trial: Any) -> str:
-    return f"{trial_label(trial.config)}_{trial.trial_id}"
+    """Ray's trial (folder) name: the configuration's slug, the seed and Ray's trial id."""
+    return trial_name(Configuration.from_params(trial.config), trial.config.get("seed", 0), trial.trial_id)
 
 
 def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None) -> bool:
@@ -139,7 +120,7 @@ def build_callbacks(spec: SweepSpec) -> list[Any]:
 
 def resolve_storage(storage: str) -> str:
     """Local folders become absolute (Ray requires it); URIs (s3://, gs://, ...) pass through."""
-    if "://" in storage:
+    if is_uri(storage):
         return storage
     return str(Path(storage).expanduser().resolve())
 
@@ -369,7 +350,7 @@ def resume_sweep(
         raise FileNotFoundError(f"{path_text}: not a Ray Tune experiment folder (no tuner.pkl)")
     check_restorable_state(path_text)
     spec = load_experiment_sweep(path_text, sweep_file)
-    if "://" not in path_text:
+    if not is_uri(path_text):
         clean_stale_tmp(path_text)
     joined = joins_cluster(address)
     if not joined:
@@ -391,65 +372,8 @@ def _fit(tuner: Any, spec: SweepSpec, started_ray: bool) -> Any:
     try:
         return tuner.fit()
     finally:
-        remove_driver_staging(spec.name, since=started)
-        try:
-            for note in remove_scratch_everywhere(Experiment(experiment_dir(spec)).root):
-                log.warning("removing the trainers' scratch: %s", note)
-        except Exception as error:  # noqa: BLE001 - cleanup must never hide the sweep's own outcome
-            log.warning("could not remove the trainers' scratch on every node: %s", error)
+        clean_up_after_fit(spec.name, Experiment(experiment_dir(spec)).root, since=started)
         if started_ray:
             import ray
 
             ray.shutdown()
-
-
-def remove_driver_staging(name: str, since: float) -> list[Path]:
-    """Delete this run's staging copies under Ray's session folder on the driver node (`artifacts/<time>/
-    <name>`): storage holds everything once `fit` returns. Worker nodes' staging stays (Ray owns it)."""
-    try:
-        from ray.train._internal.storage import _get_ray_train_session_dir
-
-        root = Path(_get_ray_train_session_dir())
-    except Exception:  # noqa: BLE001 - no session (Ray not started): nothing to clean
-        return []
-    removed = []
-    for folder in root.glob(f"*/{name}"):
-        if folder.is_dir() and folder.stat().st_mtime >= since - 5:
-            shutil.rmtree(folder, ignore_errors=True)
-            removed.append(folder)
-            with contextlib.suppress(OSError):
-                folder.parent.rmdir()  # the run's timestamp folder, when nothing else is in it
-    return removed
-
-
-@dataclass(frozen=True)
-class FailedTrial:
-    name: str
-    last_line: str
-    error_file: str
-
-
-def _error_text(result: Any) -> tuple[str, str]:
-    """(error file path, its text) of a Ray Result, through the Result's own filesystem."""
-    path = f"{result.path.rstrip('/')}/error.txt"
-    try:
-        with result.filesystem.open_input_stream(path) as handle:
-            return path, handle.readall().decode("utf-8", errors="replace")
-    except Exception:  # noqa: BLE001 - fall back to the error object Ray kept
-        return path, str(result.error or "")
-
-
-def failed_trials(grid: Any) -> list[FailedTrial]:
-    """Trials that ended in error, with the line of their error a person needs (the exception's message)."""
-    out = []
-    for result in grid:
-        if result.error is None:
-            continue
-        path, text = _error_text(result)
-        name = Path(result.path).name
-        out.append(FailedTrial(name, error_summary(text) or type(result.error).__name__, path))
-    return out
-
-
-def format_failures(failures: Sequence[FailedTrial]) -> str:
-    return "\n".join(f"FAILED {f.name}: {f.last_line}  ({f.error_file})" for f in failures)

@@ -3,22 +3,13 @@
 Ray Tune writes experiments through pyarrow.fs, so this module reads them through the same layer: a local
 path, an NFS mount and `s3://bucket/prefix` (or `gs://`, honouring `AWS_ENDPOINT_URL` like Ray does) are
 handled alike. `cmda-tune status`, `cmda-tune resume` and `cmda-analyze` all read an experiment through
-`open_experiment`; nobody else parses `experiment_state-*.json`. Nothing here imports Ray or torch.
-
-What it understands of Ray's layout (Ray 2.5x/2.6x):
-- `experiment_state-<timestamp>.json` at the root: `trial_data` is a list of `[trial_json, runtime_json]`
-  pairs (JSON strings); the trial JSON has `trial_id`, `status`, `relative_logdir`, `config`; the runtime JSON
-  has `num_failures` and `last_result`. The newest file by the timestamp in its name wins (Ray re-uploads
-  every file at the end of a run, so modification times say nothing).
-- one folder per started trial with `params.json`, `result.json` (one JSON object per report, a line cut by a
-  crash possible), `progress.csv`, `error.txt` (one "Failure # N" block per failure) and `checkpoint_*`.
-- our own additions: `sweep.yaml` at the root, `resolved_config.yaml`, `log.csv` and `tensorboard/` per trial.
+`open_experiment`; nobody else parses `experiment_state-*.json`. Nothing here imports Ray or torch. What it
+understands of Ray's layout: docs/ARCHITECTURE.md (tune, experiment folder).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 from collections.abc import Mapping
@@ -27,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cmda.io import parse_yaml, write_text_atomic
+from tune.configuration import ResultLines, read_result_lines, report_iteration, report_max_iters
 
 SWEEP_FILE = "sweep.yaml"
 STATE_PREFIX = "experiment_state-"
@@ -41,6 +33,7 @@ class ExperimentError(ValueError):
 
 
 def is_uri(location: str | os.PathLike[str]) -> bool:
+    """Whether a location is a URI (s3://, gs://, ray://, file://...) rather than a local path."""
     return "://" in str(location)
 
 
@@ -89,7 +82,8 @@ def error_summary(text: str) -> str:
 @dataclass
 class TrialRecord:
     """One trial as storage knows it. `results` holds one row per reported iteration, in iteration order
-    (a retried trial's repeated iterations keep their last report)."""
+    (a retried trial's repeated iterations keep their last report); `cut_last_line`: result.json ends in a
+    report cut short (its last report is lost, not absent)."""
 
     dirname: str
     trial_id: str
@@ -101,6 +95,7 @@ class TrialRecord:
     error: str | None = None
     started: bool = True
     problems: list[str] = field(default_factory=list)
+    cut_last_line: bool = False
 
     @property
     def last_result(self) -> dict[str, Any]:
@@ -108,45 +103,33 @@ class TrialRecord:
 
     @property
     def iteration(self) -> int | None:
-        value = self.last_result.get("iteration", self.last_result.get("training_iteration"))
-        return int(value) if isinstance(value, int | float) and not _is_nan(value) else None
+        return report_iteration(self.last_result)
 
     @property
     def max_iters(self) -> int | None:
-        value = self.last_result.get("max_iters")
-        return int(value) if isinstance(value, int | float) and not _is_nan(value) else None
+        return report_max_iters(self.last_result)
 
     @property
     def stopped_early(self) -> bool:
         return stopped_early(self.status, self.iteration, self.max_iters)
 
 
-def _is_nan(value: Any) -> bool:
-    return isinstance(value, float) and math.isnan(value)
-
-
-def parse_results(text: str, where: str) -> tuple[list[dict[str, Any]], list[str]]:
-    """result.json text -> (rows deduplicated by iteration in iteration order, problems found)."""
-    rows: list[dict[str, Any]] = []
-    problems: list[str] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            problems.append(f"{where}: line {number} is not valid JSON (a report cut short); skipped")
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
+def parse_results(lines: ResultLines, where: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """result.json's reports -> (rows deduplicated by iteration in iteration order, problems found)."""
+    rows = list(lines.rows)
+    problems = []
+    for number in lines.bad_lines:
+        what = "the last report, cut short" if number == lines.last_line else "a damaged report"
+        problems.append(f"{where}: line {number} is not valid JSON ({what}); skipped")
     by_iteration: dict[Any, dict[str, Any]] = {}
     for order, row in enumerate(rows):
-        key = row.get("iteration", row.get("training_iteration", f"#{order}"))
+        iteration = report_iteration(row)
+        key = f"#{order}" if iteration is None else iteration
         by_iteration.pop(key, None)  # the last report of an iteration wins (a retry repeated it)
         by_iteration[key] = row
     deduped = list(by_iteration.values())
-    if all(isinstance(r.get("iteration", r.get("training_iteration")), int | float) for r in deduped):
-        deduped.sort(key=lambda r: r.get("iteration", r.get("training_iteration")))
+    if all(report_iteration(r) is not None for r in deduped):
+        deduped.sort(key=report_iteration)
     if len(deduped) < len(rows):
         problems.append(f"{where}: {len(rows) - len(deduped)} repeated iteration(s) from a retry; "
                         "the last report of each is used")
@@ -303,8 +286,9 @@ class Experiment:
                 num_failures=meta.get("num_failures", 0),
             )
             try:
-                record.results, record.problems = parse_results(
-                    self.read_text(name, RESULT_FILE), self.where(name, RESULT_FILE))
+                lines = read_result_lines(self.read_text(name, RESULT_FILE))
+                record.results, record.problems = parse_results(lines, self.where(name, RESULT_FILE))
+                record.cut_last_line = lines.cut_last_line
             except FileNotFoundError:
                 pass
             if not record.results and meta.get("last_result"):

@@ -1,22 +1,11 @@
-"""Paths that mean the same on every node: data roots and weight files, made absolute on the driver.
+"""Paths that mean the same on every node: data roots and weight files, settled on the driver.
 
-A trainer config names its data and weights relative to the working directory (`data/cityscapes`,
-`pretrained/mit_b2.pth`), as `cmda train` reads them. Under Ray the trials run in worker processes whose
-working directory differs between the driver, the nodes of a launcher cluster and KubeRay pods, so the
-driver settles every path before any trial starts:
-
-1. A relative path is made absolute against the driver's working directory, lexically (`os.path.abspath`):
-   a link such as `data -> /mnt/shared/data` is kept as a link, because every node of the examples has it.
-2. `path_map` (sweep field, or `cmda-tune sweep --path-map LOCAL=CLUSTER`) rewrites a leading folder for
-   clusters that mount the data somewhere else than the driver sees it. Whole path components only; the
-   longest matching folder wins.
-3. When the driver is not a node of the cluster (Ray Client, `--address ray://...`), a relative path that no
-   `path_map` entry covers is rejected with the reason: nothing on the cluster can know this machine's
-   working directory.
-
-The result is a mapping of dotted config keys to absolute paths that joins the sweep's overrides, so each
-trial's params.json and resolved_config.yaml name the paths that trial used. Unset weights (`none`) and
-URIs are left alone. Whether the paths exist is checked where the trials run (`tune.remote`).
+A trainer config names its data and weights relative to the working directory, as `cmda train` reads them;
+under Ray the trials run in worker processes whose working directory differs between the driver, the nodes of
+a launcher cluster and KubeRay pods. So the driver makes every path absolute (and maps it with `path_map` for
+clusters that mount the data elsewhere) before any trial starts, and the settled paths join the sweep's
+overrides: each trial's params.json names the paths it used. The rules: docs/ARCHITECTURE.md (tune, beyond
+one machine); whether the paths exist is checked where the trials run (`tune.remote`).
 """
 
 from __future__ import annotations
@@ -24,13 +13,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from cmda.io import is_unset
 from cmda.overrides import dotted_get
 from tune.experiment import is_uri
-from tune.sweep import SweepError, trial_template
+from tune.sweep import PathError, parse_path_map, trial_template
 
 FOLDER, FILE = "folder", "file"
 PATH_KEYS: dict[str, str] = {
@@ -38,12 +27,9 @@ PATH_KEYS: dict[str, str] = {
     "data.target.root": FOLDER,
     "model.pretrained": FILE,
     "model.cyclegan": FILE,
+    "model.init_from": FOLDER,
 }
 """Trainer config keys that hold a path, and what must exist there."""
-
-
-class PathError(SweepError):
-    """A path a trial needs that cannot mean the same on every node; the message names file and field."""
 
 
 @dataclass(frozen=True)
@@ -54,25 +40,6 @@ class TrialPath:
     path: str
     kind: str
     origin: str  # "<file>: field '<dotted field>'", for messages
-
-
-def parse_path_map(raw: Any, source: str, fieldname: str = "path_map") -> dict[str, str]:
-    """Validate a {driver folder: cluster folder} mapping; both sides absolute (`~` expands on the driver)."""
-    if raw is None:
-        return {}
-    if not isinstance(raw, Mapping):
-        raise PathError(f"{source}: field '{fieldname}': expected a mapping of driver folder -> cluster "
-                        f"folder, got {raw!r}")
-    out: dict[str, str] = {}
-    for local, remote in raw.items():
-        where = f"{source}: field '{fieldname}.{local}'"
-        if not isinstance(local, str) or not isinstance(remote, str) or not local or not remote:
-            raise PathError(f"{where}: expected folder names on both sides, got {local!r}: {remote!r}")
-        local_path = os.path.abspath(os.path.expanduser(local))
-        if not PurePosixPath(remote).is_absolute():
-            raise PathError(f"{where}: the cluster side must be absolute, got {remote!r}")
-        out[local_path] = os.path.normpath(remote)
-    return out
 
 
 def parse_path_map_options(items: Sequence[str]) -> dict[str, str]:

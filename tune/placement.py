@@ -10,7 +10,7 @@ Fractional GPUs (`resources.gpu: 0.5`) put several trials on one GPU. Ray only d
 trials share the GPU's compute and, unless told otherwise, its memory, so one trial's peak can OOM the
 other. A trial with a fraction therefore caps its CUDA caching allocator at that fraction of the device's
 memory (`torch.cuda.set_per_process_memory_fraction`): a trial that outgrows its share fails alone, with an
-out-of-memory error naming itself. The CUDA context (about 0.5 GiB per process) comes on top of the share.
+out-of-memory error naming itself. The CUDA context comes on top of the share (README, Running on a cluster).
 
 Nothing here imports torch at module level; `ray` only inside a trial.
 """

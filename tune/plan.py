@@ -1,31 +1,30 @@
 """`cmda-tune plan SWEEP.yaml`: what a sweep will run and cost, without starting Ray.
 
-The trials in launch order (variant, per-term lambdas, seed), their count, the trainer iterations and
-GPU-hours if every trial runs to the end and as expected under the scheduler's rungs, and the storage the
-kept checkpoints will take.
+The trials in launch order (variant, per-term lambdas, seed), their count, the iterations at which the
+scheduler decides (`tune.configuration.Ladder`, the scheduler's own rungs), the trainer iterations and
+GPU-hours if every trial runs to the end and as expected under those rungs, and the storage the kept
+checkpoints will take.
 
 Expected compute under early stopping is the successive-halving ideal: every rung keeps the top
 1/reduction_factor of what reaches it, and a stopped trial stops at its first evaluation at or after the rung.
 Asynchronous ASHA lets the first arrivals at a rung continue, so a real sweep spends somewhat more
-(`benchmarks/scheduler_simulation.py` measures it for the study's shape).
+(`benchmarks/scheduler_simulation.py` measures it; figures in benchmarks/README.md).
 
 Checkpoint size is computed from the model built on PyTorch's meta device (no memory, no weights): model and
-EMA teacher weights plus AdamW's two moments, all fp32, i.e. about 16 bytes per parameter.
-
-With `--memory`, the GPU memory one training step of the first trial needs (`cmda.memory`: a real step of
-the model on the CPU at two small resolutions, scaled), which cards it fits and which checkpointing or
-accumulation setting fits smaller ones. On request because it takes seconds to a minute (MiT-B5) where the
-rest of the plan is instant; `cmda train CONFIG --dry-run` prints the same for one config.
+EMA teacher weights plus AdamW's two moments, all fp32. With `--memory`, the GPU memory one training step
+of the first trial needs (`cmda.memory`, measured on a real CPU step; on request because it takes seconds).
+The JSON contract: docs/ARCHITECTURE.md (tune).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from tune.sweep import GridSearch, SweepSpec, lambda_text
+from tune.configuration import Configuration, first_evaluation
+from tune.sweep import GridSearch, SweepSpec
 
 SECONDS_PER_HOUR = 3600.0
 
@@ -35,6 +34,9 @@ class Plan:
     sweep: str
     search: str
     scheduler: str
+    rungs: list[int]
+    """The iterations at which the scheduler decides, one per rung (two rungs between two evaluations are
+    decided at the same one); empty without early stopping."""
     trials: list[dict[str, Any]]
     count: int
     configurations: int | None
@@ -54,9 +56,11 @@ class Plan:
     checkpoint_storage_bytes: int
     memory: dict[str, Any] | None = None
     """`cmda.memory.memory_json` of the first trial (with --memory), else None."""
+    labels: list[str] = field(default_factory=list)
+    """Each trial's configuration label, for the text table (not part of the JSON)."""
 
     def as_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "labels"}
 
 
 def launch_order(spec: SweepSpec) -> list[dict[str, Any]]:
@@ -70,18 +74,18 @@ def launch_order(spec: SweepSpec) -> list[dict[str, Any]]:
     ]
 
 
+def decision_points(spec: SweepSpec) -> list[int]:
+    """The iterations at which the sweep's scheduler decides (empty without early stopping)."""
+    ladder = spec.scheduler.ladder
+    return [] if ladder is None else list(ladder.decision_points(spec.eval_interval, spec.max_iters))
+
+
 def stop_points(spec: SweepSpec) -> list[int]:
-    """Iterations at which a trial can end: the first evaluation at or after each rung, and the end."""
-    end = spec.max_iters
-    if spec.scheduler.type == "none":
-        return [end]
-    s = spec.scheduler
-    points, milestone = [], float(s.grace_period)
-    while milestone < s.max_t:
-        points.append(min(end, math.ceil(milestone / spec.eval_interval) * spec.eval_interval))
-        milestone *= s.reduction_factor
-    points.append(min(end, math.ceil(s.max_t / spec.eval_interval) * spec.eval_interval))
-    return points
+    """Iterations at which a trial can end: where the scheduler decides, and the end (max_t)."""
+    if spec.scheduler.ladder is None:
+        return [spec.max_iters]
+    end = first_evaluation(spec.scheduler.max_t, spec.eval_interval, spec.max_iters)
+    return [*decision_points(spec), end]
 
 
 def expected_iterations_per_trial(spec: SweepSpec) -> float:
@@ -152,7 +156,8 @@ def _median_step_seconds(config: dict[str, Any], steps: int) -> float:
         train_step,
     )
 
-    cfg = config_from_dict(apply_overrides(config, {"model.pretrained": "none", "data.num_workers": 0}))
+    starting = {"model.pretrained": "none", "model.init_from": "none", "data.num_workers": 0}
+    cfg = config_from_dict(apply_overrides(config, starting))
     device = resolve_device(cfg.train.device)
     session = build_session(cfg, device, None)
     autocast = autocast_factory(device, cfg.train.amp)
@@ -196,6 +201,7 @@ def make_plan(
         sweep=str(spec.path),
         search="grid" if isinstance(spec.search, GridSearch) else "optuna",
         scheduler=spec.scheduler.type,
+        rungs=decision_points(spec),
         trials=launch_order(spec),
         count=count,
         configurations=len(spec.search.configurations) if isinstance(spec.search, GridSearch) else None,
@@ -214,6 +220,8 @@ def make_plan(
         kept_checkpoints_per_trial=kept,
         checkpoint_storage_bytes=int(count * kept * ckpt_bytes),
         memory=memory,
+        labels=[Configuration.from_params(p).label for p in spec.grid_trials()]
+        if isinstance(spec.search, GridSearch) else [],
     )
 
 
@@ -228,11 +236,11 @@ def _size(n: float) -> str:
 def format_plan(plan: Plan) -> str:
     lines = [f"sweep: {plan.sweep}  ({plan.search}, scheduler: {plan.scheduler})"]
     if plan.trials:
-        width = max(len(t["variant"]) for t in plan.trials)
-        lines.append(f"{'#':>4}  {'variant':<{width}}  seed  lambdas")
-        for i, t in enumerate(plan.trials, 1):
-            lambdas = lambda_text({"variant": t["variant"], "lambdas": t["lambdas"]})
-            lines.append(f"{i:>4}  {t['variant']:<{width}}  {t['seed']:>4}  {lambdas}")
+        width = max(len(label) for label in plan.labels)
+        lines.append(f"{'#':>4}  {'configuration':<{width}}  seed  lambdas")
+        for i, (t, label) in enumerate(zip(plan.trials, plan.labels), 1):
+            lambdas = Configuration(t["variant"], t["lambdas"]).lambda_label or "-"  # the resolved values
+            lines.append(f"{i:>4}  {label:<{width}}  {t['seed']:>4}  {lambdas}")
     else:
         lines.append(f"configurations are sampled at run time; each runs on seeds {plan.seeds}")
     lines.append(
@@ -244,6 +252,8 @@ def format_plan(plan: Plan) -> str:
         )
     )
     lines.append(f"iterations to the end: {plan.iterations_to_end:,} ({plan.max_iters:,} per trial)")
+    if plan.rungs:
+        lines.append(f"the scheduler decides at iterations {', '.join(f'{r:,}' for r in plan.rungs)}")
     lines.append(
         f"expected under the scheduler's rungs: {plan.iterations_expected:,} "
         f"({plan.expected_share:.0%} of the full budget)"

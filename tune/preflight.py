@@ -18,15 +18,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from tune.configuration import BASELINE_VARIANT, Configuration, trial_label
+from tune.experiment import is_uri
 from tune.remote import alive_nodes, fits
-from tune.sweep import (
-    BASELINE_VARIANT,
-    GridSearch,
-    SweepError,
-    SweepSpec,
-    lambda_text,
-    make_configuration,
-)
+from tune.sweep import GridSearch, SweepError, SweepSpec, make_configuration
 
 log = logging.getLogger(__name__)
 # What Ray itself puts into a new experiment folder before anything else (its storage probe).
@@ -52,11 +47,6 @@ def representative_trials(spec: SweepSpec) -> list[dict[str, Any]]:
     return trials
 
 
-def trial_name(params: Mapping[str, Any]) -> str:
-    ablation = params.get("ablation", {})
-    return f"{ablation.get('variant')} (lambda {lambda_text(ablation)}, seed {params.get('seed')})"
-
-
 def check_trial_configs(spec: SweepSpec) -> list[dict[str, Any]]:
     """The resolved trainer config of every trial, each validated as `cmda train` validates its config."""
     from cmda.config import config_from_dict
@@ -70,7 +60,8 @@ def check_trial_configs(spec: SweepSpec) -> list[dict[str, Any]]:
             config_from_dict(resolved, source)
         except ValueError as exc:
             raise SweepError(
-                f"{spec.path}: trial {trial_name(params)}: the trainer rejects its config: {exc}"
+                f"{spec.path}: trial {trial_label(Configuration.from_params(params), params['seed'])}: "
+                f"the trainer rejects its config: {exc}"
             ) from None
         configs.append(resolved)
     return configs
@@ -81,7 +72,7 @@ def check_storage(spec: SweepSpec, storage: str) -> None:
     import pyarrow.fs
 
     try:
-        if "://" in storage:
+        if is_uri(storage):
             fs, root = pyarrow.fs.FileSystem.from_uri(storage)
         else:
             fs, root = pyarrow.fs.LocalFileSystem(), str(Path(storage).expanduser().resolve())
@@ -98,7 +89,7 @@ def experiment_exists(experiment_dir: str) -> bool:
     """Whether a folder (local or URI) already holds anything besides Ray's storage probe."""
     import pyarrow.fs
 
-    if "://" in experiment_dir:
+    if is_uri(experiment_dir):
         fs, path = pyarrow.fs.FileSystem.from_uri(experiment_dir)
     else:
         fs, path = pyarrow.fs.LocalFileSystem(), experiment_dir

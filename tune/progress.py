@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tune.configuration import Configuration, report_iteration, report_max_iters
 from tune.experiment import stopped_early
-from tune.sweep import lambda_text
 
 
 @dataclass(frozen=True)
@@ -49,18 +49,21 @@ def make_row(
     mode: str,
     num_failures: int,
 ) -> TrialRow:
-    ablation = params.get("ablation") or {}
+    try:
+        configuration = Configuration.from_params(params)
+    except ValueError:  # a damaged params.json, or a pending trial Ray holds no config for: still a row
+        configuration = Configuration("?")
     scores = [s for s in (finite_value(r.get(metric)) for r in results) if s is not None]
     last = results[-1] if results else {}
     best = (max(scores) if mode == "max" else min(scores)) if scores else None
     return TrialRow(
         name=name,
-        variant=str(ablation.get("variant", "?")),
-        lambda_=lambda_text(ablation),
+        variant=configuration.variant,
+        lambda_=configuration.lambda_label or "-",
         seed=int(params.get("seed", -1)),
         state=state,
-        iteration=last.get("iteration"),
-        max_iters=last.get("max_iters"),
+        iteration=report_iteration(last),
+        max_iters=report_max_iters(last),
         last=finite_value(last.get(metric)),
         best=best,
         num_failures=num_failures,

@@ -1,4 +1,4 @@
-"""Checks that run where the trials will run: on the cluster's nodes, through one tiny Ray task per node.
+"""What runs on every node of the cluster: the path check before the trials, and the clean-up after them.
 
 A data root that exists on the driver proves nothing about a GPU worker that mounts the shared volume
 elsewhere (or not at all). Before any trial starts, the driver sends a zero-CPU task pinned to each live node
@@ -6,16 +6,29 @@ that can host a trial and asks it whether the sweep's paths exist there; a missi
 with the node's address, the config field and the path. On a single-node run the same check runs in the
 driver's own process. On an autoscaling cluster whose trial nodes are not up yet (GPU workers from zero)
 the check runs on the nodes that are up and says so: the examples mount the same volume on every node.
+
+After `fit`, nothing of the run stays on a node: the trainers' scratch (a trial stopped by the scheduler is
+killed before its own clean-up runs) is removed on every live node, the driver's staging copies on the
+driver. See docs/ARCHITECTURE.md (tune, beyond one machine).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from tune.paths import PathError, TrialPath, missing_paths
 
+log = logging.getLogger(__name__)
 CHECK_TIMEOUT_S = 120.0
+SCRATCH_ENV = "CMDA_SCRATCH"
 
 
 def is_client_address(address: str | None) -> bool:
@@ -99,10 +112,53 @@ def check_paths_where_trials_run(paths: Sequence[TrialPath], *, cpu: float, gpu:
     return notes
 
 
+# -- clean-up ----------------------------------------------------------------------------------------------
+
+
+def scratch_root(experiment_fs_path: str) -> Path:
+    """This node's scratch folder of one experiment: `$CMDA_SCRATCH` (default the system temp folder) /
+    cmda_scratch_<hash of the experiment's storage path>, so two sweeps never share or remove each other's."""
+    base = Path(os.environ.get(SCRATCH_ENV) or tempfile.gettempdir()).expanduser()
+    return base / f"cmda_scratch_{hashlib.sha1(experiment_fs_path.encode()).hexdigest()[:12]}"
+
+
+def remove_scratch(experiment_fs_path: str) -> None:
+    """Remove this node's scratch of an experiment (what trials killed by the scheduler left behind)."""
+    shutil.rmtree(scratch_root(experiment_fs_path), ignore_errors=True)
+
+
 def remove_scratch_everywhere(experiment_fs_path: str) -> list[str]:
     """Remove the trainers' scratch of one experiment on every live node (a trial stopped by the scheduler is
     killed before its own cleanup runs); returns notes on nodes that did not answer."""
-    from tune.trainable import remove_scratch
-
     _, notes = on_nodes(remove_scratch, alive_nodes(), experiment_fs_path, timeout_s=30.0)
     return notes
+
+
+def remove_driver_staging(name: str, since: float) -> list[Path]:
+    """Delete this run's staging copies under Ray's session folder on the driver node (`artifacts/<time>/
+    <name>`): storage holds everything once `fit` returns. Worker nodes' staging stays (Ray owns it)."""
+    try:
+        from ray.train._internal.storage import _get_ray_train_session_dir
+
+        root = Path(_get_ray_train_session_dir())
+    except Exception:  # noqa: BLE001 - no session (Ray not started): nothing to clean
+        return []
+    removed = []
+    for folder in root.glob(f"*/{name}"):
+        if folder.is_dir() and folder.stat().st_mtime >= since - 5:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+            with contextlib.suppress(OSError):
+                folder.parent.rmdir()  # the run's timestamp folder, when nothing else is in it
+    return removed
+
+
+def clean_up_after_fit(name: str, experiment_fs_path: str, since: float) -> None:
+    """What `fit` of experiment `name` (started at `since`) leaves: the driver's staging, every node's
+    scratch. Problems are logged, never raised: they must not hide the sweep's own outcome."""
+    remove_driver_staging(name, since=since)
+    try:
+        for note in remove_scratch_everywhere(experiment_fs_path):
+            log.warning("removing the trainers' scratch: %s", note)
+    except Exception as error:  # noqa: BLE001 - cleanup must never hide the sweep's own outcome
+        log.warning("could not remove the trainers' scratch on every node: %s", error)

@@ -1,36 +1,19 @@
 """Trial schedulers: no early stopping, ASHA per trial, and ASHA per configuration over its seeds.
 
-All three share two behaviours Ray's own schedulers lack:
-
-- **Deterministic failures are not retried.** Ray calls `on_trial_error` for every failure, also a recoverable
-  one just before requeueing the trial (then `on_trial_add` again). When the trial's error is a
-  `DeterministicTrialError` (tune.trainable: a non-finite loss, a config or data error) the requeued trial is
-  ended as ERROR at once instead of running the same failure `max_failures` more times.
-- **State survives `cmda-tune resume`.** Ray does not save scheduler state with the experiment (Ray issue
-  30838); after a restore the rung records are rebuilt from the restored trials' `result.json` in storage,
-  replayed in time order, before any trial runs again.
-
-`GroupASHA` is asynchronous successive halving in its stopping form (Ray's ASHAScheduler with one bracket):
-rungs at grace_period * reduction_factor^k below max_t, a group is stopped at a rung when its score is below
-the (1 - 1/reduction_factor) quantile of the scores recorded there before it; the first arrivals continue.
-With `group_by="trial"` every trial is its own group (plain ASHA). With `group_by="configuration"` a group is
-a configuration's seeds: its score at a rung is the MEAN over its seeds, taken once every live seed has
-reached the rung, and the decision applies to all seeds together, so a configuration is either compared at
-full budget on every seed or censored at the same rung on every seed (Ray's ASHA would stop single unlucky
-seeds and bias the mean over seeds). Further:
-
-- a recoverable failure is not permanent: a retried seed keeps its place in its configuration;
-- a seed that failed for good no longer holds its configuration's rungs: they are decided over the others;
-- siblings of a stopped configuration are stopped at once (`stop_trial`), not at their next report;
-- cutoffs ignore non-finite scores, and a configuration whose score is NaN is worse than any finite one.
+Ray's ASHAScheduler judges trials one by one, so it stops single unlucky seeds and biases a configuration's
+mean over seeds; `GroupASHA` judges a configuration's seeds together (their mean at a rung, once every live
+seed reached it) and stops them together; `protected` configurations (the reference every comparison is made
+against) are never stopped, though their scores still count at each rung. Every scheduler here also ends a
+deterministic failure instead of retrying it, and rebuilds its rung records from result.json after
+`cmda-tune resume` (Ray does not save scheduler state, Ray issue 30838). The rules one by one:
+docs/ARCHITECTURE.md (tune, scheduling).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-from collections.abc import Hashable
+from collections.abc import Collection, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +22,7 @@ import numpy as np
 from ray.tune.experiment import Trial
 from ray.tune.schedulers.trial_scheduler import FIFOScheduler, TrialScheduler
 
-from tune.sweep import configuration_key
+from tune.configuration import Configuration, Ladder, read_result_lines
 
 log = logging.getLogger(__name__)
 DETERMINISTIC_MARKER = "DeterministicTrialError"
@@ -60,8 +43,8 @@ def is_deterministic_failure(trial: Any) -> bool:
 
 
 def trial_history(trial: Any) -> list[dict[str, Any]]:
-    """The results a trial reported before a restore, read from its result.json in storage (any pyarrow
-    filesystem: local, NFS, s3://, gs://). A line cut by a crash is skipped."""
+    """The results a trial reported before a restore, in file order, read from its result.json in storage
+    (any pyarrow filesystem: local, NFS, s3://, gs://). A line cut by a crash is skipped."""
     storage = getattr(trial, "storage", None)
     if storage is None:
         return []
@@ -71,13 +54,7 @@ def trial_history(trial: Any) -> list[dict[str, Any]]:
             text = handle.readall().decode("utf-8", errors="replace")
     except (FileNotFoundError, OSError):
         return []
-    rows = []
-    for line in text.splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
+    return list(read_result_lines(text).rows)
 
 
 class RetryPolicyScheduler(FIFOScheduler):
@@ -158,10 +135,11 @@ class _Group:
     """Bookkeeping of one group (a configuration's seeds, or a single trial)."""
 
     members: dict[str, Any] = field(default_factory=dict)  # trial_id -> Trial
-    scores: dict[int, dict[str, float]] = field(default_factory=dict)  # milestone -> trial_id -> score
-    decided: set[int] = field(default_factory=set)
+    scores: dict[float, dict[str, float]] = field(default_factory=dict)  # milestone -> trial_id -> score
+    decided: set[float] = field(default_factory=set)
     failed: set[str] = field(default_factory=set)
-    stopped_at: int | None = None
+    stopped_at: float | None = None
+    protected: bool = False  # never stopped (the reference of the comparisons)
 
 
 class GroupASHA(RetryPolicyScheduler):
@@ -178,11 +156,9 @@ class GroupASHA(RetryPolicyScheduler):
         reduction_factor: float = 2.0,
         group_by: str = "configuration",
         group_size: int = 1,
+        protected: Collection[Hashable] = (),
     ) -> None:
-        if grace_period < 1 or max_t < grace_period:
-            raise ValueError(f"need 1 <= grace_period <= max_t, got {grace_period=}, {max_t=}")
-        if reduction_factor <= 1:
-            raise ValueError(f"reduction_factor must be > 1, got {reduction_factor}")
+        ladder = Ladder(grace_period, reduction_factor, max_t)  # raises ValueError for an impossible one
         if group_by not in ("trial", "configuration"):
             raise ValueError(f"group_by must be 'trial' or 'configuration', got {group_by!r}")
         if group_size < 1 or (group_by == "trial" and group_size != 1):
@@ -193,13 +169,10 @@ class GroupASHA(RetryPolicyScheduler):
         self._time_attr, self._metric, self._mode = time_attr, metric, mode
         self._max_t, self._rf = max_t, reduction_factor
         self._group_by, self._group_size = group_by, group_size
-        self.milestones: list[int] = []
-        milestone = float(grace_period)
-        while milestone < max_t:  # at max_t the trial ends anyway: no decision left to take
-            self.milestones.append(int(round(milestone)))
-            milestone *= reduction_factor
+        self._protected = frozenset(protected)  # configuration keys (Configuration.key)
+        self.milestones: list[float] = list(ladder.milestones)
         self._groups: dict[Hashable, _Group] = {}
-        self._rungs: dict[int, list[float]] = {m: [] for m in self.milestones}
+        self._rungs: dict[float, list[float]] = {m: [] for m in self.milestones}
         self._to_replay: dict[str, Any] = {}
 
     # -- Ray's hooks ------------------------------------------------------------------------------------
@@ -265,10 +238,14 @@ class GroupASHA(RetryPolicyScheduler):
     def _key(self, trial: Any) -> Hashable:
         if self._group_by == "trial":
             return trial.trial_id
-        return configuration_key(trial.config.get("ablation", {}))
+        return Configuration.from_params(trial.config).key
 
     def _group(self, trial: Any) -> _Group:
-        return self._groups.setdefault(self._key(trial), _Group())
+        key = self._key(trial)
+        if key not in self._groups:
+            configuration = Configuration.from_params(trial.config).key
+            self._groups[key] = _Group(protected=configuration in self._protected)
+        return self._groups[key]
 
     def _score(self, result: dict[str, Any]) -> float:
         value = float(result[self._metric])
@@ -302,7 +279,7 @@ class GroupASHA(RetryPolicyScheduler):
             cutoff = float(np.percentile(finite, (1 - 1 / self._rf) * 100)) if finite else None
             self._rungs[milestone].append(score)
             group.decided.add(milestone)
-            if cutoff is not None and (score < cutoff or not math.isfinite(score)):
+            if cutoff is not None and not group.protected and (score < cutoff or not math.isfinite(score)):
                 group.stopped_at = milestone
                 return True
         return False
@@ -348,7 +325,7 @@ class GroupASHA(RetryPolicyScheduler):
         unit = "configurations" if self._group_by == "configuration" else "trials"
         return (
             f"ASHA per {self._group_by}: {len(self._groups)} {unit}, {stopped} stopped; "
-            f"rungs {self.milestones}"
+            f"rungs [{', '.join(f'{m:g}' for m in self.milestones)}]"
         )
 
 

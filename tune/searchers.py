@@ -1,9 +1,9 @@
 """Searchers that emit a configuration's seeds next to each other.
 
 Ray's `grid_search` over {"ablation": ..., "seed": ...} varies the seed slowest, so a configuration's last
-seed starts long after its first, and a decision over a configuration's seeds waits for it (in a simulation
-of the study, per-configuration stopping used 82% of the full budget in Ray's order against 58% in
-configuration-major order). Both searchers here hand out trials configuration-major:
+seed starts long after its first, and a decision over a configuration's seeds waits for it, which costs much
+of what per-configuration stopping saves (benchmarks/README.md, early stopping on the study's shape). Both
+searchers here hand out trials configuration-major:
 
 - `GridSearcher` walks a fixed list of trial params (`SweepSpec.grid_trials()`).
 - `ConfigurationOptuna` asks Optuna for a configuration (variant, lambda scale), runs it on every seed of the
@@ -14,7 +14,8 @@ configuration-major order). Both searchers here hand out trials configuration-ma
   told the known result (at once, or when its seeds finish).
 
 Both save their state with the experiment (Ray pickles a searcher's `save` output) so `cmda-tune resume`
-continues where the sweep stopped.
+continues where the sweep stopped. Configurations are `tune.configuration.Configuration` keys, as the
+schedulers group them. See docs/ARCHITECTURE.md (tune).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
-from tune.sweep import BASELINE_VARIANT, OptunaSearch, SweepSpec, configuration_key, make_configuration
+from tune.configuration import BASELINE_VARIANT, Configuration, report_max_iters
+from tune.sweep import OptunaSearch, SweepSpec, make_configuration
 
 
 class _PickledState(Searcher):
@@ -110,7 +112,7 @@ class ConfigurationOptuna(_PickledState):
 
     # -- proposing --------------------------------------------------------------------------------------
 
-    def _ask(self) -> tuple[int, dict[str, Any]]:
+    def _ask(self) -> tuple[int, Configuration]:
         trial = self._study.ask()
         self._optuna_trials[trial.number] = trial
         variant = trial.suggest_categorical("variant", list(self._space.variants))
@@ -118,7 +120,7 @@ class ConfigurationOptuna(_PickledState):
         if variant != BASELINE_VARIANT:
             rng = self._space.ranges[variant]
             scale = trial.suggest_float(f"lambda_scale/{variant}", rng.low, rng.high, log=True)
-        return trial.number, make_configuration(variant, scale, None).as_param()
+        return trial.number, make_configuration(variant, scale, None)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         while not self._queue:
@@ -127,9 +129,9 @@ class ConfigurationOptuna(_PickledState):
                 or self._repeats_in_a_row > 10 * self._space.num_samples
             ):
                 return Searcher.FINISHED
-            number, ablation = self._ask()
+            number, configuration = self._ask()
             self._asked += 1
-            key = configuration_key(ablation)
+            key = configuration.key
             record = self._records.get(key)
             if record is not None:  # proposed again: not trained twice
                 self._repeats_in_a_row += 1
@@ -139,9 +141,10 @@ class ConfigurationOptuna(_PickledState):
                 continue
             self._repeats_in_a_row = 0
             self._records[key] = _ConfigRecord(optuna_numbers=[number])
-            self._queue = [{"ablation": ablation, "seed": int(s), **self._common} for s in self._space.seeds]
+            self._queue = [{"ablation": configuration.as_param(), "seed": int(s), **self._common}
+                           for s in self._space.seeds]
         params = self._queue.pop(0)
-        key = configuration_key(params["ablation"])
+        key = Configuration.from_params(params).key
         self._trial_key[trial_id] = key
         self._records[key].seeds[trial_id] = params["seed"]
         return params
@@ -187,7 +190,7 @@ class ConfigurationOptuna(_PickledState):
 
     def _ran_to_the_end(self, result: Mapping[str, Any]) -> bool:
         reached = result.get(self._time_attr)
-        budget = self._full_budget if self._full_budget is not None else result.get("max_iters")
+        budget = self._full_budget if self._full_budget is not None else report_max_iters(result)
         return reached is not None and budget is not None and reached >= budget
 
     def _tell(self, number: int, outcome: tuple[str, float | None, dict[int, float]]) -> None:

@@ -14,13 +14,16 @@ own speed and reports its metric every `eval_interval` iterations.
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ray.tune.experiment import Trial
 from ray.tune.schedulers.trial_scheduler import TrialScheduler
+
+from tune.configuration import ITERATION, MAX_ITERS
 
 
 @dataclass
@@ -143,12 +146,15 @@ def run_sweep(
     concurrency: int,
     speed: Callable[[SimTrial], float] | None = None,
     metric: str = "miou18",
+    launch_group: Callable[[SimTrial], Hashable] | None = None,
 ) -> SweepOutcome:
     """Play a sweep: trials (in launch order) start as slots free up and report every `eval_interval`.
 
     Like Ray with `max_concurrent_trials`, a trial is created (`on_trial_add`) only when a slot is free, so
     the launch order decides which seeds run side by side. `speed(trial)` is iterations per time unit; a
     trial stopped between two reports (a sibling stopped at once) has trained until that moment.
+    With `launch_group` (e.g. a trial's configuration), consecutive trials of one group start together,
+    only once a slot is free for each of them.
     """
     controller = SimController(scheduler)
     queue = list(trials)
@@ -162,17 +168,31 @@ def run_sweep(
     def running() -> int:
         return sum(t.status == Trial.RUNNING for t in controller.trials)
 
+    def next_launch() -> list[SimTrial]:
+        if launch_group is None:
+            return queue[:1]
+        key = launch_group(queue[0])
+        return list(itertools.takewhile(lambda t: launch_group(t) == key, queue))
+
     def fill() -> None:
         nonlocal tie
-        while queue and running() < concurrency:
-            controller.add(queue.pop(0))
-            chosen = scheduler.choose_trial_to_run(controller)
-            if chosen is None:
-                continue
-            chosen.status = Trial.RUNNING
-            started[chosen.trial_id] = now
-            tie += 1
-            heapq.heappush(events, (now + eval_interval / pace(chosen), tie, chosen, eval_interval))
+        while queue:
+            group = next_launch()
+            if len(group) > concurrency:
+                raise ValueError(f"a launch group of {len(group)} trials cannot fit {concurrency} slots")
+            if concurrency - running() < len(group):
+                return
+            del queue[: len(group)]
+            for trial in group:
+                controller.add(trial)
+            for _ in group:
+                chosen = scheduler.choose_trial_to_run(controller)
+                if chosen is None:
+                    continue
+                chosen.status = Trial.RUNNING
+                started[chosen.trial_id] = now
+                tie += 1
+                heapq.heappush(events, (now + eval_interval / pace(chosen), tie, chosen, eval_interval))
 
     def close_ended() -> None:
         for trial in controller.trials:
@@ -185,7 +205,7 @@ def run_sweep(
         if trial.status != Trial.RUNNING:
             continue  # stopped by the scheduler while it was training
         last_report[trial.trial_id] = iteration
-        result = {"iteration": iteration, "max_iters": max_iters, metric: curve(trial, iteration)}
+        result = {ITERATION: iteration, MAX_ITERS: max_iters, metric: curve(trial, iteration)}
         decision = controller.report(trial, result)
         if decision != TrialScheduler.STOP and iteration < max_iters:
             tie += 1

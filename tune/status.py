@@ -1,15 +1,20 @@
-"""`cmda-tune status`: the trial table of an experiment, read through `tune.experiment` (local path or URI).
+"""What a sweep's trials came to: `cmda-tune status` (the trial table of an experiment) and the FAILED lines.
 
-No Ray is started, so it is safe while a sweep runs, and it works on a bucket as on a shared folder. The
-rows are the live table's (`tune.progress`): variant, lambda, seed, state, iteration and the sweep's metric.
+The table is read through `tune.experiment` (local path or URI) without starting Ray, so it is safe while a
+sweep runs, and it works on a bucket as on a shared folder. Its rows are the live table's (`tune.progress`).
+The FAILED lines (`failed_trials`, `format_failures`) summarise a finished run's errors, one line each, from
+Ray's results. See docs/ARCHITECTURE.md (tune).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from tune.experiment import open_experiment, saved_ranking
+from tune.experiment import error_summary, open_experiment, saved_ranking
 from tune.progress import TrialRow, make_row
 
 
@@ -46,3 +51,40 @@ def status_table(location: str | os.PathLike[str]) -> str:
     from tune.progress import format_table
 
     return format_table(*_rows(open_experiment(location), None))
+
+
+# -- the failure summary ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FailedTrial:
+    name: str
+    last_line: str
+    error_file: str
+
+
+def _error_text(result: Any) -> tuple[str, str]:
+    """(error file path, its text) of a Ray Result, through the Result's own filesystem."""
+    path = f"{result.path.rstrip('/')}/error.txt"
+    try:
+        with result.filesystem.open_input_stream(path) as handle:
+            return path, handle.readall().decode("utf-8", errors="replace")
+    except Exception:  # noqa: BLE001 - fall back to the error object Ray kept
+        return path, str(result.error or "")
+
+
+def failed_trials(grid: Any) -> list[FailedTrial]:
+    """Trials of a Ray ResultGrid that ended in error, with the line of their error a person needs (the
+    exception's message)."""
+    out = []
+    for result in grid:
+        if result.error is None:
+            continue
+        path, text = _error_text(result)
+        name = Path(result.path).name
+        out.append(FailedTrial(name, error_summary(text) or type(result.error).__name__, path))
+    return out
+
+
+def format_failures(failures: Sequence[FailedTrial]) -> str:
+    return "\n".join(f"FAILED {f.name}: {f.last_line}  ({f.error_file})" for f in failures)

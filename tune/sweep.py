@@ -1,22 +1,22 @@
-"""Sweep files: the schema, validation before Ray starts, and the configurations and trials they describe.
+"""Sweep files: the schema, and its validation before Ray starts.
 
 A sweep file names a trainer config, dotted overrides shared by every trial, and either an ablation grid
 (variant x lambda scale, or explicit per-term lambdas, x seed) or an Optuna budget over configurations.
 Everything here is plain data validated with pydantic (`cmda.validation`), without Ray, so a typo costs a
 second instead of a cluster allocation; every error names the file and the dotted field.
 
-Lambdas. A variant's terms have default lambdas (`cmda.uda.feature_losses.VARIANTS`, the L2 fork's values);
-the grid's `lambda_scales` multiply every term's default (1.0 = the fork's exact pairs, e.g. rgb_st 0.1 with
-event_st 0.05), and a grid entry may instead give explicit per-term `lambdas`. A *configuration* is
-(variant, resolved per-term lambdas); its seeds are judged together and launched next to each other.
+Lambdas: the grid's `lambda_scales` multiply each term's default (`cmda.uda.feature_losses.VARIANTS`, the
+L2 fork's values), or a grid entry gives explicit per-term `lambdas`; either resolves here into the
+`tune.configuration.Configuration` the trials train. See docs/ARCHITECTURE.md (tune).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Mapping
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -24,9 +24,10 @@ from pydantic import Field, field_validator, model_validator
 from cmda.data.targets import DEFAULT_TARGET
 from cmda.io import YAMLFileError, load_yaml
 from cmda.overrides import apply_overrides, dotted_get
+from cmda.uda.variant_names import VARIANT_NAMES
 from cmda.validation import StrictModel, validate
+from tune.configuration import BASELINE_VARIANT, Configuration, Ladder, round_value
 
-BASELINE_VARIANT = "none"
 ASHA_TYPES = ("asha", "per_config_asha")
 SCHEDULER_TYPES = (*ASHA_TYPES, "none")
 CALLBACK_TYPES = ("wandb", "mlflow")
@@ -36,13 +37,16 @@ TRIAL_KEYS = (
     "uda.feature_loss.variant",
     "uda.feature_loss.lambdas",
     "uda.feature_loss.lambda_scale",
-    "uda.feature_loss.weight",
 )
-LAMBDA_DIGITS = 12  # 0.1 * 0.2 is 0.020000000000000004; lambdas are rounded to this many significant digits
 
 
 class SweepError(ValueError):
     """A sweep file that cannot run; the message names the file and the offending field."""
+
+
+class PathError(SweepError):
+    """A path a trial needs that cannot mean the same on every node; the message names file and field
+    (raised here for the sweep's `path_map`, and by `tune.paths`)."""
 
 
 # -- the file's schema ------------------------------------------------------------------------------------
@@ -87,17 +91,6 @@ class GridSpace(StrictModel):
     variants: list[GridEntry] = Field(min_length=1)
     lambda_scales: list[float] = Field(default_factory=lambda: [1.0], min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _renamed(cls, data: Any) -> Any:
-        if isinstance(data, Mapping) and "lambdas" in data:
-            raise ValueError(
-                "'lambdas' was renamed: the grid's values are now 'lambda_scales', multiples of "
-                "each variant's default lambdas (1.0 = the L2 fork's values); give explicit "
-                "per-term lambdas inside a variant entry"
-            )
-        return data
 
     @field_validator("variants", mode="before")
     @classmethod
@@ -243,50 +236,11 @@ class SweepFile(StrictModel):
 # -- configurations and trials ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Configuration:
-    """One cell of the ablation: a variant and its resolved per-term lambdas (what trains).
-
-    `lambda_scale` is the grid's scale that produced the lambdas (None for the baseline and for explicit
-    lambdas): informative, the identity is (variant, lambdas).
-    """
-
-    variant: str
-    lambdas: tuple[tuple[str, float], ...]
-    lambda_scale: float | None = None
-
-    @property
-    def key(self) -> tuple[str, tuple[tuple[str, float], ...]]:
-        return self.variant, self.lambdas
-
-    def as_param(self) -> dict[str, Any]:
-        """The `ablation` entry of a trial's param_space (docs/ARCHITECTURE.md, tune section)."""
-        return {"variant": self.variant, "lambda_scale": self.lambda_scale, "lambdas": dict(self.lambdas)}
-
-
-def configuration_key(ablation: Mapping[str, Any]) -> Hashable:
-    """What seeds are grouped by, from a trial's `ablation` param: (variant, sorted resolved lambdas)."""
-    lambdas = tuple(
-        sorted((str(k), round_lambda(float(v))) for k, v in (ablation.get("lambdas") or {}).items())
-    )
-    return ablation.get("variant"), lambdas
-
-
-def round_lambda(value: float) -> float:
-    return float(f"{value:.{LAMBDA_DIGITS}g}")
-
-
-def valid_variants() -> tuple[str, ...]:
-    from cmda.uda.feature_losses import VARIANTS
-
-    return tuple(VARIANTS)
-
-
 def resolve_lambdas(
     variant: str, scale: float | None, explicit: Mapping[str, float] | None
 ) -> dict[str, float]:
-    """Per-term lambdas: the trainer's own rule (`VARIANTS[v].resolve_lambdas`, scale None = 1.0), rounded to
-    LAMBDA_DIGITS so that equal configurations compare equal. An unknown term is a KeyError."""
+    """Per-term lambdas: the trainer's own rule (`VARIANTS[v].resolve_lambdas`, scale None = 1.0), rounded as
+    configurations round them (`tune.configuration.round_value`). An unknown term is a KeyError."""
     from cmda.uda.feature_losses import VARIANTS
 
     try:
@@ -294,15 +248,17 @@ def resolve_lambdas(
         resolved = VARIANTS[variant].resolve_lambdas(factor, dict(explicit or {}))
     except ValueError as exc:
         raise KeyError(str(exc)) from None
-    return {term: round_lambda(value) for term, value in sorted(resolved.items())}
+    return {term: round_value(value) for term, value in sorted(resolved.items())}
 
 
 def make_configuration(
     variant: str, scale: float | None, explicit: Mapping[str, float] | None
 ) -> Configuration:
+    """The configuration a grid entry or an Optuna sample trains: its lambdas resolved; the scale kept
+    for its label (not for the baseline, nor for explicit lambdas)."""
     lambdas = resolve_lambdas(variant, scale, explicit)
     shown_scale = None if variant == BASELINE_VARIANT or explicit is not None else scale
-    return Configuration(variant, tuple(lambdas.items()), shown_scale)
+    return Configuration(variant, tuple(lambdas.items()), lambda_scale=shown_scale)
 
 
 @dataclass(frozen=True)
@@ -336,6 +292,13 @@ class SchedulerSpec:
     grace_period: int = 1
     reduction_factor: float = 2.0
     max_t: int = 1
+
+    @property
+    def ladder(self) -> Ladder | None:
+        """The rungs the scheduler decides at (None without early stopping)."""
+        if self.type not in ASHA_TYPES:
+            return None
+        return Ladder(self.grace_period, self.reduction_factor, self.max_t)
 
 
 @dataclass(frozen=True)
@@ -392,14 +355,13 @@ def _fail(path: Path, fieldname: str, message: str) -> SweepError:
 
 
 def _check_variant(path: Path, where: str, name: str) -> None:
-    known = valid_variants()
-    if name not in known:
-        raise _fail(path, where, f"unknown variant {name!r}; valid variants: {list(known)}")
+    if name not in VARIANT_NAMES:
+        raise _fail(path, where, f"unknown variant {name!r}; valid variants: {list(VARIANT_NAMES)}")
 
 
 def _grid(path: Path, grid: GridSpace) -> GridSearch:
     configurations: list[Configuration] = []
-    seen: dict[Hashable, str] = {}
+    seen: dict[str, str] = {}
     for i, entry in enumerate(grid.variants):
         where = f"search.grid.variants[{i}]"
         _check_variant(path, f"{where}.variant", entry.variant)
@@ -575,9 +537,27 @@ def parse_sweep(raw: Any, path: Path) -> SweepSpec:
 
 
 def _path_map(path: Path, raw: dict[str, str]) -> dict[str, str]:
-    from tune.paths import parse_path_map  # tune.paths builds on this module's SweepError
-
     return parse_path_map(raw, str(path))
+
+
+def parse_path_map(raw: Any, source: str, fieldname: str = "path_map") -> dict[str, str]:
+    """Validate a {driver folder: cluster folder} mapping (the `path_map` field, or `--path-map` options:
+    `tune.paths`); both sides absolute (`~` expands on the driver)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise PathError(f"{source}: field '{fieldname}': expected a mapping of driver folder -> cluster "
+                        f"folder, got {raw!r}")
+    out: dict[str, str] = {}
+    for local, remote in raw.items():
+        where = f"{source}: field '{fieldname}.{local}'"
+        if not isinstance(local, str) or not isinstance(remote, str) or not local or not remote:
+            raise PathError(f"{where}: expected folder names on both sides, got {local!r}: {remote!r}")
+        local_path = os.path.abspath(os.path.expanduser(local))
+        if not PurePosixPath(remote).is_absolute():
+            raise PathError(f"{where}: the cluster side must be absolute, got {remote!r}")
+        out[local_path] = os.path.normpath(remote)
+    return out
 
 
 def load_sweep(path: str | Path) -> SweepSpec:
@@ -588,17 +568,6 @@ def load_sweep(path: str | Path) -> SweepSpec:
     except YAMLFileError as exc:
         raise SweepError(str(exc)) from None
     return parse_sweep(raw, path)
-
-
-def lambda_text(ablation: Mapping[str, Any]) -> str:
-    """How a table shows a configuration's lambda: the grid's scale (x0.5), or the explicit lambdas."""
-    if ablation.get("variant") == BASELINE_VARIANT:
-        return "-"
-    scale = ablation.get("lambda_scale")
-    if scale is not None:
-        return f"x{scale:g}"
-    lambdas = ablation.get("lambdas") or {}
-    return ",".join(f"{k}={v:g}" for k, v in sorted(lambdas.items())) or "-"
 
 
 def describe(spec: SweepSpec) -> str:

@@ -1,29 +1,14 @@
 """The function Ray Tune runs for one trial: resolve the trainer config, train, report every evaluation.
 
-The trainer (`cmda.train.run`) never imports Ray; this module is the only bridge. It turns the trainer's
-`report(metrics, checkpoint_dir)` callback into `tune.report(..., checkpoint=...)` and hands the checkpoint
-Ray restores (`tune.get_checkpoint()`) back to the trainer as `resume_from`, so a retried trial continues
-its iteration count instead of restarting.
-
-Storage discipline (what a trial leaves in the experiment folder):
-- The trainer's work dir (its own checkpoints, logs) is node-local scratch OUTSIDE Ray's trial folder
-  (`$CMDA_SCRATCH`, default the system temp dir) and is removed when the trial ends; each of the trainer's
-  checkpoint folders is deleted as soon as `tune.report` returns, i.e. once Ray has copied it to storage.
-  Ray's `CheckpointConfig` decides which checkpoints stay (the best by the sweep's metric and the latest).
-- The small files (`resolved_config.yaml`, the trainer's `log.csv` and `tensorboard/`) are copied into the
-  trial's artifact folder before every report; Ray's artifact sync (`SyncConfig(sync_artifacts=True)`)
-  uploads that folder from whichever node runs the trial, so they arrive from non-driver nodes too.
-  Ray itself writes `params.json`, `result.json`, `progress.csv` and `error.txt` from the driver.
-- A resumed trial reads its checkpoint in place (`Checkpoint.as_directory`: no copy on local or shared
-  storage, a temporary download for s3:// and gs://, removed afterwards).
-
-Deterministic failures (a non-finite loss, a config, YAML or data error) are raised as
-`DeterministicTrialError`; the schedulers in `tune.schedulers` end such a trial instead of retrying it.
+The trainer (`cmda.train.run`) never imports Ray; this module is the only bridge. The trainer's
+`report(metrics, checkpoint_dir)` callback becomes `tune.report(..., checkpoint=...)`, and the checkpoint Ray
+restores goes back to the trainer as `resume_from`, so a retried trial continues its iteration count instead
+of restarting; a failure a retry cannot fix is raised as `DeterministicTrialError` for the schedulers. What a
+trial leaves where (node-local scratch, the artifact folder, checkpoints): docs/ARCHITECTURE.md (tune).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -36,12 +21,12 @@ from typing import Any
 
 from cmda.io import write_yaml_atomic
 from tune.placement import place_trial
+from tune.remote import scratch_root
 
 TrainFn = Callable[..., Any]
 RESOLVED_CONFIG_NAME = "resolved_config.yaml"
 SMALL_FILES = ("log.csv", "tensorboard")
 """What of the trainer's work dir reaches the experiment folder (besides Ray's kept checkpoints)."""
-SCRATCH_ENV = "CMDA_SCRATCH"
 LOGS_IN_CHECKPOINT = "trial_logs"
 """The small files also travel inside each reported checkpoint: a trial resumed from a checkpoint (on any
 node, in a fresh scratch folder) continues its log.csv from there instead of starting a new, shorter one."""
@@ -80,10 +65,12 @@ def trainer_overrides(params: Mapping[str, Any]) -> dict[str, Any]:
     trainer's config names.
 
     `lambdas` are the resolved per-term lambdas (every term of the variant), so they win over any
-    `lambda_scale` the base config may hold: the trial trains exactly what its params say.
+    `lambda_scale` the base config may hold: the trial trains exactly what its params say. A configuration
+    that varies other settings (`ablation.params`, tune.configuration) sets those dotted keys too.
     """
     ablation = params["ablation"]
     return {
+        **{str(key): value for key, value in (ablation.get("params") or {}).items()},
         "uda.feature_loss.variant": ablation["variant"],
         "uda.feature_loss.lambdas": {str(k): float(v) for k, v in (ablation.get("lambdas") or {}).items()},
         "seed": int(params["seed"]),
@@ -140,18 +127,6 @@ def default_train_fn() -> TrainFn:
     from cmda.train import run
 
     return run
-
-
-def scratch_root(experiment_fs_path: str) -> Path:
-    """This node's scratch folder of one experiment: `$CMDA_SCRATCH` (default the system temp folder) /
-    cmda_scratch_<hash of the experiment's storage path>, so two sweeps never share or remove each other's."""
-    base = Path(os.environ.get(SCRATCH_ENV) or tempfile.gettempdir()).expanduser()
-    return base / f"cmda_scratch_{hashlib.sha1(experiment_fs_path.encode()).hexdigest()[:12]}"
-
-
-def remove_scratch(experiment_fs_path: str) -> None:
-    """Remove this node's scratch of an experiment (what trials killed by the scheduler left behind)."""
-    shutil.rmtree(scratch_root(experiment_fs_path), ignore_errors=True)
 
 
 @contextmanager

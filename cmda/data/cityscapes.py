@@ -9,19 +9,27 @@ Layout (real Cityscapes plus CMDA's extras):
 `prepare_cityscapes` converts the shipped *_gtFine_labelIds.png with the official labelId->trainId table and
 counts class pixels of the train labels in parallel. The statistics are keyed by label BASENAME, so they stay
 valid wherever the dataset is mounted (the original stored full paths and matched them by string equality).
+
+The paths are spelled once (`image_paths`, `label_path`, `motion_path`) and shared by the Dataset, its
+data check (`check`) and its synthetic twin's writer (`CityscapesTwin`), which the registry's `SOURCE`
+entry names (cmda/data/targets.py). docs/ARCHITECTURE.md ("cmda.data") has the contracts.
 """
 
 from __future__ import annotations
 
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 
-from cmda.data.errors import reports_data_errors
+from cmda.data.check import CheckReport, Settings, check_decodes, check_label, check_same_size, image_size
+from cmda.data.errors import DataError, reports_data_errors
 from cmda.data.extractors import CITYSCAPES_ISR, ISRParams
 from cmda.data.rcs import redraw_crop_for_class
+from cmda.data.synthetic import Twin
 from cmda.data.transforms import (
     IGNORE_INDEX,
     NUM_CLASSES,
@@ -36,11 +44,12 @@ from cmda.data.transforms import (
     resize,
     to_uint8,
 )
-from cmda.io import atomic_path, write_json_atomic
+from cmda.io import atomic_path, write_bytes_atomic, write_json_atomic
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_IDS_SUFFIX = "_gtFine_labelIds.png"
 TRAIN_IDS_SUFFIX = "_gtFine_labelTrainIds.png"
+COLOUR_SUFFIX = "_gtFine_color.png"
 STATS_FILES = ("sample_class_stats.json", "sample_class_stats_dict.json", "samples_with_class.json")
 
 # cityscapesscripts labels.py: labelId -> trainId for the 19 evaluated classes; everything else is ignore.
@@ -48,6 +57,27 @@ LABEL_ID_TO_TRAIN_ID = {
     7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9,
     23: 10, 24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18,
 }  # fmt: skip
+
+
+def image_paths(root: Path, split: str) -> list[Path]:
+    """leftImg8bit/<split>/<city>/*_leftImg8bit.png, sorted (none when the folder is missing)."""
+    folder = Path(root) / "leftImg8bit" / split
+    return sorted(folder.glob(f"*/*{IMAGE_SUFFIX}")) if folder.is_dir() else []
+
+
+def image_path(root: Path, split: str, city: str, stem: str) -> Path:
+    return Path(root) / "leftImg8bit" / split / city / f"{stem}{IMAGE_SUFFIX}"
+
+
+def label_path(root: Path, split: str, image: Path, suffix: str = TRAIN_IDS_SUFFIX) -> Path:
+    """The gtFine file of an image: its trainIds label, or with `suffix` its labelIds or colour file."""
+    stem = image.name[: -len(IMAGE_SUFFIX)]
+    return Path(root) / "gtFine" / split / image.parent.name / f"{stem}{suffix}"
+
+
+def motion_path(root: Path, split: str, image: Path) -> Path:
+    """The IC1 motion image of an image (same name, in leftImg8bit_IC1)."""
+    return Path(root) / "leftImg8bit_IC1" / split / image.parent.name / image.name
 
 
 def label_ids_to_train_ids(label_ids: np.ndarray) -> np.ndarray:
@@ -140,7 +170,7 @@ class CityscapesDataset(torch.utils.data.Dataset):
         image_dir = self.root / "leftImg8bit" / split
         if not image_dir.is_dir():
             raise FileNotFoundError(f"{image_dir}: Cityscapes image folder not found")
-        self.images = sorted(image_dir.glob(f"*/*{IMAGE_SUFFIX}"))
+        self.images = image_paths(self.root, split)
         if not self.images:
             raise FileNotFoundError(f"{image_dir}: no <city>/*{IMAGE_SUFFIX} images")
         self._index_by_label = {self.label_path(i).name: i for i in range(len(self.images))}
@@ -149,13 +179,10 @@ class CityscapesDataset(torch.utils.data.Dataset):
         return len(self.images)
 
     def label_path(self, index: int) -> Path:
-        image = self.images[index]
-        stem = image.name[: -len(IMAGE_SUFFIX)]
-        return self.root / "gtFine" / self.split / image.parent.name / f"{stem}{TRAIN_IDS_SUFFIX}"
+        return label_path(self.root, self.split, self.images[index])
 
     def motion_path(self, index: int) -> Path:
-        image = self.images[index]
-        return self.root / "leftImg8bit_IC1" / self.split / image.parent.name / image.name
+        return motion_path(self.root, self.split, self.images[index])
 
     def index_of_label(self, label_basename: str) -> int:
         """Dataset index of the image whose label file has this basename (RCS statistics key)."""
@@ -231,3 +258,106 @@ class CityscapesDataset(torch.utils.data.Dataset):
         if self.with_isr:
             sample["isr"] = compute_isr(image_uint8, self.isr_params, direction)
         return sample
+
+
+# -- the data check and the synthetic twin ---------------------------------------------------------------
+
+
+def check(
+    root: str | Path, thorough: bool = True, decode_images: bool = False, settings: Settings = None
+) -> CheckReport:
+    """The train split the source loader reads: image, trainId label and IC1 motion image per frame, all of
+    one size, plus the RCS statistics (every file they name must be a train label) unless the `data.source`
+    section (`settings`) turns RCS off."""
+    rcs = bool((settings or {}).get("rcs", {}).get("enabled", True))
+    root = Path(root)
+    with CheckReport.timed("cityscapes", root, thorough) as report:
+        images = image_paths(root, "train")
+        if not images:
+            folder = root / "leftImg8bit" / "train"
+            report.add(f"{folder}: no <city>/*{IMAGE_SUFFIX} images (is this a Cityscapes root?)")
+        label_names = set()
+        for image in images:
+            size = report.attempt("images", image_size, image)
+            if size is None:
+                continue
+            if decode_images:
+                report.attempt("decoded images", check_decodes, image)
+            label = label_path(root, "train", image)
+            if not label.is_file():
+                report.add(f"{label}: label not found (run `cmda data prepare-cityscapes {root}`)")
+            else:
+                label_names.add(label.name)
+                report.attempt("labels", check_label, label, size, thorough)
+            motion = motion_path(root, "train", image)
+            report.attempt("motion images", check_same_size, motion, size, "the IC1 motion image")
+        if rcs and images:
+            report.attempt("RCS statistics files", _check_rcs_stats, root / STATS_FILES[0], label_names)
+    return report
+
+
+def _check_rcs_stats(path: Path, label_names: set[str]) -> None:
+    from cmda.data.rcs import load_class_stats
+
+    stats = load_class_stats(path)
+    named = [entry.get("file") for entry in stats if isinstance(entry, dict)]
+    unknown = sorted({str(name) for name in named if name not in label_names})
+    if len(named) != len(stats) or unknown:
+        raise DataError(
+            f"{path}: {len(stats) - len(named)} entries without 'file', {len(unknown)} files not among the "
+            f"train labels (e.g. {unknown[:3]}); re-run `cmda data prepare-cityscapes`"
+        )
+    for entry in stats:
+        bad = [k for k in entry if k != "file" and (not k.isdigit() or int(k) >= NUM_CLASSES)]
+        if bad:
+            raise DataError(f"{path}: entry {entry['file']} has class keys {bad}, expected trainIds 0..18")
+
+
+EGO_VEHICLE_LABEL_ID = 1
+"""Cityscapes "ego vehicle": a labelId that maps to ignore (255); the twin's bottom rows carry it."""
+
+
+@dataclass(frozen=True)
+class CityscapesTwin(Twin):
+    """The Cityscapes twin writer (`cmda data synth`): day images, IC1 motion images (the IME of a
+    synthetic previous frame), gtFine labelIds and colour PNGs; then `prepare_cityscapes`."""
+
+    size: tuple[int, int] = (256, 128)
+    cities: tuple[str, ...] = ("aachen", "bochum", "cologne")
+    images_per_city: int = 8
+    REAL_SIZE: ClassVar = {"size": (2048, 1024), "images_per_city": 2}
+
+    def write(self, folder: Path, seed: int, workers: int = 1) -> None:
+        from cmda.data import extractors, scenes
+
+        width, height = self.size
+        to_label_ids = np.zeros(256, dtype=np.uint8)  # 0 = "unlabeled" -> ignore
+        for label_id, train_id in LABEL_ID_TO_TRAIN_ID.items():
+            to_label_ids[train_id] = label_id
+        for city_index, city in enumerate(self.cities):
+            for item in range(self.images_per_city):
+                rng = np.random.default_rng([seed, 1, city_index, item])
+                scene = scenes.make_scene(rng, with_truck=bool(rng.random() < 0.5))
+                textures = scenes.class_textures(width, height, rng)
+                noise = rng.normal(0.0, 3.0, (height, width, 3))
+                label = scenes.rasterize(scene, width, height, frame=0.0)
+                label_ids = to_label_ids[label]
+                label_ids[-max(1, height // 20) :] = EGO_VEHICLE_LABEL_ID
+                image = scenes.render_day(label, textures, noise)
+                before = scenes.rasterize(scene, width, height, frame=-1.0)
+                previous = scenes.render_day(before, textures, noise)
+                now_gray = extractors.to_gray_uint8(torch.from_numpy(image).permute(2, 0, 1)[None])
+                front_gray = extractors.to_gray_uint8(torch.from_numpy(previous).permute(2, 0, 1)[None])
+                ime = extractors.motion_to_png_uint8(extractors.image_motion_extractor(now_gray, front_gray))
+                motion = np.asarray(ime).reshape(height, width).astype(np.uint8)
+                colour = np.where(label_ids == EGO_VEHICLE_LABEL_ID, 255, label).astype(np.uint8)
+                path = image_path(folder, "train", city, f"{city}_000000_{item:06d}")
+                files = {
+                    path: image,
+                    motion_path(folder, "train", path): motion,
+                    label_path(folder, "train", path, LABEL_IDS_SUFFIX): label_ids,
+                    label_path(folder, "train", path, COLOUR_SUFFIX): scenes.palette_image(colour),
+                }
+                for file, pixels in files.items():
+                    write_bytes_atomic(file, scenes.png_bytes(pixels))
+        prepare_cityscapes(folder, workers=workers)

@@ -1,4 +1,7 @@
-"""`cmda data ...` subcommands: synth, index-dsec, prepare-cityscapes, warp-dsec, check.
+"""`cmda data ...` subcommands: synth, index-dsec, prepare-cityscapes, make-ic1, warp-dsec, check.
+
+`check` and `synth` loop over the registry (`cmda.data.targets.dataset_kinds`: the source and every
+registered target), so their choices and help name every dataset the registry knows.
 
 `add_data_commands` is called by cmda/cli.py; `main` runs the same commands standalone
 (`python -m cmda.data.commands ...`).
@@ -26,12 +29,9 @@ def _run_index_dsec(args: argparse.Namespace) -> None:
 def _run_check(args: argparse.Namespace) -> int:
     from cmda.data.check import check_tree
 
+    settings = {"window_frames": args.window_frames} if args.window_frames is not None else {}
     reports = check_tree(
-        args.root,
-        kind=args.kind,
-        thorough=not args.fast,
-        decode_images=args.decode_images,
-        window_frames=args.window_frames,
+        args.root, kind=args.kind, thorough=not args.fast, decode_images=args.decode_images, settings=settings
     )
     for report in reports:
         print(f"checked {report.summary()}")
@@ -62,10 +62,13 @@ def _run_warp_dsec(args: argparse.Namespace) -> None:
 def add_data_commands(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register `data` with its subcommands; each sets `func(args)` on the parsed namespace."""
     from cmda.data.synthetic import add_synth_arguments
+    from cmda.data.targets import dataset_kinds
 
+    kinds = dataset_kinds()
+    titles = ", ".join(files.title for files in kinds.values())
     data = subparsers.add_parser("data", help="prepare datasets or generate the synthetic twin")
     commands = data.add_subparsers(dest="data_command", required=True)
-    synth = commands.add_parser("synth", help="write a small synthetic Cityscapes + DSEC-Night twin")
+    synth = commands.add_parser("synth", help=f"write a small synthetic twin of every dataset ({titles})")
     add_synth_arguments(synth)
     synth.set_defaults(func=_run_synth)
     index = commands.add_parser("index-dsec", help="write DSEC event index and train/test list files")
@@ -82,20 +85,30 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> argparse.Argume
     prepare.add_argument("root", type=Path, help="Cityscapes root (holds gtFine/)")
     prepare.add_argument("--workers", type=int, default=4)
     prepare.set_defaults(func=_run_prepare_cityscapes)
+    from cmda.data.ic1 import add_ic1_arguments, run_make_ic1
+
+    ic1 = commands.add_parser("make-ic1", help="Cityscapes IC1 motion images from frames t-1 and t")
+    add_ic1_arguments(ic1)
+    ic1.set_defaults(func=run_make_ic1)
     from cmda.data.warp import add_warp_arguments
 
     warp = commands.add_parser("warp-dsec", help="warp DSEC frame images into the event camera (warp_images)")
     add_warp_arguments(warp)
     warp.set_defaults(func=_run_warp_dsec)
+    from cmda.data.check_weights import KIND as WEIGHTS
+
     check = commands.add_parser(
         "check",
-        help="find missing, unreadable or inconsistent files in Cityscapes / DSEC-Night / Dark Zurich",
+        help=f"find missing, unreadable or inconsistent files ({titles}), or weights that do not load "
+        f"({WEIGHTS}/)",
     )
     check.add_argument("root", type=Path, help="a dataset root, or a folder holding several (e.g. data/)")
-    check.add_argument("--kind", choices=("auto", "cityscapes", "dsec_night", "dark_zurich"), default="auto")
+    check.add_argument("--kind", choices=("auto", *kinds, WEIGHTS), default="auto")
     check.add_argument("--fast", action="store_true", help="headers and metadata only (what training runs)")
     check.add_argument("--decode-images", action="store_true", help="also decode every image (slow)")
-    check.add_argument("--window-frames", type=int, default=1, help="DSEC event window in frames (config)")
+    check.add_argument(
+        "--window-frames", type=int, default=None, help="event window in frames (data.target.window_frames)"
+    )
     check.set_defaults(func=_run_check)
     return data
 
@@ -108,19 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(argv) if argv is not None else sys.argv[1:]
     if argv and argv[0] != "data":
         argv = ["data", *argv]
-    args = parser.parse_args(argv)
-    return run_data_command(args)
+    from cmda.errors import run_command
 
-
-def run_data_command(args: argparse.Namespace) -> int:
-    """Run a parsed `cmda data ...` command: its exit code, or 2 with the message for bad data."""
-    from cmda.data.errors import DataError
-
-    try:
-        return int(args.func(args) or 0)
-    except (DataError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return run_command(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

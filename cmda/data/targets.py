@@ -1,26 +1,32 @@
 """The target-domain registry: what the rest of the code may ask of a target dataset.
 
-A target domain is one module in `cmda/data` (its Dataset and on-disk layout) plus one `TargetSpec`
-entry in `TARGETS`. Nothing outside this registry and that module names a dataset: the config (its
+A target domain is one module (its Dataset, file layout, data check and synthetic-twin writer) plus one
+`TargetSpec` in `TARGETS`. Nothing outside this registry and that module names a dataset: the config (its
 `data.target` section is the entry's `config_model`, picked by `data.target.name`), the trainer (datasets
-come from `build_dataset`), the training step (the second modality is events or the image's ISR, as
+come from `TargetSpec.dataset`), the training step (the second modality is events or the image's ISR, as
 `second_modality` says; ISR parameters and shift rule come from the entry), evaluation (classes, metric
-definitions, headline metric, which branch predicts), `cmda test`, sweep validation (a loss term that
-needs something the target lacks), the scheduler's metric and the analysis all read the entry
-(DAFormer's "a dataset = one module + one registry entry + one config").
+definitions, headline metric, which branch predicts), `cmda test`, the data tools (`cmda data check` and
+`cmda data synth` loop over `dataset_kinds()`: the source, Cityscapes, and every target), sweep
+validation, the scheduler's metric and the analysis all read the entry (DAFormer's "a dataset = one module
++ one registry entry + one config"). A target from outside the package registers with `register(spec)`
+or an entry point in the group `cmda.targets` (loaded once, when the registry is first read).
 
 The entry also holds the original's recipe for that setting (fusion module, branch loss weights, rows
 the pseudo-label weight ignores): config fields left at null take these values, so a config says only
 what it changes.
 
 This module holds only plain data and pydantic models and imports nothing heavy (no torch), so `tune/`
-and `analysis/` can read it cheaply; dataset modules are imported when a dataset is built.
+and `analysis/` can read it cheaply; the functions an entry names in dataset modules are `Lazy`
+references, imported when first called. docs/ARCHITECTURE.md ("Target domains") has the recipe.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+import logging
+from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
@@ -38,6 +44,10 @@ from cmda.data import (
 from cmda.errors import CMDAError
 from cmda.validation import StrictModel, WidthHeight, crop_in_resize, fits
 
+log = logging.getLogger(__name__)
+ENTRY_POINT_GROUP = "cmda.targets"
+"""Entry points of this group name a `TargetSpec` (`name = package.module:SPEC`); they are registered the
+first time the registry is read."""
 SECOND_MODALITIES = ("events", "isr")
 """What the second backbone encodes on the target: event voxel grids, or the image's ISR."""
 EVAL_BRANCHES = ("fusion", "image")
@@ -100,6 +110,51 @@ class DarkZurichConfig(TargetConfigBase):
 
 
 @dataclass(frozen=True)
+class Lazy:
+    """A function (or class) named by `module:qualified.name`, imported when first called: a registry
+    entry names its dataset module's functions without importing torch."""
+
+    reference: str
+
+    def load(self) -> Any:
+        module, _, qualified = self.reference.partition(":")
+        found: Any = importlib.import_module(module)
+        for part in qualified.split("."):
+            found = getattr(found, part)
+        return found
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.load()(*args, **kwargs)
+
+
+@dataclass(frozen=True)
+class DatasetFiles:
+    """What the data tools know about one dataset's files: how to recognise a tree of it, how to check one
+    (`cmda data check --kind <name>`, and before every training), and how to write its synthetic twin
+    (`cmda data synth`). Every target has one (`TargetSpec.files`, its kind is the target's name); so has
+    the source (`SOURCE`, kind `SOURCE_KIND`)."""
+
+    title: str
+    """How messages name it ("DSEC-Night")."""
+    markers: tuple[str, ...]
+    """Folders (glob patterns, relative to a root) whose presence marks a tree of this kind."""
+    check: Callable[..., Any]
+    """check(root, thorough=True, decode_images=False, settings=None) -> cmda.data.check.CheckReport;
+    `settings` is the dataset's config section as a dict (or the command line's options)."""
+    twin: Callable[..., Any]
+    """twin(real_size=False, **options) -> a writer with `write(folder, seed, workers)` (see
+    cmda.data.synthetic.Twin): options are the writer's own, validated before anything is written."""
+    synthetic_dir: str
+    """Folder of the synthetic twin under `cmda data synth ROOT`."""
+
+    def recognises(self, folder: Path) -> bool:
+        return any(match.is_dir() for marker in self.markers for match in folder.glob(marker))
+
+    def describe(self) -> str:
+        return f"{self.title}: {' or '.join(f'{marker}/' for marker in self.markers)}"
+
+
+@dataclass(frozen=True)
 class Recipe:
     """The original's settings for one target: the values config fields left at null take."""
 
@@ -125,11 +180,14 @@ class TargetSpec:
     metrics: dict[str, tuple[int, ...]]
     """mIoU name -> trainIds averaged (reported in percent, with `iou/<class>` and `acc`)."""
     train_split: str
+    """The split training draws from, in the dataset's own naming."""
     test_split: str
     """The labelled split evaluations use, in the dataset's own naming."""
     config_model: type[TargetConfigBase]
-    build: Callable[[Any, str, int | None], Any]
-    """build(target_config, role, seed) -> Dataset; role is "train" or "test"."""
+    build: Callable[..., Any]
+    """build(target_config, split, seed, with_isr) -> Dataset (see `dataset`, which calls it)."""
+    files: DatasetFiles
+    """Its files: recognised, checked and synthesised by the data tools (kind: `name`)."""
     recipe: Recipe
     eval_branch: str = "fusion"
     """What evaluation predicts with: "fusion" (image + second modality) or "image" (image alone)."""
@@ -145,8 +203,6 @@ class TargetSpec:
     modalities: frozenset[str] = field(default_factory=frozenset)
     """What a target sample provides beyond the image (+ label on the test split): e.g. {"events"}."""
     num_classes: int = NUM_CLASSES
-    synthetic_dir: str = ""
-    """Folder of the synthetic twin under `cmda data synth ROOT`."""
 
     def __post_init__(self) -> None:
         if self.second_modality not in SECOND_MODALITIES:
@@ -170,8 +226,23 @@ class TargetSpec:
         """Index into DIRECTIONS when the ISR shift is fixed, None when it is drawn."""
         return None if self.isr_shift == "random" else DIRECTIONS.index(self.isr_shift)
 
+    @property
+    def synthetic_dir(self) -> str:
+        """Folder of the synthetic twin under `cmda data synth ROOT`."""
+        return self.files.synthetic_dir
+
     def provides(self, modality: str) -> bool:
         return modality in self.modalities
+
+    def dataset(self, target_config: Any, role: str, seed: int | None = None) -> Any:
+        """The Dataset of a role: "train" (`train_split`, augmented, the night ISR from the loader when
+        `loader_isr`) or "test" (`test_split`, whole frames, the ISR only when evaluation fuses with it)."""
+        if role == "train":
+            return self.build(target_config, self.train_split, seed, self.loader_isr)
+        if role == "test":
+            fuses_isr = self.eval_branch == "fusion" and self.second_modality == "isr"
+            return self.build(target_config, self.test_split, None, fuses_isr)
+        raise ValueError(f"role must be 'train' or 'test', got {role!r}")
 
 
 def check_crop_fits(crop: list[int], frame_wh: tuple[int, int], what: str, fix: str) -> None:
@@ -183,42 +254,9 @@ def check_crop_fits(crop: list[int], frame_wh: tuple[int, int], what: str, fix: 
         )
 
 
-def _build_dsec(cfg: DSECNightConfig, role: str, seed: int | None):
-    from cmda.data.dsec import DSECNightDataset
-
-    if role == "train":
-        dataset = DSECNightDataset(
-            cfg.root, "train", crop=tuple(cfg.crop), resize=tuple(cfg.resize), events_bins=cfg.events_bins,
-            window_frames=cfg.window_frames, with_isr=False, seed=seed,
-        )  # fmt: skip
-        sequence = dataset.samples[0][0]
-        height, width = dataset.rectify_map(sequence).shape[:2]
-        check_crop_fits(
-            cfg.crop, (width, height), f"DSEC-Night frames of {cfg.root}",
-            "the crop is taken from the frame before it is resized to data.target.resize, so use a "
-            f"data.target.crop of at most [{width}, {height}] (the original: [400, 400])",
-        )  # fmt: skip
-        return dataset
-    return DSECNightDataset(
-        cfg.root, "test", events_bins=cfg.events_bins, window_frames=cfg.window_frames,
-        test_rows=cfg.test_rows, with_isr=False,
-    )  # fmt: skip
-
-
-def _build_dark_zurich(cfg: DarkZurichConfig, role: str, seed: int | None):
-    from cmda.data.dark_zurich import DarkZurichDataset
-
-    if role == "train":
-        return DarkZurichDataset(
-            cfg.root, "train", resize=tuple(cfg.resize), crop=tuple(cfg.crop), isr_params=DARK_ZURICH_ISR,
-            with_isr=True, seed=seed,
-        )  # fmt: skip
-    return DarkZurichDataset(cfg.root, "val", resize=tuple(cfg.resize), with_isr=False)
-
-
 ALL_CLASSES = tuple(range(NUM_CLASSES))
 
-TARGETS: dict[str, TargetSpec] = {
+BUILT_IN: dict[str, TargetSpec] = {
     "dsec_night": TargetSpec(
         name="dsec_night",
         description="DSEC-Night (zurich_city_09_a..e): warped night frames + events, 18 evaluated classes",
@@ -231,7 +269,14 @@ TARGETS: dict[str, TargetSpec] = {
         train_split="train",
         test_split="test",
         config_model=DSECNightConfig,
-        build=_build_dsec,
+        build=Lazy("cmda.data.dsec:build_dataset"),
+        files=DatasetFiles(
+            title="DSEC-Night",
+            markers=("*/events",),
+            check=Lazy("cmda.data.dsec_check:check"),
+            twin=Lazy("cmda.data.dsec_twin:DsecTwin.make"),
+            synthetic_dir="DSEC_Night",
+        ),
         recipe=Recipe(
             fusion="attention_avg",
             loss_weights={"image": 0.5, "second": 0.5, "fusion": 0.5, "isr": 0.25},
@@ -242,7 +287,6 @@ TARGETS: dict[str, TargetSpec] = {
         isr_shift="random",
         loader_isr=False,
         modalities=frozenset({"events"}),
-        synthetic_dir="DSEC_Night",
     ),
     "dark_zurich": TargetSpec(
         name="dark_zurich",
@@ -254,7 +298,14 @@ TARGETS: dict[str, TargetSpec] = {
         train_split="train",
         test_split="val",
         config_model=DarkZurichConfig,
-        build=_build_dark_zurich,
+        build=Lazy("cmda.data.dark_zurich:build_dataset"),
+        files=DatasetFiles(
+            title="Dark Zurich",
+            markers=("rgb_anon",),
+            check=Lazy("cmda.data.dark_zurich:check"),
+            twin=Lazy("cmda.data.dark_zurich:DarkZurichTwin.make"),
+            synthetic_dir="dark_zurich",
+        ),
         recipe=Recipe(
             fusion="attention",
             loss_weights={"image": 0.7, "second": 0.7, "fusion": 0.7, "isr": 0.25},
@@ -269,13 +320,105 @@ TARGETS: dict[str, TargetSpec] = {
         isr_shift="rightdown",
         loader_isr=True,
         modalities=frozenset(),
-        synthetic_dir="dark_zurich",
     ),
 }
 
 
+SOURCE_KIND = "cityscapes"
+SOURCE = DatasetFiles(
+    title="Cityscapes",
+    markers=("leftImg8bit", "gtFine"),
+    check=Lazy("cmda.data.cityscapes:check"),
+    twin=Lazy("cmda.data.cityscapes:CityscapesTwin.make"),
+    synthetic_dir="cityscapes",
+)
+"""The source dataset's files. The source is not a target (no recipe, no metrics: the trainer has one
+source, `data.source`), but the data tools treat its tree like a target's, so it has the same record."""
+
+
 class UnknownTargetError(CMDAError, ValueError):
     """A target name that is not in the registry."""
+
+
+class TargetRegistryError(CMDAError, ValueError):
+    """A target that cannot be registered (a name taken, an entry point that does not load)."""
+
+
+class TargetRegistry(MutableMapping[str, TargetSpec]):
+    """name -> TargetSpec: the built-in targets, then those of the `cmda.targets` entry points (loaded
+    once, the first time the registry is read), then those given to `register`."""
+
+    def __init__(self, entries: dict[str, TargetSpec]) -> None:
+        self._entries = dict(entries)
+        self._plugins_loaded = False
+
+    def _loaded(self) -> dict[str, TargetSpec]:
+        if not self._plugins_loaded:
+            self._plugins_loaded = True  # first: a plugin that reads the registry while loading sees no loop
+            for spec in _entry_point_targets():
+                self.register(spec)
+        return self._entries
+
+    def register(self, spec: TargetSpec) -> TargetSpec:
+        if not isinstance(spec, TargetSpec):
+            raise TargetRegistryError(f"register() takes a TargetSpec, got {type(spec).__name__}")
+        known = self._loaded().get(spec.name)
+        if known is not None and known != spec:
+            raise TargetRegistryError(f"target {spec.name!r} is already registered ({known.description})")
+        if spec.name == SOURCE_KIND:
+            raise TargetRegistryError(f"target name {spec.name!r} is the source dataset's")
+        self._entries[spec.name] = spec
+        return spec
+
+    def __getitem__(self, name: str) -> TargetSpec:
+        return self._loaded()[name]
+
+    def __setitem__(self, name: str, spec: TargetSpec) -> None:
+        self._loaded()[name] = spec
+
+    def __delitem__(self, name: str) -> None:
+        del self._loaded()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._loaded())
+
+    def __len__(self) -> int:
+        return len(self._loaded())
+
+    def __repr__(self) -> str:
+        return f"TargetRegistry({sorted(self)})"
+
+
+def _entry_point_targets() -> list[TargetSpec]:
+    """The TargetSpecs the installed distributions declare in the `cmda.targets` entry-point group."""
+    from importlib.metadata import entry_points
+
+    found = []
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            spec = entry.load()
+        except Exception as error:  # noqa: BLE001 - named with the entry point, then raised
+            raise TargetRegistryError(
+                f"entry point {entry.name} = {entry.value} (group {ENTRY_POINT_GROUP}) does not load: "
+                f"{type(error).__name__}: {error}"
+            ) from error
+        if not isinstance(spec, TargetSpec):
+            raise TargetRegistryError(
+                f"entry point {entry.name} = {entry.value} (group {ENTRY_POINT_GROUP}) names a "
+                f"{type(spec).__name__}, expected a cmda.data.targets.TargetSpec"
+            )
+        log.debug("target %s registered from entry point %s", spec.name, entry.value)
+        found.append(spec)
+    return found
+
+
+TARGETS = TargetRegistry(BUILT_IN)
+"""The registry every reader uses (a mapping: `TARGETS[name]`, `sorted(TARGETS)`, `TARGETS.items()`)."""
+
+
+def register(spec: TargetSpec) -> TargetSpec:
+    """Register a target from outside the package (same name and same spec again: nothing changes)."""
+    return TARGETS.register(spec)
 
 
 def get_target(name: str) -> TargetSpec:
@@ -283,6 +426,11 @@ def get_target(name: str) -> TargetSpec:
         return TARGETS[name]
     except KeyError:
         raise UnknownTargetError(f"unknown target {name!r}; registered targets: {sorted(TARGETS)}") from None
+
+
+def dataset_kinds() -> dict[str, DatasetFiles]:
+    """Every dataset the data tools know, source first: kind name -> its files."""
+    return {SOURCE_KIND: SOURCE, **{name: spec.files for name, spec in TARGETS.items()}}
 
 
 DEFAULT_TARGET = "dsec_night"

@@ -22,10 +22,12 @@ from cmda.models.mit import Block, MixFFN, map_to_tokens, tokens_to_feature_map
 FUSION_SR_RATIOS = (8, 4, 2, 1)
 
 
-def _check_pair(first: Sequence[Tensor], second: Sequence[Tensor], stages: int) -> None:
-    if len(first) != stages or len(second) != stages:
-        raise ValueError(f"fusion expects {stages} maps per modality, got {len(first)} and {len(second)}")
-    for stage, (a, b) in enumerate(zip(first, second, strict=True)):
+def _check_pair(image: Sequence[Tensor], second_modality: Sequence[Tensor], stages: int) -> None:
+    if len(image) != stages or len(second_modality) != stages:
+        raise ValueError(
+            f"fusion expects {stages} maps per modality, got {len(image)} and {len(second_modality)}"
+        )
+    for stage, (a, b) in enumerate(zip(image, second_modality, strict=True)):
         if a.shape != b.shape:
             raise ValueError(f"fusion stage {stage}: shapes differ, {tuple(a.shape)} vs {tuple(b.shape)}")
 
@@ -41,11 +43,11 @@ class StagewiseFusion(nn.Module):
     embed_dims: list[int]
     checkpointing = "off"
 
-    def forward(self, first: Sequence[Tensor], second: Sequence[Tensor]) -> list[Tensor]:
-        _check_pair(first, second, len(self.embed_dims))
+    def forward(self, image: Sequence[Tensor], second_modality: Sequence[Tensor]) -> list[Tensor]:
+        _check_pair(image, second_modality, len(self.embed_dims))
         return [
             checkpointing.run(self.checkpointing, "stages", self, self.stage, x_a, x_b, stage)
-            for stage, (x_a, x_b) in enumerate(zip(first, second))
+            for stage, (x_a, x_b) in enumerate(zip(image, second_modality))
         ]
 
     def stage(self, x_a: Tensor, x_b: Tensor, stage: int) -> Tensor:
@@ -106,9 +108,9 @@ class AverageFusion(nn.Module):
         super().__init__()
         self.embed_dims = list(embed_dims)
 
-    def forward(self, first: Sequence[Tensor], second: Sequence[Tensor]) -> list[Tensor]:
-        _check_pair(first, second, len(self.embed_dims))
-        return [0.5 * (a + b) for a, b in zip(first, second)]
+    def forward(self, image: Sequence[Tensor], second_modality: Sequence[Tensor]) -> list[Tensor]:
+        _check_pair(image, second_modality, len(self.embed_dims))
+        return [0.5 * (a + b) for a, b in zip(image, second_modality)]
 
 
 FUSIONS: dict[str, type[nn.Module]] = {

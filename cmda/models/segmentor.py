@@ -121,19 +121,19 @@ class CMDASegmentor(nn.Module):
         features = self.encode(image, events, isr)
         return SegmentorOutput(logits=self.decode(features), features=features)
 
-    def fused_logits(self, image: Tensor, second: Tensor) -> Tensor:
+    def fused_logits(self, image: Tensor, second_modality: Tensor) -> Tensor:
         """Fusion-branch logits (1/4 size) of the image with any second input through the second backbone
         (events or ISR: the original's teacher fuses the night image with either)."""
         first = self.backbone_image(image.detach())
-        other = self.backbone_events(self._as_second_input(second.detach(), "isr"))
+        other = self.backbone_events(self._as_second_input(second_modality.detach(), "isr"))
         return self.decode({"fusion": self.fusion(first, other)})["fusion"]
 
-    def predict(self, image: Tensor, second: Tensor | None = None) -> Tensor:
+    def predict(self, image: Tensor, second_modality: Tensor | None = None) -> Tensor:
         """Fusion logits (image logits without a second input) bilinearly resized to the input size."""
-        if second is None:
+        if second_modality is None:
             logits = self.decode_head(self.backbone_image(image), dropout=False)
         else:
-            logits = self.fused_logits(image, second)
+            logits = self.fused_logits(image, second_modality)
         return F.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=False)
 
     def named_parameter_kinds(self) -> Iterator[tuple[str, nn.Parameter, bool, bool]]:

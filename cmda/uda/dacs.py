@@ -65,11 +65,12 @@ def weighted_ce(logits: Tensor, label: Tensor, weight: Tensor | None = None) -> 
     return loss.mean()
 
 
-def branch_weight(branch: str, weights: dict[str, float], second: str, branches: set[str]) -> float:
+def branch_weight(branch: str, weights: dict[str, float], second_modality: str, branches: set[str]) -> float:
     """The CE weight of one branch: `weights["second"]` for the second modality (halved when the extra ISR
     branch also exists, as the original halves its events weight then), else `weights[branch]`."""
-    if branch == second:
-        return weights["second"] / 2 if second != "isr" and "isr" in branches else weights["second"]
+    if branch == second_modality:
+        halved = second_modality != "isr" and "isr" in branches
+        return weights["second"] / 2 if halved else weights["second"]
     return weights[branch]
 
 
@@ -77,15 +78,41 @@ def branch_losses(
     logits: dict[str, Tensor],
     label: Tensor,
     weights: dict[str, float],
-    second: str = "events",
+    second_modality: str = "events",
     weight: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """Weighted CE per branch (see `branch_weight`)."""
     branches = set(logits)
     return {
-        branch: branch_weight(branch, weights, second, branches) * weighted_ce(branch_logits, label, weight)
+        branch: branch_weight(branch, weights, second_modality, branches)
+        * weighted_ce(branch_logits, label, weight)
         for branch, branch_logits in logits.items()
     }
+
+
+def mixed_isr_direction(jitter_draw: float) -> int:
+    """The mixed ISR's shift direction (index into DIRECTIONS) from the colour-jitter draw U: twice the
+    parity of U's tenths digit plus that of its hundredths digit. The original reuses the U it drew for the
+    jitter decision instead of drawing a direction, so the two are coupled; kept, to draw as it does."""
+    return 2 * (int(10 * jitter_draw) % 2) + int(100 * jitter_draw) % 2
+
+
+def phase_loss(
+    prefix: str,
+    losses: dict[str, Tensor],
+    terms: dict[str, tuple[Tensor, Tensor]],
+    phase: str,
+    iteration: int,
+    logged: dict[str, Tensor],
+) -> Tensor:
+    """The total loss of one phase (branch CE `<prefix>_<branch>` + lambda-weighted feature terms), checked
+    to be finite; the branch CEs and the raw feature terms are added to `logged`."""
+    weighted = {f"{prefix}_{k}": v for k, v in losses.items()}
+    weighted.update({k: term for k, (term, _) in terms.items()})
+    ensure_finite(weighted, phase, iteration)
+    logged.update({k: v.detach() for k, v in weighted.items() if k.startswith(f"{prefix}_")})
+    logged.update({k: raw for k, (_, raw) in terms.items()})
+    return sum(weighted.values())
 
 
 @torch.no_grad()
@@ -157,7 +184,7 @@ class DACSStep:
         self.uda = uda
         self.target = target
         self.seed = seed
-        self.second = target.second_modality
+        self.second_modality = target.second_modality
         self.translator = translator
         self.teacher = EMATeacher(model, alpha=uda.alpha)
         loss_cfg = uda.feature_loss
@@ -165,7 +192,7 @@ class DACSStep:
         self.lambdas = self.variant.resolve_lambdas(loss_cfg.lambda_scale, loss_cfg.lambdas)
         self.loss_weights = uda.loss_weights.as_dict()
         self.second_channels = getattr(model, "second_channels", 3)
-        if translator is None and self.second == "events":
+        if translator is None and self.second_modality == "events":
             log.info("no CycleGAN weights given: the raw motion image serves as the source events")
 
     def isr_direction(self, drawn: Tensor | int) -> Tensor | int:
@@ -179,7 +206,7 @@ class DACSStep:
         src_image = src["image"].to(device, non_blocking=True)
         tgt_image = tgt["image"].to(device, non_blocking=True)
         src_events = tgt_events = None
-        if self.second == "events":
+        if self.second_modality == "events":
             motion = src["motion"].to(device, non_blocking=True)
             with torch.no_grad():
                 if self.translator is not None:
@@ -205,18 +232,18 @@ class DACSStep:
 
     def student_inputs(self, events: Tensor | None, isr: Tensor) -> dict[str, Tensor]:
         """Keyword inputs of the student beside the image: events + ISR, or the ISR alone."""
-        return {"events": events, "isr": isr} if self.second == "events" else {"isr": isr}
+        return {"events": events, "isr": isr} if self.second_modality == "events" else {"isr": isr}
 
-    def feature_context(self, x: StepInputs, source_features: dict) -> FeatureContext:
+    def feature_context(self, inputs: StepInputs, source_features: dict) -> FeatureContext:
         loss_cfg = self.uda.feature_loss
         return FeatureContext(
             source=source_features,
-            source_events=x.src_events,
-            target_events=x.tgt_events,
+            source_events=inputs.src_events,
+            target_events=inputs.tgt_events,
             stages=loss_cfg.stages,
             reduction=loss_cfg.reduction,
             mask_source=loss_cfg.mask_source,
-            second=self.second,
+            second_modality=self.second_modality,
         )
 
     def __call__(
@@ -238,31 +265,29 @@ class DACSStep:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + iteration + micro * 2**32)
         if micro == 0:
             self.teacher.update(self.model, iteration)
-        x = self.prepare(batch, device)
+        inputs = self.prepare(batch, device)
         logged: dict[str, Tensor] = {}
 
         # 1. source: supervised CE on every branch (+ source-phase feature terms), then backward
         with autocast():
-            src_out = self.model(x.src_image, **self.student_inputs(x.src_events, x.src_isr))
-            src_losses = branch_losses(src_out.logits, x.src_label, self.loss_weights, self.second)
-            ctx = self.feature_context(x, src_out.features)
+            src_out = self.model(inputs.src_image, **self.student_inputs(inputs.src_events, inputs.src_isr))
+            src_losses = branch_losses(
+                src_out.logits, inputs.src_label, self.loss_weights, self.second_modality
+            )
+            ctx = self.feature_context(inputs, src_out.features)
             src_terms = self.variant.compute("source", ctx, self.lambdas)
-        src_weighted = {f"src_{k}": v for k, v in src_losses.items()}
-        src_weighted.update({k: weighted for k, (weighted, _) in src_terms.items()})
-        ensure_finite(src_weighted, "source", iteration)
-        logged.update({k: v.detach() for k, v in src_weighted.items() if k.startswith("src_")})
-        logged.update({k: raw for k, (_, raw) in src_terms.items()})
-        (scale * sum(src_weighted.values())).backward()
+        (scale * phase_loss("src", src_losses, src_terms, "source", iteration, logged)).backward()
         source_features = {k: [f.detach() for f in v] for k, v in src_out.features.items()}
-        del src_out, src_weighted
+        del src_out, src_losses, src_terms
 
         # 2. pseudo labels from the teacher's fusion branch on (night image, night events or night ISR)
         use_events = torch.rand((), generator=generator).item() < cfg.teacher_events_p
         with torch.no_grad(), autocast():
-            second = x.tgt_events if (self.second == "events" and use_events) else x.tgt_isr
-            teacher_logits = self.teacher.model.fused_logits(x.tgt_image, second)
+            events = self.second_modality == "events" and use_events
+            night_second_modality = inputs.tgt_events if events else inputs.tgt_isr
+            teacher_logits = self.teacher.model.fused_logits(inputs.tgt_image, night_second_modality)
         pseudo_label, pseudo_weight = pseudo_labels(
-            teacher_logits, x.tgt_image.shape[-2:], cfg.pseudo_threshold
+            teacher_logits, inputs.tgt_image.shape[-2:], cfg.pseudo_threshold
         )
         weight_map = pseudo_weight_map(
             pseudo_weight,
@@ -272,45 +297,43 @@ class DACSStep:
         )
 
         # 3. ClassMix of image / events / label, strong augmentation of the image, ISR recomputed from it
-        masks = class_mix_masks(x.src_label, generator).to(device)
+        masks = class_mix_masks(inputs.src_label, generator).to(device)
         draw_jitter, draw_blur = torch.rand(2, generator=generator).tolist()
         sigma = 0.15 + torch.rand((), generator=generator).item()
-        mixed01 = mix(masks, denormalize(x.src_image), denormalize(x.tgt_image))
+        mixed01 = mix(masks, denormalize(inputs.src_image), denormalize(inputs.tgt_image))
         if draw_jitter > 1 - cfg.color_jitter_p:  # probability color_jitter_p, U > 0.2 as in the original
             mixed01 = color_jitter(mixed01, cfg.color_jitter_strength, generator)
         if cfg.blur and draw_blur > 0.5:
             mixed01 = gaussian_blur(mixed01, sigma)
         mixed_image = normalize(mixed01)
-        direction = self.isr_direction(2 * (int(10 * draw_jitter) % 2) + int(100 * draw_jitter) % 2)
+        direction = self.isr_direction(mixed_isr_direction(draw_jitter))
         mixed_isr = image_content_extractor(to_gray_uint8(mixed01), self.target.mixed_isr, direction).expand(
             -1, self.second_channels, -1, -1
         )
-        mixed_events = mix(masks, x.src_events, x.tgt_events) if self.second == "events" else None
-        mixed_label = torch.where(masks[:, 0] > 0, x.src_label, pseudo_label)
+        mixed_events = (
+            mix(masks, inputs.src_events, inputs.tgt_events) if self.second_modality == "events" else None
+        )
+        mixed_label = torch.where(masks[:, 0] > 0, inputs.src_label, pseudo_label)
         mixed_weight = masks[:, 0] + (1 - masks[:, 0]) * weight_map
 
         # 4. mixed sample: weighted CE (+ mixed-phase feature terms), then backward
         with autocast():
             mix_out = self.model(mixed_image, **self.student_inputs(mixed_events, mixed_isr))
             mix_losses = branch_losses(
-                mix_out.logits, mixed_label, self.loss_weights, self.second, mixed_weight
+                mix_out.logits, mixed_label, self.loss_weights, self.second_modality, mixed_weight
             )
             mix_terms = {}
             if self.variant.has_mixed_terms():
                 if cfg.feature_loss.target_features == "night":
-                    night = self.student_inputs(x.tgt_events, x.tgt_isr)
-                    target_features = self.model.encode(x.tgt_image, **night)
+                    night = self.student_inputs(inputs.tgt_events, inputs.tgt_isr)
+                    target_features = self.model.encode(inputs.tgt_image, **night)
                 else:
                     target_features = mix_out.features
                 ctx.source, ctx.target = source_features, target_features
                 mix_terms = self.variant.compute("mixed", ctx, self.lambdas)
-        mix_weighted = {f"mix_{k}": v for k, v in mix_losses.items()}
-        mix_weighted.update({k: weighted for k, (weighted, _) in mix_terms.items()})
-        ensure_finite(mix_weighted, "mixed", iteration)
-        logged.update({k: v.detach() for k, v in mix_weighted.items() if k.startswith("mix_")})
-        logged.update({k: raw for k, (_, raw) in mix_terms.items()})
+        mixed_loss = phase_loss("mix", mix_losses, mix_terms, "mixed", iteration, logged)
         logged.update(ctx.diagnostics)  # e.g. the masked-event coverage
-        (scale * sum(mix_weighted.values())).backward()
+        (scale * mixed_loss).backward()
         logged["pseudo_weight"] = pseudo_weight.detach()
         return logged
 

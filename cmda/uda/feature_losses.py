@@ -19,9 +19,9 @@ alignment instead of a pixel-wise pull between unrelated images), `target_featur
 student pass on the pure night batch supplies the target features).
 
 "EVENT" terms compare the features of the second backbone, i.e. of the target's second modality (events
-on DSEC-Night, the image's ISR on Dark Zurich: `FeatureContext.second`). A term that needs something only
-some targets provide declares it in `Term.requires`; the config refuses such a variant on a target without
-it, naming both.
+on DSEC-Night, the image's ISR on Dark Zurich: `FeatureContext.second_modality`). A term that needs
+something only some targets provide declares it in `Term.requires`; the config refuses such a variant on a
+target without it, naming both.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from cmda.uda.variant_names import VARIANT_NAMES
 
 Features = dict[str, list[Tensor]]
 
@@ -60,7 +62,7 @@ class FeatureContext:
     mask_min_fraction: float = MIN_ACTIVE_FRACTION
     diagnostics: dict[str, Tensor] = field(default_factory=dict)
     """Values a term records for the log (not losses), e.g. the masked-event coverage."""
-    second: str = "events"
+    second_modality: str = "events"
     """Feature key of the second modality ("events" or "isr"): what the EVENT terms compare."""
 
 
@@ -103,7 +105,7 @@ def event_mask(
     32x32 stage-4 cell) keeps a near-empty frame (a few noise events) from selecting cells at all.
     Measured coverage at stage 4: 40-56% on the real Prophesee recording (a 640x480 crop and the whole
     sensor scaled to 640x480, full frame and training view), about 40% on the synthetic twin's night events
-    and 45% on its source motion image at the demo's resolution (tests/test_masked_event.py).
+    and 45% on its source motion image at the demo's resolution (tests/cmda/test_masked_event.py).
     """
     active = (events.abs().amax(dim=1, keepdim=True) > threshold).to(torch.float32)
     density = F.adaptive_avg_pool2d(active, size)
@@ -137,7 +139,7 @@ def _detached(features: list[Tensor]) -> list[Tensor]:
 def rgb_event_src(ctx: FeatureContext) -> Tensor:
     """L2(RGB src, EVENT src): image vs event encoder on the day batch, before fusion; nothing detached,
     so both encoders are pulled toward each other (study: dacs_loss_L2_sourcedomain.py, lambda_l2)."""
-    return feature_distance(ctx.source["image"], ctx.source[ctx.second], ctx)
+    return feature_distance(ctx.source["image"], ctx.source[ctx.second_modality], ctx)
 
 
 def fusion_st(ctx: FeatureContext) -> Tensor:
@@ -154,13 +156,13 @@ def rgb_st(ctx: FeatureContext) -> Tensor:
 def event_s_rgb_t(ctx: FeatureContext) -> Tensor:
     """L2(EVENT src, RGB tgt): the target IMAGE features pulled toward the source EVENT features, source
     detached; the target event branch gets no gradient (study: dacs_L2_RGBst_L2_EVENTsRGBt.py)."""
-    return feature_distance(ctx.target["image"], _detached(ctx.source[ctx.second]), ctx)
+    return feature_distance(ctx.target["image"], _detached(ctx.source[ctx.second_modality]), ctx)
 
 
 def event_st(ctx: FeatureContext) -> Tensor:
     """L2(EVENT src, EVENT tgt): event-encoder outputs, source detached
     (study: dacs_L2_RGBst_L2_EVENTst.py)."""
-    return feature_distance(ctx.target[ctx.second], _detached(ctx.source[ctx.second]), ctx)
+    return feature_distance(ctx.target[ctx.second_modality], _detached(ctx.source[ctx.second_modality]), ctx)
 
 
 def masked_event_s_rgb_t(ctx: FeatureContext) -> Tensor:
@@ -314,3 +316,5 @@ VARIANTS: dict[str, FeatureLossVariant] = {
         },
     ),
 }
+if tuple(VARIANTS) != VARIANT_NAMES:  # the torch-free copy of the names (and their order) must match
+    raise ImportError(f"cmda.uda.variant_names.VARIANT_NAMES {VARIANT_NAMES} != VARIANTS {tuple(VARIANTS)}")

@@ -1,0 +1,152 @@
+"""`cmda-tune plan`: launch order, compute to the end and under the rungs, GPU-hours, checkpoint storage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from tune.cli import main
+from tune.plan import checkpoint_bytes, expected_iterations_per_trial, make_plan
+from tune.sweep import load_sweep
+
+REPO = Path(__file__).resolve().parents[2]
+STUDY = REPO / "configs" / "sweeps" / "l2_ablation_b2.yaml"
+
+
+def test_plan_json_lists_trials_in_launch_order_with_totals(capsys) -> None:
+    assert main(["plan", str(STUDY), "--json", "--sec-per-iter", "0.6"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    trials = plan["trials"]
+    assert len(trials) == plan["count"] == 75 and plan["configurations"] == 25
+    assert trials[0] == {"variant": "none", "lambdas": {}, "seed": 0}
+    assert [t["seed"] for t in trials[:6]] == [0, 1, 2, 0, 1, 2]  # a configuration's seeds side by side
+    assert trials[3]["lambdas"] == {"rgb_event_src": 0.01}  # scale 0.1 of the fork's 0.1
+    fork = {"variant": "rgb_st+event_st", "lambdas": {"event_st": 0.05, "rgb_st": 0.1}, "seed": 1}
+    assert fork in trials
+    assert plan["iterations_to_end"] == 75 * 40000
+    # rungs at 8k, 16k, 32k each keep 1/2: 8000 + 8000/2 + 16000/4 + 8000/8 = 17000 per trial
+    assert plan["iterations_expected"] == 75 * 17000
+    assert plan["gpu_hours_to_end"] == pytest.approx(75 * 40000 * 0.6 / 3600)  # 500 GPU-hours
+    assert plan["gpu_hours_expected"] == pytest.approx(75 * 17000 * 0.6 / 3600)
+    assert plan["kept_checkpoints_per_trial"] == 2  # the best by miou18 and the latest
+    assert plan["checkpoint_storage_bytes"] == 75 * 2 * plan["checkpoint_bytes"]
+    assert 0.9e9 < plan["checkpoint_bytes"] < 1.2e9  # MiT-B2 x 2 backbones, with EMA teacher and AdamW
+
+
+def test_plan_text_and_optuna(capsys) -> None:
+    assert main(["plan", str(REPO / "configs" / "sweeps" / "l2_optuna_b2.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "sampled at run time" in out and "trials: 48 (at most)" in out and "--sec-per-iter" in out
+    assert main(["plan", str(STUDY), "--sec-per-iter", "0"]) == 2
+
+
+def test_expected_compute_rounds_rungs_up_to_evaluations(tmp_path: Path) -> None:
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump({"train": {"max_iters": 100, "eval_interval": 30}}))
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(
+        yaml.safe_dump(
+            {
+                "base_config": "base.yaml",
+                "search": {"grid": {"variants": ["none"]}},
+                "scheduler": {"type": "asha", "grace_period": 20, "reduction_factor": 3},
+            }
+        )
+    )
+    spec = load_sweep(sweep)
+    # rungs 20, 60 -> first evaluations at 30 and 60; trials end at 100: 30 + 30/3 + 40/9
+    assert expected_iterations_per_trial(spec) == pytest.approx(30 + 30 / 3 + 40 / 9)
+    assert make_plan(spec, ckpt_bytes=10).expected_share == pytest.approx((30 + 10 + 40 / 9) / 100)
+
+
+@pytest.fixture()
+def tiny_sweep(tmp_path: Path, synthetic_root: Path) -> Path:
+    sweep = tmp_path / "tiny.yaml"
+    sweep.write_text(
+        yaml.safe_dump(
+            {
+                "base_config": str(REPO / "configs" / "demo.yaml"),
+                "overrides": {
+                    "data.source.root": str(synthetic_root / "cityscapes"),
+                    "data.target.root": str(synthetic_root / "DSEC_Night"),
+                    "data.batch_size": 1,
+                    "model.decoder_channels": 32,
+                    "train.max_iters": 2,
+                    "train.eval_interval": 2,
+                },
+                "search": {"grid": {"variants": ["fusion_st"], "seeds": [0]}},
+            }
+        )
+    )
+    return sweep
+
+
+def test_checkpoint_size_estimate_matches_a_real_checkpoint(tiny_sweep: Path, tmp_path: Path) -> None:
+    from cmda.train import run
+    from tune.preflight import check_trial_configs
+
+    (config,) = check_trial_configs(load_sweep(tiny_sweep))
+    config["train"].update(work_dir=str(tmp_path / "run"), progress_bar=False, tensorboard=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # on a shared 2-core machine a second thread only spins
+    try:
+        run(config)
+    finally:
+        torch.set_num_threads(threads)
+    (real,) = (tmp_path / "run" / "checkpoints").glob("iter_*/checkpoint.pt")
+    estimate = checkpoint_bytes(config)
+    assert abs(estimate - real.stat().st_size) / real.stat().st_size < 0.05, (estimate, real.stat().st_size)
+
+
+def test_measure_times_a_training_step(tiny_sweep: Path, capsys) -> None:
+    assert main(["plan", str(tiny_sweep), "--measure", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert 0 < plan["sec_per_iter"] < 60
+    assert plan["trial_hours_to_end"] == pytest.approx(2 * plan["sec_per_iter"] / 3600)
+
+
+def test_plan_rejects_a_trial_config_the_trainer_would_reject(tmp_path: Path, capsys) -> None:
+    sweep = tmp_path / "typo.yaml"
+    sweep.write_text(
+        yaml.safe_dump(
+            {
+                "base_config": str(REPO / "configs" / "demo.yaml"),
+                "overrides": {"train.max_iter": 10},
+                "search": {"grid": {"variants": ["none"]}},
+            }
+        )
+    )
+    assert main(["plan", str(sweep), "--json"]) == 2
+    err = capsys.readouterr().err
+    assert "max_iter" in err and str(sweep) in err and "trial none" in err
+
+
+def test_plan_memory_fields_are_present_and_monotone(tiny_sweep: Path, capsys) -> None:
+    """`--memory --json` carries the budget of the first trial; checkpointing and accumulation lower it."""
+    spec = yaml.safe_load(tiny_sweep.read_text())
+    spec["overrides"]["data.batch_size"] = 2
+    tiny_sweep.write_text(yaml.safe_dump(spec))
+    assert main(["plan", str(tiny_sweep), "--json", "--memory"]) == 0
+    memory = json.loads(capsys.readouterr().out)["memory"]
+    for key in ("weights", "optimizer", "teacher", "activations", "peak", "fits_gb"):
+        assert key in memory
+    assert memory["optimizer"] == 2 * memory["gradients"] and memory["teacher"] == memory["weights"]
+    assert memory["fits_gb"] and memory["peak"] >= memory["weights"] + memory["activations"]
+    settings = {
+        (a["activation_checkpointing"], a["batch_size"], a["accumulate"]): a for a in memory["alternatives"]
+    }
+    off, blocks, stages = (settings[(mode, 2, 1)] for mode in ("off", "blocks", "stages"))
+    assert memory["peak"] == off["peak"]
+    def working(budget: dict) -> int:  # at toy size the optimizer step's own peak may be the larger
+        return budget["activations"] + budget["transient"]
+
+    assert stages["activations"] < blocks["activations"] < off["activations"]
+    assert working(blocks) < working(off) and blocks["peak"] <= off["peak"]
+    halves = settings[("off", 1, 2)]  # batch 1 x accumulate 2: the same effective batch
+    assert halves["activations"] < off["activations"] and working(halves) < working(off)
+    assert main(["plan", str(tiny_sweep)]) == 0
+    assert "GPU memory of a training step: give --memory" in capsys.readouterr().out

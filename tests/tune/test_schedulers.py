@@ -1,0 +1,310 @@
+"""The schedulers of tune.schedulers with simulated trials, driven the way Ray's TuneController drives them
+(tune.simulation): every case of issue 9's list without starting a cluster."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+import pyarrow.fs
+import pytest
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+from tune.configuration import Configuration
+from tune.schedulers import GroupASHA, RetryPolicyScheduler, build_scheduler
+from tune.simulation import SimController, SimTrial, run_sweep, saturating_curve
+
+GO, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
+
+
+TWO_CONFIGURATIONS = (("a0", 1.0, 0), ("a1", 1.0, 1), ("b0", 9.0, 0), ("b1", 9.0, 1))
+"""(trial id, lambda scale, seed): configuration a (scale 1) and b (scale 9), two seeds each."""
+
+
+def trial(trial_id: str, scale: float | None, seed: int, variant: str = "fusion_st") -> SimTrial:
+    lambdas = {} if scale is None else {"fusion_st": 0.05 * scale}
+    return SimTrial(
+        trial_id,
+        {
+            "ablation": {
+                "variant": variant if scale is not None else "none",
+                "lambda_scale": scale,
+                "lambdas": lambdas,
+            },
+            "seed": seed,
+        },
+    )
+
+
+def per_config(**kwargs) -> GroupASHA:
+    options = dict(
+        metric="miou18",
+        mode="max",
+        grace_period=2,
+        max_t=8,
+        reduction_factor=2,
+        group_by="configuration",
+        group_size=2,
+    )
+    options.update(kwargs)
+    return GroupASHA(**options)
+
+
+def report(ctl: SimController, t: SimTrial, iteration: int, miou: float) -> str:
+    return ctl.report(t, {"iteration": iteration, "max_iters": 8, "miou18": miou})
+
+
+def test_per_config_decides_on_the_mean_over_seeds_and_stops_siblings_at_once() -> None:
+    sched = per_config()
+    assert sched.milestones == [2, 4]
+    ctl = SimController(sched)
+    a0, a1, b0, b1 = (ctl.add(trial(n, s, seed)) for n, s, seed in TWO_CONFIGURATIONS)
+    assert report(ctl, a0, 2, 0.5) == GO and report(ctl, a1, 2, 0.7) == GO  # first at the rung: kept
+    assert report(ctl, b0, 2, 0.1) == GO  # Ray's ASHA would stop b0 alone here; we wait for its sibling
+    assert report(ctl, b0, 4, 0.1) == GO  # ...which may lag behind: b0 trains on meanwhile
+    assert report(ctl, b1, 2, 0.2) == STOP  # mean 0.15 < cutoff 0.6: the whole configuration stops
+    assert b1.status == b0.status == Trial.TERMINATED
+    assert ctl.stopped_by_scheduler == ["b0", "b1"]  # b0 stopped at once (within b1's decision)
+    assert report(ctl, a0, 4, 0.8) == GO and report(ctl, a1, 4, 0.8) == GO
+    assert report(ctl, a0, 8, 0.9) == STOP  # max_t
+    assert "2 configurations, 1 stopped" in sched.debug_string()
+
+
+@pytest.mark.parametrize(
+    ("grace", "rf", "max_t", "every"),
+    [(2, 3, 16, 2), (3, 1.5, 10, 1)],  # the second's milestones 4.5 and 6.75 are judged at 5 and 7, as by Ray
+)
+def test_plain_asha_is_rays_asha_decision_for_decision(grace: int, rf: float, max_t: int, every: int) -> None:
+    """group_by='trial' reproduces ray.tune.schedulers.ASHAScheduler on the same result stream."""
+    rng = random.Random(3)
+    ours = build_scheduler("asha", metric="miou18", mode="max", grace_period=grace, max_t=max_t,
+                           reduction_factor=rf)
+    ray_asha = ASHAScheduler(
+        metric="miou18", mode="max", time_attr="iteration", grace_period=grace, max_t=max_t,
+        reduction_factor=rf,
+    )
+    trials = [trial(f"t{i}", 1.0 + i, 0) for i in range(12)]
+    for t in trials:
+        ray_asha.on_trial_add(None, t)
+    ctl = SimController(ours)
+    for t in trials:
+        ctl.add(t)
+    alive = {t.trial_id: t for t in trials}
+    stops = set()
+    for iteration in range(every, max_t + 1, every):
+        for t in list(alive.values()):
+            result = {"iteration": iteration, "miou18": rng.random()}
+            expected = ray_asha.on_trial_result(None, t, dict(result))
+            assert ours.on_trial_result(ctl, t, dict(result)) == expected, (t.trial_id, iteration)
+            if expected == STOP:
+                del alive[t.trial_id]
+                stops.add(iteration)
+    assert stops - {max_t}  # the scheduler stopped someone before the end: the rungs were exercised
+
+
+def test_a_recoverable_failure_is_not_permanent() -> None:
+    """Ray calls on_trial_error before every retry too; the retried seed keeps its place (issue 9 (a))."""
+    sched = per_config()
+    ctl = SimController(sched)
+    a0, a1, b0, b1 = (ctl.add(trial(n, s, seed)) for n, s, seed in TWO_CONFIGURATIONS)
+    report(ctl, a0, 2, 0.5)
+    report(ctl, a1, 2, 0.7)
+    for t in (b0, b1):  # a lost node: every seed of b fails once and is requeued
+        report(ctl, t, 2, 0.1) if t is b0 else None
+        ctl.fail(t, retry=True)
+    assert report(ctl, b1, 2, 0.2) == STOP  # both seeds judged together, as if nothing had happened
+    assert b0.status == Trial.TERMINATED
+
+
+def test_a_rung_waiting_on_a_seed_that_failed_for_good_is_decided() -> None:
+    sched = per_config()
+    ctl = SimController(sched)
+    a0, a1, b0, b1 = (ctl.add(trial(n, s, seed)) for n, s, seed in TWO_CONFIGURATIONS)
+    report(ctl, a0, 2, 0.5)
+    report(ctl, a1, 2, 0.7)
+    assert report(ctl, b0, 2, 0.1) == GO  # waits for b1
+    assert report(ctl, b0, 4, 0.1) == GO
+    ctl.fail(b1, retry=False)  # b1 is gone for good: b's rung 2 is decided over b0 alone, at once
+    assert b0.status == Trial.TERMINATED and "b0" in ctl.stopped_by_scheduler
+
+
+def test_nan_scores_neither_poison_the_cutoff_nor_survive_it() -> None:
+    sched = per_config(group_size=1)
+    ctl = SimController(sched)
+    nan_cfg, good, mid, bad = (
+        ctl.add(trial(n, s, 0)) for n, s in (("nan", 1.0), ("good", 2.0), ("mid", 3.0), ("bad", 4.0))
+    )
+    assert report(ctl, nan_cfg, 2, math.nan) == GO  # first at the rung: nothing to compare with
+    assert report(ctl, good, 2, 0.9) == GO  # np.percentile over [nan] would be nan and stop nothing
+    assert report(ctl, bad, 2, 0.1) == STOP
+    nan_late = ctl.add(trial("nan2", 5.0, 0))
+    assert report(ctl, nan_late, 2, math.nan) == STOP  # worse than any finite score
+    assert report(ctl, mid, 2, 0.95) == GO
+
+
+def test_the_protected_reference_is_never_stopped_but_still_ranks_the_others() -> None:
+    for group_by, size in (("configuration", 2), ("trial", 1)):
+        reference = Configuration.from_params(trial("r", None, 0).config).key
+        sched = per_config(group_by=group_by, group_size=size, protected={reference})
+        ctl = SimController(sched)
+        good, bad, refs = ([ctl.add(trial(f"{name}{seed}", scale, seed)) for seed in range(size)]
+                           for name, scale in (("good", 1.0), ("bad", 2.0), ("r", None)))
+        assert [report(ctl, t, 2, 0.9) for t in good] == [GO] * size
+        for ref in refs:  # far below the cutoff: any other configuration would stop here
+            assert report(ctl, ref, 2, 0.1) == GO
+        # the reference's 0.1 counts at the rung (cutoff 0.5): bad's 0.2 is stopped
+        assert [report(ctl, t, 2, 0.2) for t in bad][-1] == STOP
+        for ref in refs:
+            assert report(ctl, ref, 4, 0.0) == GO and report(ctl, ref, 6, 0.0) == GO
+            assert report(ctl, ref, 8, 0.0) == STOP  # max_t: it ran to the end
+        assert ", 1 stopped" in sched.debug_string()  # bad only, never the reference
+
+
+def test_deterministic_failures_are_not_retried(tmp_path: Path) -> None:
+    for sched in (RetryPolicyScheduler(), per_config(group_size=1)):
+        ctl = SimController(sched)
+        nan_trial = ctl.add(trial("nan", 1.0, 0))
+        nan_trial.error_file = str(tmp_path / f"{type(sched).__name__}_nan.txt")
+        flaky = ctl.add(trial("flaky", 2.0, 0))
+        flaky.error_file = str(tmp_path / f"{type(sched).__name__}_flaky.txt")
+        ctl.fail(
+            nan_trial,
+            retry=True,
+            error_text="tune.trainable.DeterministicTrialError: NonFiniteLossError: "
+            "loss 'src_fusion' is nan at iteration 3",
+        )
+        ctl.fail(flaky, retry=True, error_text="RuntimeError: CUDA error: unspecified launch failure")
+        assert nan_trial.status == Trial.ERROR and ("nan", True) in ctl.search_alg.completed
+        assert flaky.status == Trial.PENDING  # an ordinary failure is retried as Ray would
+
+
+def write_results(folder: Path, rows: list[dict]) -> None:
+    folder.mkdir(parents=True)
+    (folder / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"cut by a crash')
+
+
+class _Storage:
+    def __init__(self, path: Path) -> None:
+        self.storage_filesystem = pyarrow.fs.LocalFileSystem()
+        self.trial_fs_path = str(path)
+
+
+def test_state_is_rebuilt_from_the_trials_results_after_a_resume(tmp_path: Path) -> None:
+    """Ray restores trials, not the scheduler (Ray issue 30838): the rungs are replayed from result.json."""
+    restored = []
+    history = {
+        "a0": [(2, 0.5, 10), (4, 0.8, 20)],
+        "a1": [(2, 0.7, 11), (4, 0.8, 21)],
+        "b0": [(2, 0.1, 12)],
+        "b1": [(2, 0.2, 13)],
+        "c0": [(2, 0.3, 14)],
+    }
+    for name, scale, seed in (*TWO_CONFIGURATIONS, ("c0", 5.0, 0)):
+        t = trial(name, scale, seed)
+        write_results(
+            tmp_path / name, [{"iteration": i, "miou18": m, "timestamp": ts} for i, m, ts in history[name]]
+        )
+        t.storage = _Storage(tmp_path / name)
+        t.run_metadata.last_result = {"iteration": history[name][-1][0]}
+        t.status = Trial.TERMINATED if name[0] == "b" else Trial.PENDING  # b was stopped before the crash
+        restored.append(t)
+    c1 = trial("c1", 5.0, 1)  # never started before the crash
+    sched = per_config()
+    ctl = SimController(sched)
+    for t in [*restored, c1]:
+        ctl.add(t)
+    assert sched.choose_trial_to_run(ctl) is not None  # the first hook after a restore replays history
+    assert sched._rungs[2] == [pytest.approx(0.6), pytest.approx(0.15)]  # a kept, b stopped, as before
+    # c (mean 0.3 + 0.35) is compared with the rebuilt rung, not waved through as a "first arrival"
+    assert report(ctl, c1, 2, 0.35) == STOP and restored[4].status == Trial.TERMINATED
+
+
+def test_resumed_siblings_of_a_stopped_configuration_are_stopped(tmp_path: Path) -> None:
+    sched = per_config()
+    ctl = SimController(sched)
+    rows = {"a0": [(2, 0.9, 1)], "a1": [(2, 0.9, 2)], "b0": [(2, 0.1, 3)], "b1": [(2, 0.1, 4), (4, 0.1, 5)]}
+    statuses = {"a0": Trial.TERMINATED, "a1": Trial.TERMINATED, "b0": Trial.TERMINATED, "b1": Trial.PENDING}
+    trials = []
+    for name, scale, seed in TWO_CONFIGURATIONS:
+        t = trial(name, scale, seed)
+        write_results(
+            tmp_path / name, [{"iteration": i, "miou18": m, "timestamp": ts} for i, m, ts in rows[name]]
+        )
+        t.storage, t.status = _Storage(tmp_path / name), statuses[name]
+        t.run_metadata.last_result = {"iteration": rows[name][-1][0]}
+        trials.append(ctl.add(t))
+    assert sched.choose_trial_to_run(ctl) is None  # b1 (interrupted while running) does not run to max_t
+    assert trials[3].status == Trial.TERMINATED
+
+
+def _study_shape(order: str, scheduler: TrialScheduler) -> float:
+    """25 configurations x 3 seeds, 8 at a time, an evaluation every 4000 of 40000 iterations."""
+    rng = random.Random(0)
+    configs = [(f"v{i % 7}", 1.0 + i) for i in range(25)]
+    quality = {}
+    trials = []
+    pairs = [(c, s) for c in configs for s in range(3)]
+    if order == "ray":
+        pairs = [(c, s) for s in range(3) for c in configs]
+    for (variant, scale), seed in pairs:
+        t = trial(f"{variant}_{scale}_{seed}", scale, seed, variant=variant)
+        quality[t.trial_id] = 50 + 3 * math.sin(scale) + rng.gauss(0, 0.5)
+        trials.append(t)
+    speed = {t.trial_id: rng.uniform(0.9, 1.1) for t in trials}
+    curve = saturating_curve(quality, tau=8000, noise=lambda t, i: 0.0)
+    outcome = run_sweep(
+        scheduler,
+        trials,
+        curve,
+        max_iters=40000,
+        eval_interval=4000,
+        concurrency=8,
+        speed=lambda t: speed[t.trial_id],
+    )
+    return sum(outcome.iterations.values()) / (len(trials) * 40000)
+
+
+def test_configuration_major_launch_order_saves_compute_under_per_config_asha() -> None:
+    def make() -> GroupASHA:
+        return GroupASHA(
+            metric="miou18",
+            mode="max",
+            grace_period=8000,
+            max_t=40000,
+            reduction_factor=2,
+            group_by="configuration",
+            group_size=3,
+        )
+
+    together, ray_order = _study_shape("together", make()), _study_shape("ray", make())
+    assert together < ray_order - 0.1, (together, ray_order)
+    assert together < 0.75
+
+
+def test_launch_groups_start_a_configurations_seeds_together_only_when_all_fit() -> None:
+    """tune.simulation's model of group launch: 3 seeds per configuration, 4 slots; the per-configuration
+    decision then never waits for a seed that has not started, so no seed trains past a rung unjudged."""
+    trials = [trial(f"c{c}_s{s}", float(c + 1), s) for c in range(4) for s in range(3)]
+    sched = per_config(group_size=3, max_t=8)
+    seen = []
+
+    def curve(t: SimTrial, iteration: int) -> float:
+        seen.append((t.trial_id, iteration))
+        return float(t.config["ablation"]["lambda_scale"])
+
+    outcome = run_sweep(sched, trials, curve, max_iters=8, eval_interval=2, concurrency=4,
+                        launch_group=lambda t: t.config["ablation"]["lambda_scale"])
+    first_report = {}
+    for order, (trial_id, _) in enumerate(seen):
+        first_report.setdefault(trial_id, order)
+    for c in range(4):  # siblings report their first evaluation one right after the other
+        orders = sorted(first_report[f"c{c}_s{s}"] for s in range(3))
+        assert orders[-1] - orders[0] == 2, orders
+    ends = {c: {outcome.last_report[f"c{c}_s{s}"] for s in range(3)} for c in range(4)}
+    assert all(len(e) == 1 for e in ends.values())  # every configuration's seeds end at one iteration
+    with pytest.raises(ValueError, match="cannot fit 2 slots"):
+        run_sweep(per_config(group_size=3), trials, curve, max_iters=8, eval_interval=2, concurrency=2,
+                  launch_group=lambda t: t.config["ablation"]["lambda_scale"])
