@@ -55,7 +55,7 @@ def test_every_default_lambda_carries_its_provenance_and_the_readme_shows_it():
     assert all(t.evidence for v in VARIANTS.values() for t in v.terms.values())
     with pytest.raises(ValueError, match="provenance"):
         Term(0.1, "mixed", lambda ctx: ctx, "guessed", "no evidence")
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     table = [line for line in readme.splitlines() if line.startswith("| `")]
     rows = {line.split("|")[1].strip().strip("`"): line for line in table}
     for name, variant in VARIANTS.items():
