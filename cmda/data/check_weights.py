@@ -17,7 +17,7 @@ import time
 import warnings
 from pathlib import Path
 
-from cmda.data.check import _CHECK_ERRORS, CheckReport
+from cmda.data.check_report import CHECK_ERRORS, CheckReport
 
 KIND = "pretrained"
 
@@ -101,7 +101,7 @@ def _record(report: CheckReport, check, path: Path) -> None:
     key, and the first lines say enough in a list of problems."""
     try:
         report.checked[check(path)] += 1
-    except _CHECK_ERRORS as error:
+    except CHECK_ERRORS as error:
         lines = str(error).splitlines()
         more = [f"    ... ({len(lines) - 4} more lines)"] if len(lines) > 4 else []
         report.add("\n".join(lines[:4] + more))

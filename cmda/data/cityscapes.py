@@ -25,7 +25,14 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from cmda.data.check import CheckReport, Settings, check_decodes, check_label, check_same_size, image_size
+from cmda.data.check_report import (
+    CheckReport,
+    Settings,
+    check_decodes,
+    check_label,
+    check_same_size,
+    image_size,
+)
 from cmda.data.errors import DataError, reports_data_errors
 from cmda.data.extractors import CITYSCAPES_ISR, ISRParams
 from cmda.data.rcs import redraw_crop_for_class

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from cmda.data.check import CheckReport, Settings, check_decodes, check_label, image_size
+from cmda.data.check_report import CheckReport, Settings, check_decodes, check_label, image_size
 from cmda.data.errors import reports_data_errors
 from cmda.data.extractors import DARK_ZURICH_ISR, DIRECTIONS, ISRParams
 from cmda.data.synthetic import Twin

@@ -233,8 +233,7 @@ class DSECNightDataset(torch.utils.data.Dataset):
         self.samples = [(entry.sequence, entry.frame) for entry in read_list_file(self.list_path, self.root)]
         self.augment = AlignedAugment(tuple(crop), flip_prob=0.5, resize_wh=tuple(resize))
         self._event_index = {  # one read per sequence, not per sample
-            seq: read_event_index(index_path(seq))
-            for seq in dict.fromkeys(seq for seq, _ in self.samples)
+            seq: read_event_index(index_path(seq)) for seq in dict.fromkeys(seq for seq, _ in self.samples)
         }
         for sequence, frame in self.samples:  # a stale list or index file fails here, not when drawn
             self.event_window(sequence, frame)

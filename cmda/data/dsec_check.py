@@ -16,7 +16,7 @@ import numpy as np
 
 from cmda.data import dsec_layout as layout
 from cmda.data import event_files
-from cmda.data.check import CheckReport, Settings, check_decodes, check_label
+from cmda.data.check_report import CheckReport, Settings, check_decodes, check_label
 from cmda.data.errors import DataError
 from cmda.data.transforms import read_image_header
 
@@ -93,9 +93,7 @@ def _check_sequence(
             _check_index(report, index, index_path, timestamps, slicer, frames, thorough)
         if index is not None:
             for frame in sorted(frames):
-                report.attempt(
-                    "event windows", layout.event_window, index, frame, window_frames, index_path
-                )
+                report.attempt("event windows", layout.event_window, index, frame, window_frames, index_path)
         for frame in sorted(frames):
             image = layout.warp_image_path(sequence, frame)
             size = report.attempt("warp images", _check_warp_image, image, rect_map, map_path)

@@ -202,8 +202,6 @@ def write_dsec(
         write_rectify_map_h5(seq / layout.RECTIFY_MAP_FILE, rect_map)
 
 
-
-
 @dataclass(frozen=True)
 class DsecTwin(Twin):
     """The DSEC-Night twin writer (`cmda data synth`): its options and the index files it prepares."""

@@ -30,7 +30,7 @@ import torch
 from pydantic import Field
 
 from cmda.data import DARK_ZURICH_ISR
-from cmda.data.check import CheckReport, check_label, image_size
+from cmda.data.check_report import CheckReport, check_label, image_size
 from cmda.data.synthetic import Twin
 from cmda.data.targets import DatasetFiles, Recipe, TargetConfigBase, TargetSpec
 from cmda.data.transforms import normalize_image, read_label, read_rgb, resize

@@ -10,11 +10,9 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import multiprocessing
-import os
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +24,7 @@ from cmda.data.dsec_layout import (
     WARP_IMAGE_DIR,
     is_frame_name,
 )
+from cmda.data.parallel import run_jobs
 from cmda.data.warp.calibration import Calibration, WarpError
 from cmda.data.warp.densify import DenseMap, densify, homography_map
 from cmda.data.warp.sample import bilinear_taps, in_view, sample_cmda_v1, sample_pixel_centres
@@ -221,38 +220,6 @@ def plan_sequence(sequence: Path, method: str, overwrite: bool) -> SequencePlan:
     return SequencePlan(sequence, calib, jobs, kept, without)
 
 
-def _init_worker() -> None:
-    os.environ["OMP_NUM_THREADS"] = "1"  # one frame per process: torch (--cmda-v1 only) gets one thread
-
-
-def _run_jobs(plan: SequencePlan, cmda_v1: bool, workers: int, progress: bool) -> list[FrameResult]:
-    from tqdm import tqdm
-
-    show = progress and bool(plan.jobs)
-    bar = tqdm(total=len(plan.jobs), desc=plan.sequence.name, unit="frame", disable=not show)
-    results: list[FrameResult] = []
-    try:
-        if workers <= 1 or len(plan.jobs) <= 1:
-            for job in plan.jobs:
-                results.append(warp_file(job, plan.calibration, cmda_v1))
-                bar.update()
-        else:
-            context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
-                futures = [pool.submit(warp_file, job, plan.calibration, cmda_v1) for job in plan.jobs]
-                try:
-                    for future in futures:
-                        results.append(future.result())
-                        bar.update()
-                except BaseException:
-                    for future in futures:
-                        future.cancel()
-                    raise
-    finally:
-        bar.close()
-    return results
-
-
 LOG_FIELDS = ("file", "method", "convention", "disparity_pixels", "out_of_view_pixels", "fallback")
 
 
@@ -321,7 +288,14 @@ def warp_sequences(
     reports = []
     for plan in plans:
         clean_stale_tmp(plan.sequence / WARP_IMAGE_DIR)
-        results = _run_jobs(plan, cmda_v1, workers, progress)
+        results = run_jobs(
+            partial(warp_file, calib=plan.calibration, cmda_v1=cmda_v1),
+            plan.jobs,
+            workers,
+            progress,
+            desc=plan.sequence.name,
+            unit="frame",
+        )
         log = _write_log(plan.sequence, results, method, cmda_v1) if results else None
         reports.append(SequenceReport(plan.sequence, results, plan.kept, plan.without_disparity, log))
     return reports
