@@ -141,6 +141,7 @@ def test_plan_memory_fields_are_present_and_monotone(tiny_sweep: Path, capsys) -
     }
     off, blocks, stages = (settings[(mode, 2, 1)] for mode in ("off", "blocks", "stages"))
     assert memory["peak"] == off["peak"]
+
     def working(budget: dict) -> int:  # at toy size the optimizer step's own peak may be the larger
         return budget["activations"] + budget["transient"]
 
