@@ -48,7 +48,8 @@ GPU_SIZES_GB = (8, 12, 16, 24, 32, 40, 48, 80)
 RESERVED_GB = 1.0
 """GiB of a card a training step cannot use (CUDA context, cuDNN workspaces, allocator slack)."""
 MODES = ("off", "blocks", "stages")
-"""`model.activation_checkpointing` values (cmda.models.checkpointing.CHECKPOINTING, without its import)."""
+"""`model.activation_checkpointing` values: `cmda.models.checkpointing.CHECKPOINTING`, repeated so that the
+plan can format a budget without importing torch (tests/cmda/test_memory.py checks the two agree)."""
 SMALLEST = 1 / 16
 """The first measured resolution, as a fraction of the trial's width and height (at least 32 pixels); the
 second has twice its width and height."""

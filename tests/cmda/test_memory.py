@@ -12,6 +12,10 @@ from cmda import memory as M
 from cmda.models import checkpointing
 
 
+def test_the_modes_are_the_checkpointing_settings() -> None:
+    assert M.MODES == checkpointing.CHECKPOINTING
+
+
 def test_saved_tensors_are_unique_storages_without_parameters() -> None:
     weight = nn.Parameter(torch.randn(256, 256))
     x = torch.randn(64, 256, requires_grad=True)
