@@ -44,6 +44,7 @@ RESUME_MAY_CHANGE = frozenset(
         "train.resume",
         "train.device",
         "train.deterministic",
+        "model.activation_checkpointing",
         "data.num_workers",
         "data.source.root",
         "data.target.root",

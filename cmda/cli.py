@@ -19,8 +19,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     from cmda.train import run
 
     config = load_config(args.config, args.set)
+    if args.dry_run:
+        return dry_run(config, args.config)
     metrics = run(config, resume_from=args.resume)
     print(json.dumps({k: round(v, 3) for k, v in metrics.items() if not k.startswith("iou/")}, indent=1))
+    return 0
+
+
+def dry_run(config, source: str) -> int:
+    """Everything `cmda train` checks before it trains (config, data), then the memory one training step
+    needs on a GPU (`cmda.memory`), and nothing written."""
+    from cmda.data.check import check_training_data
+    from cmda.memory import format_memory, memory_json, profile_step
+
+    print(f"{source}: config OK ({config.model.backbone}, target {config.target.name})")
+    check_training_data(config)
+    print("data: OK")
+    print("\n".join(format_memory(memory_json(profile_step(config)))))
     return 0
 
 
@@ -54,7 +69,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     from cmda.eval import evaluate
     from cmda.export import NETWORKS
     from cmda.models.weights import load_strict
-    from cmda.train import autocast_factory, build_model, build_test_loader, resolve_device
+    from cmda.train import allow_tf32, build_model, build_test_loader, resolve_device
 
     folder = checkpoint_dir_of(args.checkpoint)
     config = load_config(args.config or folder / CONFIG_FILE, args.set)
@@ -64,6 +79,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     state = load_checkpoint(folder)
     load_strict(model, state[NETWORKS[args.weights]], f"{folder / CHECKPOINT_FILE} ({args.weights})")
     model.to(device)
+    allow_tf32(device)  # as during training; evaluation is fp32 whatever train.amp says
     out_dir = Path(args.out) if args.out else folder / "predictions"
 
     def write(name: str, prediction) -> None:
@@ -71,9 +87,8 @@ def cmd_test(args: argparse.Namespace) -> int:
 
     with output_folder(out_dir):
         metrics = evaluate(
-            model, loader, device, config.target, autocast=autocast_factory(device, config.train.amp),
-            on_prediction=write if args.save_predictions else None,
-        )  # fmt: skip
+            model, loader, device, config.target, on_prediction=write if args.save_predictions else None
+        )
     print(json.dumps({k: round(v, 2) for k, v in metrics.items()}, indent=1))
     if args.save_predictions:
         print(f"predictions written to {out_dir}")
@@ -93,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a dotted key"
     )
     train.add_argument("--resume", default=None, help="checkpoint folder, `latest` file or work_dir")
+    train.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check config and data, print the GPU memory a training step needs, and exit (trains nothing)",
+    )
     train.set_defaults(func=cmd_train)
     test = sub.add_parser("test", help="evaluate a checkpoint on its target's labelled test split")
     test.add_argument("checkpoint", help="checkpoint folder, `latest` file or work_dir")

@@ -19,12 +19,13 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
 from cmda.data import NUM_CLASSES
 from cmda.data.targets import DEFAULT_TARGET, TARGETS, TargetSpec, get_target
 from cmda.errors import ConfigError
 from cmda.io import YAMLFileError, is_unset, load_yaml, write_yaml_atomic
+from cmda.models.checkpointing import CHECKPOINTING
 from cmda.models.fusion import FUSIONS
 from cmda.models.mit import MIT_CONFIGS
 from cmda.overrides import apply_overrides
@@ -48,6 +49,15 @@ FusionName = Literal[tuple(FUSIONS)]  # type: ignore[valid-type]
 VariantName = Literal[tuple(VARIANTS)]  # type: ignore[valid-type]
 PositiveFloat = Annotated[FiniteFloat, Field(gt=0)]
 
+
+def _yaml_off(value: Any) -> Any:
+    """YAML 1.1 reads a bare `off` as false; for the fields whose choices include "off" it means "off"."""
+    return "off" if value is False else value
+
+
+CheckpointingMode = Annotated[Literal[CHECKPOINTING], BeforeValidator(_yaml_off)]  # type: ignore[valid-type]
+AmpMode = Annotated[Literal["off", "bf16"], BeforeValidator(_yaml_off)]
+
 _TARGET_MODELS = tuple(spec.config_model for spec in TARGETS.values())
 register_union_tags(TARGETS)
 TargetConfig = Annotated[Union[_TARGET_MODELS], Field(discriminator="name")]  # noqa: UP007 - registry models
@@ -70,6 +80,10 @@ class ModelConfig(StrictModel):
     decoder_channels: PositiveInt = 256
     fusion: FusionName | None = None
     """Fusion of image and second-modality features; null = the target's recipe."""
+    activation_checkpointing: CheckpointingMode = "off"
+    """"off", "blocks" or "stages": recompute the transformer blocks and decoder branches (blocks) or whole
+    stages and decoders (stages) in the backward pass; the same losses and gradients for less memory and
+    more compute (`cmda.models.checkpointing`; `cmda-tune plan` shows what each setting needs)."""
 
 
 class RCSConfig(StrictModel):
@@ -129,7 +143,8 @@ class LossWeights(StrictModel):
 class FeatureLossConfig(StrictModel):
     variant: VariantName = "none"
     lambda_scale: NonNegativeFloat = 1.0
-    """Multiplies every term's default lambda (1.0 = the L2 fork's values)."""
+    """Multiplies every term's default lambda (1.0 = the registry's defaults; each term records whether its
+    value is one the L2 fork ran, one read from its comments, or ours: `Term.provenance`)."""
     lambdas: dict[str, NonNegativeFloat] = Field(default_factory=dict)
     """Explicit per-term lambdas; they win over the scale."""
     stages: Annotated[list[Annotated[int, Field(ge=0, le=3)]], Field(min_length=1)] = Field(
@@ -195,12 +210,18 @@ class OptimConfig(StrictModel):
 
 class TrainConfig(StrictModel):
     max_iters: PositiveInt = 40000
+    """Optimizer steps (the learning-rate schedule, evaluation and checkpoints count these)."""
+    accumulate: PositiveInt = 1
+    """Gradient accumulation: each optimizer step sums the gradients of `accumulate` forward/backward passes
+    of `data.batch_size` samples each (losses scaled by 1/accumulate), i.e. an effective batch of
+    accumulate x batch_size in a fraction of the activation memory. Equal to the large batch except for
+    the decoder's BatchNorm statistics and the step's per-batch draws (README, Config)."""
     eval_interval: PositiveInt = 4000
     log_interval: PositiveInt = 50
     work_dir: str = "runs/cmda"
     device: Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:\d+)?)$")] = "auto"
     """"auto" (CUDA when available), "cpu", "cuda" or "cuda:N"."""
-    amp: Literal["off", "bf16"] = "off"
+    amp: AmpMode = "off"
     """"off": fp32 (TF32 matmuls allowed on CUDA), as the original and the study train; "bf16": autocast,
     an opt-in speed setting and a documented deviation."""
     deterministic: bool = False

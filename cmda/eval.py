@@ -12,7 +12,6 @@ on a checkpoint (with a callback that writes each prediction).
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable, Mapping
 
@@ -70,22 +69,25 @@ def evaluate(
     loader,
     device: torch.device,
     target: TargetSpec,
-    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
     on_prediction: OnPrediction | None = None,
 ) -> dict[str, float]:
     """Whole-image inference on a test loader with the branch the target evaluates: the fusion of image and
-    second modality (DSEC-Night: events), or the image branch alone (Dark Zurich, as the original)."""
+    second modality (DSEC-Night: events), or the image branch alone (Dark Zurich, as the original).
+
+    Always in fp32, whatever `train.amp` trains with (autocast is switched off here even inside an outer
+    autocast): the metric that the scheduler and the analysis compare must not move with the precision.
+    """
     was_training = model.training
     model.eval()
     num_classes = target.num_classes
     conf = torch.zeros(num_classes, num_classes, dtype=torch.long)
     try:
         for index, batch in enumerate(loader):
-            image = batch["image"].to(device)
+            image = batch["image"].to(device, torch.float32)
             fuses = target.eval_branch == "fusion"
-            second_modality = batch[target.second_modality].to(device) if fuses else None
+            second_modality = batch[target.second_modality].to(device, torch.float32) if fuses else None
             label = batch["label"].to(device)
-            with autocast():
+            with torch.autocast(device.type, enabled=False):
                 logits = model.predict(image, second_modality)
             logits = F.interpolate(
                 logits.float(), size=label.shape[-2:], mode="bilinear", align_corners=False

@@ -12,9 +12,10 @@ imports Ray. The pieces, in the order `run` calls them:
     evaluate_and_checkpoint   the shared evaluation routine, an atomic checkpoint folder, `report`
 
 Sample i of the training stream depends only on (seed, i) and every random draw of a step on
-(seed, iteration), so a resumed run continues exactly where the interrupted one stopped. Checkpoint I/O
-lives in cmda/checkpoint.py, log.csv / TensorBoard / the progress bar in cmda/logs.py; docs/ARCHITECTURE.md
-("cmda.train") has the contracts.
+(seed, iteration, micro-batch), so a resumed run continues exactly where the interrupted one stopped; with
+`train.accumulate` checkpoints fall only between iterations (no half-accumulated gradients to save).
+Checkpoint I/O lives in cmda/checkpoint.py, log.csv / TensorBoard / the progress bar in cmda/logs.py;
+docs/ARCHITECTURE.md ("cmda.train") has the contracts.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ import random
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,11 +86,16 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def autocast_factory(device: torch.device, amp: str) -> Callable[[], contextlib.AbstractContextManager]:
-    """fp32 by default (TF32 matmuls allowed on CUDA, as the original's torch 1.7 did); "bf16" autocasts."""
+def allow_tf32(device: torch.device) -> None:
+    """fp32 matmuls and convolutions may use TF32 on CUDA, as the original's torch 1.7 did."""
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+
+
+def autocast_factory(device: torch.device, amp: str) -> Callable[[], contextlib.AbstractContextManager]:
+    """fp32 by default (`allow_tf32`); "bf16" autocasts the training step (evaluation stays fp32)."""
+    allow_tf32(device)
     if amp == "bf16":
         return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext
@@ -126,6 +133,7 @@ def build_model(config: Config) -> torch.nn.Module:
         fusion=config.model.fusion,
         decoder_channels=config.model.decoder_channels,
         fuse_with=config.target.second_modality,
+        activation_checkpointing=config.model.activation_checkpointing,
     )
 
 
@@ -206,12 +214,15 @@ def build_datasets(config: Config) -> Datasets:
 
 
 def build_train_loader(config: Config, paired, start_iteration: int) -> torch.utils.data.DataLoader:
+    """Batches of `data.batch_size` from the sample of `start_iteration` on; `train.accumulate` batches make
+    one iteration, so sample i is the same whichever way an iteration's samples are split."""
     batch = config.data.batch_size
-    remaining = (config.train.max_iters - start_iteration) * batch
+    per_iteration = batch * config.train.accumulate
+    remaining = (config.train.max_iters - start_iteration) * per_iteration
     return torch.utils.data.DataLoader(
         paired,
         batch_size=batch,
-        sampler=StreamSampler(len(paired), start_iteration * batch, remaining),
+        sampler=StreamSampler(len(paired), start_iteration * per_iteration, remaining),
         num_workers=config.data.num_workers,
         drop_last=True,
         persistent_workers=False,
@@ -342,17 +353,38 @@ def restore(session: Session, resume: Resume) -> None:
     log.info("resumed from %s at iteration %d", resume.folder, session.iteration)
 
 
-def train_step(session: Session, batch: dict, device: torch.device, autocast) -> dict[str, float]:
-    """One DACS step and one optimizer step; returns every logged value as a float."""
+def iteration_batches(loader, accumulate: int) -> Iterator[list[dict]]:
+    """The loader's batches in groups of `accumulate`: the micro-batches of one iteration."""
+    group: list[dict] = []
+    for batch in loader:
+        group.append(batch)
+        if len(group) == accumulate:
+            yield group
+            group = []
+
+
+def train_step(
+    session: Session, batch: dict | Sequence[dict], device: torch.device, autocast
+) -> dict[str, float]:
+    """One iteration: the DACS step on each micro-batch (one batch, or `train.accumulate` of them, each
+    loss scaled by 1/k so the gradients sum to the large batch's), then one optimizer and schedule step.
+    Returns every logged value as a float (the mean over the micro-batches)."""
     cfg = session.config
+    batches = [batch] if isinstance(batch, Mapping) else list(batch)
     session.optimizer.zero_grad(set_to_none=True)
-    logged = session.step(batch, session.iteration, device, autocast)
+    sums: dict[str, float] = defaultdict(float)
+    for micro, micro_batch in enumerate(batches):
+        logged = session.step(
+            micro_batch, session.iteration, device, autocast, micro=micro, scale=1 / len(batches)
+        )
+        for key, value in logged.items():
+            sums[key] += float(value)
     if cfg.optim.grad_clip is not None:
         torch.nn.utils.clip_grad_norm_(session.model.parameters(), cfg.optim.grad_clip)
     session.optimizer.step()
     session.scheduler.step()
     session.iteration += 1
-    values = {k: float(v) for k, v in logged.items()}
+    values = {k: v / len(batches) for k, v in sums.items()}
     values.update({f"{k}_weighted": v for k, v in session.step.weighted_terms(values).items()})
     return values
 
@@ -361,13 +393,12 @@ def evaluate_and_checkpoint(
     session: Session,
     test_loader,
     device: torch.device,
-    autocast,
     work_dir: Path,
     losses: dict[str, float],
 ) -> tuple[dict[str, float], Path]:
-    """Evaluate the student on the target's test split, write the checkpoint; return (report, folder)."""
+    """Evaluate the student (in fp32) on the test split, write the checkpoint; return (report, folder)."""
     cfg = session.config
-    metrics = evaluate(session.model, test_loader, device, cfg.target, autocast=autocast)
+    metrics = evaluate(session.model, test_loader, device, cfg.target)
     session.metrics = metrics
     reported = {
         "iteration": session.iteration,
@@ -411,9 +442,9 @@ def run(
         since_log, since_eval = Means(), Means()
         try:
             session.model.train()
-            for batch in train_loader:
+            for batches in iteration_batches(train_loader, cfg.train.accumulate):
                 tick = time.perf_counter()
-                values = train_step(session, batch, device, autocast)
+                values = train_step(session, batches, device, autocast)
                 session.train_time += time.perf_counter() - tick
                 since_log.add(values)
                 since_eval.add(values)
@@ -431,7 +462,7 @@ def run(
                     )
                 if iteration % cfg.train.eval_interval == 0 or last:
                     reported, folder = evaluate_and_checkpoint(
-                        session, test_loader, device, autocast, work_dir, since_eval.pop()
+                        session, test_loader, device, work_dir, since_eval.pop()
                     )
                     metric_log.write(
                         iteration, {k: v for k, v in session.metrics.items() if not k.startswith("iou/")}

@@ -73,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument(
         "--measure", action="store_true", help="time a few training steps of the first trial on this machine"
     )
+    plan.add_argument(
+        "--memory",
+        action="store_true",
+        help="the GPU memory one training step of the first trial needs and the cards it fits (a real CPU "
+        "step of the model: seconds)",
+    )
 
     resume = sub.add_parser("resume", help="finish an interrupted sweep without re-running finished trials")
     resume.add_argument("experiment_dir")
@@ -137,7 +143,7 @@ def _status(location: str) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from tune.plan import checkpoint_bytes, format_plan, make_plan, measure_seconds_per_iter
+    from tune.plan import checkpoint_bytes, format_plan, make_plan, measure_seconds_per_iter, memory_budget
     from tune.preflight import check_trial_configs
 
     spec = load_sweep(args.sweep_file)
@@ -147,7 +153,8 @@ def _plan(args: argparse.Namespace) -> int:
     first = check_trial_configs(spec)[0]  # every trial's config is valid, or the error names it
     if args.measure:
         sec_per_iter = measure_seconds_per_iter(first, threads=int(spec.cpu))
-    plan = make_plan(spec, sec_per_iter=sec_per_iter, ckpt_bytes=checkpoint_bytes(first))
+    memory = memory_budget(first) if args.memory else None
+    plan = make_plan(spec, sec_per_iter=sec_per_iter, ckpt_bytes=checkpoint_bytes(first), memory=memory)
     print(json.dumps(plan.as_json(), indent=1) if args.json else format_plan(plan))
     return 0
 

@@ -11,7 +11,9 @@ Asynchronous ASHA lets the first arrivals at a rung continue, so a real sweep sp
 (`benchmarks/scheduler_simulation.py` measures it; figures in benchmarks/README.md).
 
 Checkpoint size is computed from the model built on PyTorch's meta device (no memory, no weights): model and
-EMA teacher weights plus AdamW's two moments, all fp32. The JSON contract: docs/ARCHITECTURE.md (tune).
+EMA teacher weights plus AdamW's two moments, all fp32. With `--memory`, the GPU memory one training step
+of the first trial needs (`cmda.memory`, measured on a real CPU step; on request because it takes seconds).
+The JSON contract: docs/ARCHITECTURE.md (tune).
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ class Plan:
     checkpoint_storage_bytes: int
     space: dict[str, Any] = field(default_factory=dict)
     """The search space over other trainer keys, as the sweep file gives it ({} without one)."""
+    memory: dict[str, Any] | None = None
+    """`cmda.memory.memory_json` of the first trial (with --memory), else None."""
     labels: list[str] = field(default_factory=list)
     """Each trial's configuration label, for the text table (not part of the JSON)."""
     space_lines: list[str] = field(default_factory=list)
@@ -119,6 +123,14 @@ def checkpoint_bytes(config: dict[str, Any]) -> int:
     return 4 * params + 2 * buffers
 
 
+def memory_budget(config: dict[str, Any]) -> dict[str, Any]:
+    """The memory one training step of `config` needs (`cmda.memory`; a real CPU step, seconds)."""
+    from cmda.config import config_from_dict
+    from cmda.memory import memory_json, profile_step
+
+    return memory_json(profile_step(config_from_dict(config)))
+
+
 def measure_seconds_per_iter(config: dict[str, Any], steps: int = 3, threads: int = 1) -> float:
     """Median seconds of one training step (source pass, teacher, ClassMix, mixed pass, both backwards and
     the optimizer) of the sweep's first trial on this machine's device, on one real batch held fixed, so
@@ -145,6 +157,7 @@ def _median_step_seconds(config: dict[str, Any], steps: int) -> float:
         build_datasets,
         build_session,
         build_train_loader,
+        iteration_batches,
         resolve_device,
         train_step,
     )
@@ -154,7 +167,8 @@ def _median_step_seconds(config: dict[str, Any], steps: int) -> float:
     device = resolve_device(cfg.train.device)
     session = build_session(cfg, device, None)
     autocast = autocast_factory(device, cfg.train.amp)
-    batch = next(iter(build_train_loader(cfg, build_datasets(cfg).paired, 0)))
+    loader = build_train_loader(cfg, build_datasets(cfg).paired, 0)
+    batch = next(iteration_batches(loader, cfg.train.accumulate))  # every micro-batch of one iteration
     durations = []
     session.model.train()
     for _ in range(steps + 1):
@@ -169,7 +183,12 @@ def _median_step_seconds(config: dict[str, Any], steps: int) -> float:
     return timed[len(timed) // 2]
 
 
-def make_plan(spec: SweepSpec, sec_per_iter: float | None = None, ckpt_bytes: int | None = None) -> Plan:
+def make_plan(
+    spec: SweepSpec,
+    sec_per_iter: float | None = None,
+    ckpt_bytes: int | None = None,
+    memory: dict[str, Any] | None = None,
+) -> Plan:
     from tune.preflight import representative_trials
     from tune.trainable import resolve_trial_config
 
@@ -208,6 +227,7 @@ def make_plan(spec: SweepSpec, sec_per_iter: float | None = None, ckpt_bytes: in
         checkpoint_storage_bytes=int(count * kept * ckpt_bytes),
         space=spec.search.space.as_json(),
         space_lines=spec.search.space.describe(),
+        memory=memory,
         labels=[Configuration.from_params(p).label for p in spec.grid_trials()]
         if isinstance(spec.search, GridSearch) else [],
     )
@@ -261,4 +281,10 @@ def format_plan(plan: Plan) -> str:
         f"kept checkpoints: up to {plan.kept_checkpoints_per_trial} per trial x "
         f"{_size(plan.checkpoint_bytes)} = {_size(plan.checkpoint_storage_bytes)} for {plan.count} trials"
     )
+    if plan.memory is None:
+        lines.append("GPU memory of a training step: give --memory")
+    else:
+        from cmda.memory import format_memory
+
+        lines += format_memory(plan.memory)
     return "\n".join(lines)

@@ -3,7 +3,7 @@
 Layout: rgb_anon/{train,val}/night/<GOPRxxxx>/<name>_rgb_anon.png and
 gt/val/night/<GOPRxxxx>/<name>_gt_labelTrainIds.png.
 Train: resize to 960x540, ISR on the WHOLE resized image (direction 'rightdown', as the original), then crop
-and flip image and ISR together. Val: the full resized image and its label (nearest).
+and flip image and ISR together. Val: the full resized image and its label (PIL NEAREST, as the original).
 
 One module for the whole target: the paths (`image_paths`, `label_path`), the Dataset and its builder,
 the data check (`check`) and the synthetic twin's writer (`DarkZurichTwin`), which its registry entry in

@@ -65,6 +65,11 @@ class TargetConfigBase(StrictModel):
         """Input channels of the second backbone (3 for ISR and for a one-bin event grid)."""
         return 3
 
+    @property
+    def training_size(self) -> list[int]:
+        """(width, height) of a training sample as the step sees it."""
+        return list(self.crop)
+
 
 class DSECNightConfig(TargetConfigBase):
     """`data.target` for DSEC-Night: a `crop` box is cut from the 640x480 frame, then resized to `resize`
@@ -83,6 +88,10 @@ class DSECNightConfig(TargetConfigBase):
     @property
     def second_channels(self) -> int:
         return 3 if self.events_bins == 1 else self.events_bins
+
+    @property
+    def training_size(self) -> list[int]:
+        return list(self.resize)  # the crop is resized after it is cut
 
 
 class DarkZurichConfig(TargetConfigBase):

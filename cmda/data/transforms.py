@@ -2,8 +2,9 @@
 
 CMDA's losses compare modalities pixel by pixel (image vs events vs ISR vs label), so a crop or flip that
 differs by one pixel between two of them silently corrupts training. This module therefore draws the random
-box and flip ONCE (`AugmentParams`) and applies that exact geometry to a dict of tensors; labels use nearest
-interpolation so no new class ids appear. Pure torch, so it runs unchanged on CPU tensors in loader workers.
+box and flip ONCE (`AugmentParams`) and applies that exact geometry to a dict of tensors; labels are
+resampled as PIL's NEAREST does (the original's), so no new class ids appear and the same pixels are kept.
+Pure torch, so it runs unchanged on CPU tensors in loader workers.
 """
 
 from __future__ import annotations
@@ -56,24 +57,41 @@ def hflip(tensor: torch.Tensor) -> torch.Tensor:
     return torch.flip(tensor, dims=(-1,))
 
 
-def resize(tensor: torch.Tensor, size_wh: tuple[int, int], is_label: bool = False) -> torch.Tensor:
-    """Resize the last two dims to (W, H): bilinear for signals, nearest for integer label maps.
+def pil_nearest_indices(size_in: int, size_out: int) -> torch.Tensor:
+    """The source index of each of `size_out` pixels as PIL's NEAREST resize picks it along one axis.
 
-    Bilinear uses align_corners=False (what CMDA uses for events) and antialiasing when shrinking, which keeps
-    a 2x downscale of a Cityscapes frame close to PIL's bilinear filter instead of aliasing fine textures.
+    Pillow samples at pixel centres, (i + 0.5) * in/out, stepping through a row by adding the scale in
+    float64, and truncates: a 2x downscale keeps the ODD pixels (torch's "nearest" keeps the even ones, one
+    full-resolution pixel off). The running sum is reproduced, not the closed form, because the two round
+    differently for some sizes (tests/test_datasets.py compares with PIL on odd and even sizes).
+    """
+    scale = size_in / size_out
+    steps = np.full(size_out, scale)
+    steps[0] = scale * 0.5
+    return torch.from_numpy(np.minimum(np.add.accumulate(steps).astype(np.int64), size_in - 1))
+
+
+def resize(tensor: torch.Tensor, size_wh: tuple[int, int], is_label: bool = False) -> torch.Tensor:
+    """Resize the last two dims to (W, H): bilinear for signals, PIL's NEAREST for integer label maps.
+
+    Labels take exactly the pixels the original's PIL `resize(..., Image.NEAREST)` takes
+    (`pil_nearest_indices`). Bilinear uses align_corners=False (what CMDA uses for events) and antialiasing
+    when shrinking, which keeps a 2x downscale of a Cityscapes frame close to PIL's bilinear filter instead
+    of aliasing fine textures.
     """
     width, height = size_wh
     if tuple(tensor.shape[-2:]) == (height, width):
         return tensor
+    if is_label:
+        rows = pil_nearest_indices(tensor.shape[-2], height)
+        cols = pil_nearest_indices(tensor.shape[-1], width)
+        return tensor.index_select(-2, rows).index_select(-1, cols)
     lead = tensor.shape[:-2]
     flat = tensor.reshape(-1, 1, *tensor.shape[-2:])
-    if is_label:
-        out = F.interpolate(flat.float(), size=(height, width), mode="nearest").to(tensor.dtype)
-    else:
-        shrinking = height < tensor.shape[-2] or width < tensor.shape[-1]
-        out = F.interpolate(
-            flat.float(), size=(height, width), mode="bilinear", align_corners=False, antialias=shrinking
-        )
+    shrinking = height < tensor.shape[-2] or width < tensor.shape[-1]
+    out = F.interpolate(
+        flat.float(), size=(height, width), mode="bilinear", align_corners=False, antialias=shrinking
+    )
     return out.reshape(*lead, height, width)
 
 
@@ -128,7 +146,8 @@ class AlignedAugment:
         params: AugmentParams,
         label_keys: Iterable[str] = ("label",),
     ) -> dict[str, torch.Tensor]:
-        """Apply one drawn geometry to every tensor (last two dims = H, W); `label_keys` use nearest."""
+        """Apply one drawn geometry to every tensor (last two dims = H, W); `label_keys` resample as PIL's
+        NEAREST."""
         label_keys = set(label_keys)
         out: dict[str, torch.Tensor] = {}
         for key, tensor in tensors.items():

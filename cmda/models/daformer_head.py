@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cmda.models.mit import map_to_tokens, tokens_to_map
+from cmda.models import checkpointing
+from cmda.models.mit import map_to_tokens, tokens_to_feature_map
 
 
 class ConvBNReLU(nn.Sequential):
@@ -61,9 +62,12 @@ class SepASPP(nn.Module):
             for d in dilations
         )
         self.bottleneck = ConvBNReLU(len(dilations) * channels, channels, 3)
+        self.checkpointing = "off"  # cmda.models.checkpointing: "blocks" recomputes each branch
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.bottleneck(torch.cat([branch(x) for branch in self.branches], dim=1))
+        mode = self.checkpointing
+        branches = [checkpointing.run(mode, "blocks", branch, branch, x) for branch in self.branches]
+        return checkpointing.run(mode, "blocks", self.bottleneck, self.bottleneck, torch.cat(branches, dim=1))
 
 
 class DAFormerHead(nn.Module):
@@ -90,15 +94,27 @@ class DAFormerHead(nn.Module):
         nn.init.normal_(self.conv_seg.weight, mean=0.0, std=0.01)
         nn.init.zeros_(self.conv_seg.bias)
 
+    @property
+    def checkpointing(self) -> str:
+        """`cmda.models.checkpointing` mode: "blocks" recomputes each ASPP branch, "stages" the whole head."""
+        return self.fuse.checkpointing
+
+    @checkpointing.setter
+    def checkpointing(self, mode: str) -> None:
+        self.fuse.checkpointing = mode
+
     def forward(self, features: Sequence[Tensor], dropout: bool = True) -> Tensor:
         """Decode 4 feature maps; ``dropout`` enables Dropout2d (it is still inactive in eval mode)."""
         if len(features) != len(self.embed):
             raise ValueError(f"DAFormerHead expects {len(self.embed)} feature maps, got {len(features)}")
+        return checkpointing.run(self.checkpointing, "stages", self, self.decode, *features, dropout=dropout)
+
+    def decode(self, *features: Tensor, dropout: bool = True) -> Tensor:
         target_size = features[0].shape[-2:]
         embedded = []
         for feature, embed in zip(features, self.embed, strict=True):
             height, width = feature.shape[-2:]
-            x = tokens_to_map(embed(map_to_tokens(feature)), height, width)
+            x = tokens_to_feature_map(embed(map_to_tokens(feature)), height, width)
             if x.shape[-2:] != target_size:
                 x = F.interpolate(x, size=target_size, mode="bilinear", align_corners=False)
             embedded.append(x)

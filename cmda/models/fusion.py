@@ -16,7 +16,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from cmda.models.mit import Block, MixFFN, map_to_tokens, tokens_to_map
+from cmda.models import checkpointing
+from cmda.models.mit import Block, MixFFN, map_to_tokens, tokens_to_feature_map
 
 FUSION_SR_RATIOS = (8, 4, 2, 1)
 
@@ -35,7 +36,25 @@ def _fusion_block(dim: int, sr_ratio: int, drop_path: float) -> Block:
     return Block(dim, num_heads=1, mlp_ratio=4.0, sr_ratio=sr_ratio, drop_path=drop_path)
 
 
-class AttentionAvgFusion(nn.Module):
+class StagewiseFusion(nn.Module):
+    """A fusion that combines the two modalities stage by stage (`stage`), each stage one checkpointing
+    piece of kind "stages" (`cmda.models.checkpointing`); `checkpointing` is set by the segmentor."""
+
+    embed_dims: list[int]
+    checkpointing = "off"
+
+    def forward(self, image: Sequence[Tensor], second_modality: Sequence[Tensor]) -> list[Tensor]:
+        _check_pair(image, second_modality, len(self.embed_dims))
+        return [
+            checkpointing.run(self.checkpointing, "stages", self, self.stage, x_a, x_b, stage)
+            for stage, (x_a, x_b) in enumerate(zip(image, second_modality))
+        ]
+
+    def stage(self, x_a: Tensor, x_b: Tensor, stage: int) -> Tensor:
+        raise NotImplementedError
+
+
+class AttentionAvgFusion(StagewiseFusion):
     """y_i = (Block_img_i(x_img_i) + Block_evt_i(x_evt_i)) / 2 for every stage i."""
 
     def __init__(
@@ -50,20 +69,18 @@ class AttentionAvgFusion(nn.Module):
             _fusion_block(d, r, drop_path) for d, r in zip(embed_dims, sr_ratios)
         )
 
-    def forward(self, image: Sequence[Tensor], events: Sequence[Tensor]) -> list[Tensor]:
-        _check_pair(image, events, len(self.embed_dims))
-        fused = []
-        for x_img, x_evt, block_img, block_evt in zip(image, events, self.image_blocks, self.event_blocks):
-            height, width = x_img.shape[-2:]
-            tokens = 0.5 * (
-                block_img(map_to_tokens(x_img), height, width)
-                + block_evt(map_to_tokens(x_evt), height, width)
-            )
-            fused.append(tokens_to_map(tokens, height, width))
-        return fused
+    def stage(self, x_img: Tensor, x_evt: Tensor, stage: int) -> Tensor:
+        height, width = x_img.shape[-2:]
+        mode = self.checkpointing
+        block_img, block_evt = self.image_blocks[stage], self.event_blocks[stage]
+        tokens = 0.5 * (
+            checkpointing.run(mode, "blocks", block_img, block_img, map_to_tokens(x_img), height, width)
+            + checkpointing.run(mode, "blocks", block_evt, block_evt, map_to_tokens(x_evt), height, width)
+        )
+        return tokens_to_feature_map(tokens, height, width)
 
 
-class AttentionFusion(nn.Module):
+class AttentionFusion(StagewiseFusion):
     """y_i = MixFFN_{2C->C->C}(Block_2C(concat(x_a_i, x_b_i))) per stage i (no residual after the Block)."""
 
     def __init__(
@@ -74,14 +91,14 @@ class AttentionFusion(nn.Module):
         self.blocks = nn.ModuleList(_fusion_block(2 * d, r, drop_path) for d, r in zip(embed_dims, sr_ratios))
         self.projections = nn.ModuleList(MixFFN(2 * d, d, d) for d in embed_dims)
 
-    def forward(self, image: Sequence[Tensor], second_modality: Sequence[Tensor]) -> list[Tensor]:
-        _check_pair(image, second_modality, len(self.embed_dims))
-        fused = []
-        for x_a, x_b, block, projection in zip(image, second_modality, self.blocks, self.projections):
-            height, width = x_a.shape[-2:]
-            tokens = block(map_to_tokens(torch.cat([x_a, x_b], dim=1)), height, width)
-            fused.append(tokens_to_map(projection(tokens, height, width), height, width))
-        return fused
+    def stage(self, x_a: Tensor, x_b: Tensor, stage: int) -> Tensor:
+        height, width = x_a.shape[-2:]
+        mode = self.checkpointing
+        block, projection = self.blocks[stage], self.projections[stage]
+        tokens = map_to_tokens(torch.cat([x_a, x_b], dim=1))
+        tokens = checkpointing.run(mode, "blocks", block, block, tokens, height, width)
+        tokens = checkpointing.run(mode, "blocks", projection, projection, tokens, height, width)
+        return tokens_to_feature_map(tokens, height, width)
 
 
 class AverageFusion(nn.Module):

@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from timm.layers import DropPath, trunc_normal_
 from torch import Tensor, nn
 
+from cmda.models import checkpointing
+
 #: Blocks and stage-end norms use eps 1e-6 as in the original; patch-embed and attn.sr norms keep 1e-5.
 BlockNorm = partial(nn.LayerNorm, eps=1e-6)
 
@@ -47,13 +49,35 @@ MIT_CONFIGS: dict[str, MiTConfig] = {
 }
 
 
+FEATURE_LAYOUTS: dict[str, torch.memory_format] = {
+    "cpu": torch.contiguous_format,
+    "cuda": torch.contiguous_format,
+}
+"""Memory layout of the feature maps handed to convolutions outside a block (stage outputs, fusion outputs,
+the decoder's embeddings), per device type. CPU: contiguous, chosen by measurement (oneDNN's convolution
+backward is much slower on channels_last-strided maps; benchmarks/README.md). CUDA: contiguous as well,
+NOT measured yet (`benchmarks/model_step.py --channels-last` compares both where a GPU exists)."""
+
+
+def feature_layout(device: torch.device) -> torch.memory_format:
+    """The layout of `FEATURE_LAYOUTS` for a device (contiguous for device types it does not name)."""
+    return FEATURE_LAYOUTS.get(device.type, torch.contiguous_format)
+
+
 def tokens_to_map(tokens: Tensor, height: int, width: int) -> Tensor:
     """[B, H*W, C] tokens -> [B, C, H, W] map without a copy (the result is channels_last-strided).
 
+    For the convolutions inside a block (spatial reduction, depthwise conv), where the view is as fast.
     ``reshape``/``permute`` instead of ``view`` so non-contiguous (channels_last) inputs never break.
     """
     batch, _, channels = tokens.shape
     return tokens.reshape(batch, height, width, channels).permute(0, 3, 1, 2)
+
+
+def tokens_to_feature_map(tokens: Tensor, height: int, width: int) -> Tensor:
+    """[B, H*W, C] tokens -> a [B, C, H, W] feature map in the device's layout (`FEATURE_LAYOUTS`): the one
+    rule for every map that leaves a block (stage outputs, fusion outputs, decoder embeddings)."""
+    return tokens_to_map(tokens, height, width).contiguous(memory_format=feature_layout(tokens.device))
 
 
 def map_to_tokens(feature_map: Tensor) -> Tensor:
@@ -212,6 +236,7 @@ class MixVisionTransformer(nn.Module):
         super().__init__()
         self.config = config
         self.in_chans = in_chans
+        self.checkpointing = "off"  # cmda.models.checkpointing: "off", "blocks" (each block), "stages"
         self.embed_dims: list[int] = list(config.embed_dims)
         # stochastic depth grows linearly over ALL blocks of all stages, as in the original
         rates = linear_drop_path_rates(drop_path_rate, sum(config.depths))
@@ -239,22 +264,19 @@ class MixVisionTransformer(nn.Module):
     def forward(self, x: Tensor) -> list[Tensor]:
         if x.ndim != 4 or x.shape[1] != self.in_chans:
             raise ValueError(f"MiT expects input [B, {self.in_chans}, H, W], got {tuple(x.shape)}")
-        # stage outputs follow the input's memory format: a channels_last input gets channels_last maps
-        # for free (the token layout already is NHWC), a default input gets ordinary contiguous maps
-        memory_format = (
-            torch.channels_last
-            if x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1
-            else torch.contiguous_format
-        )
         outputs: list[Tensor] = []
         for stage in range(1, 5):
-            tokens, height, width = getattr(self, f"patch_embed{stage}")(x)
-            for block in getattr(self, f"block{stage}"):
-                tokens = block(tokens, height, width)
-            tokens = getattr(self, f"norm{stage}")(tokens)
-            x = tokens_to_map(tokens, height, width).contiguous(memory_format=memory_format)
+            x = checkpointing.run(self.checkpointing, "stages", self, self.stage, x, stage)
             outputs.append(x)
         return outputs
+
+    def stage(self, x: Tensor, stage: int) -> Tensor:
+        """Stage 1..4: patch embedding, the blocks, the stage norm; returns the stage's feature map."""
+        tokens, height, width = getattr(self, f"patch_embed{stage}")(x)
+        for block in getattr(self, f"block{stage}"):
+            tokens = checkpointing.run(self.checkpointing, "blocks", block, block, tokens, height, width)
+        tokens = getattr(self, f"norm{stage}")(tokens)
+        return tokens_to_feature_map(tokens, height, width)
 
 
 def build_mit(name: str, in_chans: int = 3, drop_path_rate: float = 0.1) -> MixVisionTransformer:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cmda.models import checkpointing
 from cmda.models.daformer_head import DAFormerHead
 from cmda.models.fusion import build_fusion
 from cmda.models.mit import build_mit, load_official_mit
@@ -54,6 +55,7 @@ class CMDASegmentor(nn.Module):
         fusion: str = "attention_avg",
         decoder_channels: int = 256,
         fuse_with: str = "events",
+        activation_checkpointing: str = "off",
     ) -> None:
         super().__init__()
         if fuse_with not in ("events", "isr"):
@@ -66,6 +68,15 @@ class CMDASegmentor(nn.Module):
         embed_dims = self.backbone_image.embed_dims
         self.fusion = build_fusion(fusion, embed_dims)
         self.decode_head = DAFormerHead(embed_dims, num_classes=num_classes, channels=decoder_channels)
+        self.set_activation_checkpointing(activation_checkpointing)
+
+    def set_activation_checkpointing(self, mode: str) -> None:
+        """"off", "blocks" or "stages" for both backbones, the fusion and the decoder
+        (`cmda.models.checkpointing`); the same losses and gradients, less memory, more compute."""
+        self.activation_checkpointing = checkpointing.check_mode(mode)
+        for module in (self.backbone_image, self.backbone_events, self.fusion, self.decode_head):
+            if hasattr(module, "checkpointing"):
+                module.checkpointing = mode
 
     def load_pretrained(self, path: str | os.PathLike[str]) -> None:
         """Load an NVlabs ImageNet MiT file into both backbones (the event stem adapted); strict."""

@@ -246,11 +246,25 @@ class DACSStep:
             second_modality=self.second_modality,
         )
 
-    def __call__(self, batch: dict, iteration: int, device: torch.device, autocast) -> dict[str, Tensor]:
-        """Run one step (both backwards; the caller steps the optimizer). Returns detached loss terms."""
+    def __call__(
+        self,
+        batch: dict,
+        iteration: int,
+        device: torch.device,
+        autocast,
+        micro: int = 0,
+        scale: float = 1.0,
+    ) -> dict[str, Tensor]:
+        """Run one step (both backwards; the caller steps the optimizer). Returns detached loss terms.
+
+        With gradient accumulation the caller runs micro-batches 0..k-1 of one iteration with `scale` 1/k:
+        the teacher moves once (at micro-batch 0), every micro-batch draws from its own (seed, iteration,
+        micro) generator, and the backwards see the losses times `scale` (the logged values are unscaled).
+        """
         cfg = self.uda
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + iteration)
-        self.teacher.update(self.model, iteration)
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + iteration + micro * 2**32)
+        if micro == 0:
+            self.teacher.update(self.model, iteration)
         inputs = self.prepare(batch, device)
         logged: dict[str, Tensor] = {}
 
@@ -262,7 +276,7 @@ class DACSStep:
             )
             ctx = self.feature_context(inputs, src_out.features)
             src_terms = self.variant.compute("source", ctx, self.lambdas)
-        phase_loss("src", src_losses, src_terms, "source", iteration, logged).backward()
+        (scale * phase_loss("src", src_losses, src_terms, "source", iteration, logged)).backward()
         source_features = {k: [f.detach() for f in v] for k, v in src_out.features.items()}
         del src_out, src_losses, src_terms
 
@@ -319,7 +333,7 @@ class DACSStep:
                 mix_terms = self.variant.compute("mixed", ctx, self.lambdas)
         mixed_loss = phase_loss("mix", mix_losses, mix_terms, "mixed", iteration, logged)
         logged.update(ctx.diagnostics)  # e.g. the masked-event coverage
-        mixed_loss.backward()
+        (scale * mixed_loss).backward()
         logged["pseudo_weight"] = pseudo_weight.detach()
         return logged
 

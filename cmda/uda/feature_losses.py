@@ -178,16 +178,29 @@ def masked_event_s_rgb_t(ctx: FeatureContext) -> Tensor:
     return masked_distance(ctx.target["image"], _detached(ctx.source["events"]), events, ctx)
 
 
+PROVENANCES = ("fork", "inferred", "ours")
+"""Where a default lambda comes from: "fork" = a value the L2 fork (Giog97/CMDA) ran; "inferred" = read
+from its comments, never seen running; "ours" = chosen here (the fork's file for that variant is not
+public)."""
+
+
 @dataclass(frozen=True)
 class Term:
-    """One loss term: its default lambda, the phase it joins ('source' or 'mixed'), how to compute it, and
+    """One loss term: its default lambda and where that value comes from (`provenance`, one of
+    `PROVENANCES`, with the `evidence`), the phase it joins ('source' or 'mixed'), how to compute it, and
     the target modalities it needs beyond image + second modality (e.g. {"events"} for a mask made of
     event voxels), checked against the target registry before anything runs."""
 
     default_lambda: float
     phase: str
     compute: Callable[[FeatureContext], Tensor]
+    provenance: str
+    evidence: str
     requires: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        if self.provenance not in PROVENANCES:
+            raise ValueError(f"provenance must be one of {PROVENANCES}, got {self.provenance!r}")
 
 
 @dataclass(frozen=True)
@@ -200,7 +213,7 @@ class FeatureLossVariant:
 
     @property
     def default_lambdas(self) -> dict[str, float]:
-        """Term name -> default lambda (the L2 fork's values)."""
+        """Term name -> default lambda (where each comes from: `Term.provenance`)."""
         return {name: term.default_lambda for name, term in self.terms.items()}
 
     @property
@@ -211,7 +224,7 @@ class FeatureLossVariant:
     def resolve_lambdas(
         self, scale: float = 1.0, explicit: dict[str, float] | None = None
     ) -> dict[str, float]:
-        """Per-term lambdas that train: each term's default times `scale` (1.0 = the fork's values), then
+        """Per-term lambdas that train: each term's default times `scale` (1.0 = the defaults), then
         the `explicit` per-term lambdas, which win. An unknown term in `explicit` is an error."""
         resolved = {name: float(scale) * term.default_lambda for name, term in self.terms.items()}
         for name, value in (explicit or {}).items():
@@ -248,39 +261,58 @@ class FeatureLossVariant:
 
 SOURCE, MIXED = "source", "mixed"
 
+# Evidence for each default lambda, from the fork's config history (configs/fusion/..._b2.py) and logs
+RGB_EVENT_SRC_RUN = "lambda_l2=0.1, commented out after its run ('bad performance'); its loss curve is logged"
+FUSION_RUN = "lambda_l2_st=0.05, active at fork commit 67d3aae, which its generated run configs name"
+PAIR_COMMENT = "lambda_l2=0.1 and lambda_l2_st=0.1 side by side in a commented train_cfg; no run recorded"
+TEST1_RUN = "'Test1' train_cfg (rgb_st 0.1, events_rgbt 0.05), commented after its run; its curves are logged"
+TEST2_RUN = "'Test2' train_cfg (rgb_st 0.1, events_st 0.05), the fork's active config at HEAD"
+MASKED_OURS = "the fork's MaskedEvent file is not public: its unmasked sibling's values, chosen here"
+
 VARIANTS: dict[str, FeatureLossVariant] = {
     "none": FeatureLossVariant("none", "the CMDA baseline: no feature-alignment term"),
     "src_rgb_event": FeatureLossVariant(
         "src_rgb_event",
         "source RGB vs source event features (the study dropped it for bad performance)",
-        {"rgb_event_src": Term(0.1, SOURCE, rgb_event_src)},
+        {"rgb_event_src": Term(0.1, SOURCE, rgb_event_src, "fork", RGB_EVENT_SRC_RUN)},
     ),
     "src_rgb_event+fusion_st": FeatureLossVariant(
         "src_rgb_event+fusion_st",
         "source RGB-event term plus source-target fusion term (lambdas inferred from the study's comments)",
-        {"rgb_event_src": Term(0.1, SOURCE, rgb_event_src), "fusion_st": Term(0.1, MIXED, fusion_st)},
+        {
+            "rgb_event_src": Term(0.1, SOURCE, rgb_event_src, "inferred", PAIR_COMMENT),
+            "fusion_st": Term(0.1, MIXED, fusion_st, "inferred", PAIR_COMMENT),
+        },
     ),
     "fusion_st": FeatureLossVariant(
         "fusion_st",
         "source vs target fusion features (0.05 in the code that ran)",
-        {"fusion_st": Term(0.05, MIXED, fusion_st)},
+        {"fusion_st": Term(0.05, MIXED, fusion_st, "fork", FUSION_RUN)},
     ),
     "rgb_st+event_s_rgb_t": FeatureLossVariant(
         "rgb_st+event_s_rgb_t",
         "source vs target RGB features, and source event vs target RGB features",
-        {"rgb_st": Term(0.1, MIXED, rgb_st), "event_s_rgb_t": Term(0.05, MIXED, event_s_rgb_t)},
+        {
+            "rgb_st": Term(0.1, MIXED, rgb_st, "fork", TEST1_RUN),
+            "event_s_rgb_t": Term(0.05, MIXED, event_s_rgb_t, "fork", TEST1_RUN),
+        },
     ),
     "rgb_st+event_st": FeatureLossVariant(
         "rgb_st+event_st",
         "source vs target RGB features, and source vs target event features (the study's last run)",
-        {"rgb_st": Term(0.1, MIXED, rgb_st), "event_st": Term(0.05, MIXED, event_st)},
+        {
+            "rgb_st": Term(0.1, MIXED, rgb_st, "fork", TEST2_RUN),
+            "event_st": Term(0.05, MIXED, event_st, "fork", TEST2_RUN),
+        },
     ),
     "rgb_st+event_s_rgb_t+masked_event": FeatureLossVariant(
         "rgb_st+event_s_rgb_t+masked_event",
         "rgb_st+event_s_rgb_t with the event term only at stage cells dense in events (our definition)",
         {
-            "rgb_st": Term(0.1, MIXED, rgb_st),
-            "masked_event_s_rgb_t": Term(0.05, MIXED, masked_event_s_rgb_t, requires=frozenset({"events"})),
+            "rgb_st": Term(0.1, MIXED, rgb_st, "ours", MASKED_OURS),
+            "masked_event_s_rgb_t": Term(
+                0.05, MIXED, masked_event_s_rgb_t, "ours", MASKED_OURS, requires=frozenset({"events"})
+            ),
         },
     ),
 }

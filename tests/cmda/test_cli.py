@@ -137,3 +137,18 @@ def test_an_unexpected_error_keeps_its_traceback(tiny_config, tmp_path, monkeypa
     monkeypatch.setattr(cmda.train, "build_datasets", bug)
     with pytest.raises(RuntimeError, match="a bug"):
         main(["train", write_config(tmp_path / "exp.yaml", tiny_config().to_dict())])
+
+
+def test_dry_run_checks_and_prints_the_memory_budget_without_training(tiny_config, tmp_path, capsys):
+    config = tiny_config(**{"data.batch_size": 2, "model.decoder_channels": 16})
+    path = write_config(tmp_path / "exp.yaml", config.to_dict())
+    assert main(["train", path, "--dry-run", "--set", "model.activation_checkpointing=blocks"]) == 0
+    out = capsys.readouterr().out
+    assert f"{path}: config OK (mit_b0, target dsec_night)" in out and "data: OK" in out
+    assert "memory of one training step (activation_checkpointing blocks, batch 2): peak" in out
+    assert "fits 8 GB cards and larger" in out and "weights" in out and "activations" in out
+    assert not (tmp_path / "run").exists()  # nothing written
+    bad = write_config(
+        tmp_path / "bad.yaml", set_key(config.to_dict(), "data.source.root", str(tmp_path / "x"))
+    )
+    assert main(["train", bad, "--dry-run"]) == 2  # the data check runs, as before training

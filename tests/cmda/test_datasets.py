@@ -21,7 +21,7 @@ from cmda.data.dsec_layout import labelled_frames
 from cmda.data.errors import DataError
 from cmda.data.paired import SourceTargetDataset
 from cmda.data.rcs import RareClassSampler, class_probabilities, redraw_crop_for_class
-from cmda.data.transforms import AlignedAugment, compute_isr, label_crop_is_balanced, to_uint8
+from cmda.data.transforms import AlignedAugment, compute_isr, label_crop_is_balanced, resize, to_uint8
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
@@ -74,6 +74,25 @@ def test_aligned_augment_resize_uses_nearest_for_labels() -> None:
     )
     assert set(out["label"].unique().tolist()) == {0, 7}
     assert out["image"].shape == (1, 16, 16) and 0 < out["image"][0, 0, 8] < 7  # bilinear blends the edge
+
+
+@pytest.mark.parametrize(
+    ("size_in", "size_out"),
+    [((2048, 1024), (1024, 512)), ((1920, 1080), (960, 540)), ((97, 61), (48, 30)), ((64, 36), (33, 17)),
+     ((400, 400), (512, 512)), ((31, 45), (62, 89)), ((100, 100), (100, 37))],
+)
+def test_labels_are_resampled_exactly_as_pil_nearest(size_in, size_out) -> None:
+    """The original resizes labels with PIL's NEAREST (Cityscapes 2048x1024 -> 1024x512, Dark Zurich's
+    ground truth 1920x1080 -> 960x540): the same pixels, odd and even sizes, down and up."""
+    (w, h), (out_w, out_h) = size_in, size_out
+    label = np.random.default_rng(w * h).integers(0, 19, (h, w), dtype=np.uint8)
+    label[np.random.default_rng(1).random((h, w)) < 0.1] = 255
+    expected = np.asarray(Image.fromarray(label).resize((out_w, out_h), Image.NEAREST))
+    out = resize(torch.from_numpy(label.astype(np.int64)), (out_w, out_h), is_label=True)
+    assert out.dtype == torch.int64 and torch.equal(out, torch.from_numpy(expected.astype(np.int64)))
+    # a 2x downscale keeps the odd pixels of each 2x2 block (torch's "nearest" would keep the even ones)
+    if (w, h) == (2 * out_w, 2 * out_h):
+        assert torch.equal(out, torch.from_numpy(label[1::2, 1::2].astype(np.int64)))
 
 
 def test_cat_max_ratio_redraws_unbalanced_crops() -> None:
@@ -427,6 +446,8 @@ def test_dark_zurich_tiny_fixture(tmp_path: Path) -> None:
     assert train["isr_direction"].item() == 2
     val = DarkZurichDataset(tmp_path, split="val", resize=(64, 36))[0]
     assert val["image"].shape == (3, 36, 64) and val["label"].shape == (36, 64)
+    pil = np.asarray(Image.fromarray(label).resize((64, 36), Image.NEAREST)).astype(np.int64)
+    assert torch.equal(val["label"], torch.from_numpy(pil))  # the original's get_gt_seg_maps
     assert set(val["label"][:, :31].unique().tolist()) == {0} and set(
         val["label"][:, 33:].unique().tolist()
     ) == {10}

@@ -71,3 +71,24 @@ def test_every_target_reports_its_declared_metrics(name):
     for metric, classes in spec.metrics.items():
         assert set(classes) <= set(range(len(CLASSES)))
         assert metrics[metric] == pytest.approx(100 * np.nanmean(iou[list(classes)]))
+
+
+def test_evaluation_runs_in_fp32_under_bf16_training(tiny_config):
+    """With `train.amp: bf16` the training step autocasts, evaluation does not: the reported metric is the
+    fp32 evaluation of the checkpoint, and an outer autocast does not reach the model."""
+    from cmda.eval import evaluate
+    from cmda.train import build_model, build_test_loader, load_checkpoint, run
+
+    config = tiny_config(**{"train.amp": "bf16", "train.max_iters": 2, "train.eval_interval": 2})
+    reported = run(config)
+    model = build_model(config)
+    model.load_state_dict(load_checkpoint(config.train.work_dir)["model"])
+    dtypes = []
+    model.decode_head.register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
+    loader = build_test_loader(config)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        metrics = evaluate(model, loader, torch.device("cpu"), config.target)
+    assert dtypes and set(dtypes) == {torch.float32}
+    assert metrics == pytest.approx(reported, rel=0, abs=0, nan_ok=True)
+    plain = evaluate(model, loader, torch.device("cpu"), config.target)
+    assert plain == pytest.approx(metrics, rel=0, abs=0, nan_ok=True)

@@ -269,17 +269,29 @@ def test_segmentor_fuses_with_the_declared_second_modality() -> None:
         torch.testing.assert_close(model.predict(image, isr), expected)
 
 
-def test_segmentor_channels_last_matches() -> None:
+def test_feature_maps_follow_the_device_layout(monkeypatch) -> None:
+    """Maps leaving a block (stage, fusion and decoder-embedding outputs) take the device's layout: dense
+    NCHW on CPU by default (no channels_last-strided views reach the decoder's convolutions), channels_last
+    where `FEATURE_LAYOUTS` says so, with the same logits."""
+    from cmda.models import mit
+
     torch.manual_seed(0)
     model = CMDASegmentor("mit_b0", num_classes=3).eval()
     image, events = torch.randn(1, 3, 64, 64), torch.randn(1, 3, 64, 64)
+    seen: list[torch.Tensor] = []
+    hook = model.decode_head.fuse.register_forward_pre_hook(lambda _, args: seen.append(args[0]))
     with torch.no_grad():
-        reference = model(image, events).logits["fusion"]
-        model = model.to(memory_format=torch.channels_last)
-        out = model(image.to(memory_format=torch.channels_last), events.to(memory_format=torch.channels_last))
-    torch.testing.assert_close(out.logits["fusion"], reference, rtol=1e-4, atol=1e-4)
-    assert all(f.is_contiguous(memory_format=torch.channels_last) for f in out.features["image"])
-    assert all(f.is_contiguous() for f in model(image, events).features["events"])
+        reference = model(image, events)
+    assert all(f.is_contiguous() for f in reference.features["image"] + reference.features["fusion"])
+    assert seen and all(x.is_contiguous() for x in seen)
+    monkeypatch.setitem(mit.FEATURE_LAYOUTS, "cpu", torch.channels_last)
+    seen.clear()
+    with torch.no_grad():
+        out = model(image, events)
+    hook.remove()
+    torch.testing.assert_close(out.logits["fusion"], reference.logits["fusion"], rtol=1e-4, atol=1e-4)
+    assert all(f.is_contiguous(memory_format=torch.channels_last) for f in out.features["fusion"])
+    assert all(x.is_contiguous(memory_format=torch.channels_last) for x in seen)
 
 
 def test_param_groups_follow_paramwise_rule() -> None:

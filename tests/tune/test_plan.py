@@ -124,3 +124,31 @@ def test_plan_rejects_a_trial_config_the_trainer_would_reject(tmp_path: Path, ca
     assert main(["plan", str(sweep), "--json"]) == 2
     err = capsys.readouterr().err
     assert "max_iter" in err and str(sweep) in err and "trial none" in err
+
+
+def test_plan_memory_fields_are_present_and_monotone(tiny_sweep: Path, capsys) -> None:
+    """`--memory --json` carries the budget of the first trial; checkpointing and accumulation lower it."""
+    spec = yaml.safe_load(tiny_sweep.read_text())
+    spec["overrides"]["data.batch_size"] = 2
+    tiny_sweep.write_text(yaml.safe_dump(spec))
+    assert main(["plan", str(tiny_sweep), "--json", "--memory"]) == 0
+    memory = json.loads(capsys.readouterr().out)["memory"]
+    for key in ("weights", "optimizer", "teacher", "activations", "peak", "fits_gb"):
+        assert key in memory
+    assert memory["optimizer"] == 2 * memory["gradients"] and memory["teacher"] == memory["weights"]
+    assert memory["fits_gb"] and memory["peak"] >= memory["weights"] + memory["activations"]
+    settings = {
+        (a["activation_checkpointing"], a["batch_size"], a["accumulate"]): a for a in memory["alternatives"]
+    }
+    off, blocks, stages = (settings[(mode, 2, 1)] for mode in ("off", "blocks", "stages"))
+    assert memory["peak"] == off["peak"]
+
+    def working(budget: dict) -> int:  # at toy size the optimizer step's own peak may be the larger
+        return budget["activations"] + budget["transient"]
+
+    assert stages["activations"] < blocks["activations"] < off["activations"]
+    assert working(blocks) < working(off) and blocks["peak"] <= off["peak"]
+    halves = settings[("off", 1, 2)]  # batch 1 x accumulate 2: the same effective batch
+    assert halves["activations"] < off["activations"] and working(halves) < working(off)
+    assert main(["plan", str(tiny_sweep)]) == 0
+    assert "GPU memory of a training step: give --memory" in capsys.readouterr().out
