@@ -50,8 +50,9 @@ def load_model(
 ) -> tuple[nn.Module, Config]:
     """The network of a checkpoint (folder or exported `.safetensors`) in eval mode on `device`, and its
     config. `weights` picks the student or the EMA teacher of a checkpoint folder."""
+    from cmda.models.segmentor import build_model
     from cmda.models.weights import load_strict
-    from cmda.train import build_model, resolve_device
+    from cmda.train import resolve_device
 
     path = Path(path)
     if path.suffix == SAFETENSORS_SUFFIX:

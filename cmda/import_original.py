@@ -432,7 +432,7 @@ def convert(original: OriginalCheckpoint, config, config_path: str) -> Imported:
     import torch
 
     from cmda.models.cyclegan import ResnetGenerator
-    from cmda.train import build_model
+    from cmda.models.segmentor import build_model
 
     path = original.path
     layout = read_layout(original.student)

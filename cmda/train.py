@@ -55,6 +55,7 @@ from cmda.errors import RunError
 from cmda.eval import evaluate
 from cmda.io import clean_stale_tmp, is_unset
 from cmda.logs import LOG_FILE, Means, MetricLog, progress_bar
+from cmda.models.segmentor import build_model
 from cmda.uda.dacs import DACSStep, NonFiniteLossError
 
 log = logging.getLogger(__name__)
@@ -119,22 +120,6 @@ def lr_factor(iteration: int, config: Config) -> float:
 
 
 # -- model ----------------------------------------------------------------------------------------------
-
-
-def build_model(config: Config) -> torch.nn.Module:
-    """The bare segmentor (random init) for this config and target; weights are loaded separately."""
-    from cmda.models.segmentor import CMDASegmentor
-
-    return CMDASegmentor(
-        backbone=config.model.backbone,
-        num_classes=config.model.num_classes,
-        second_channels=config.data.target.second_channels,
-        drop_path_rate=config.model.drop_path_rate,
-        fusion=config.model.fusion,
-        decoder_channels=config.model.decoder_channels,
-        fuse_with=config.target.second_modality,
-        activation_checkpointing=config.model.activation_checkpointing,
-    )
 
 
 def build_translator(config: Config, state: Mapping[str, Any] | None) -> torch.nn.Module | None:

@@ -113,7 +113,7 @@ def checkpoint_bytes(config: dict[str, Any]) -> int:
     import torch
 
     from cmda.config import apply_overrides, config_from_dict
-    from cmda.train import build_model
+    from cmda.models.segmentor import build_model
 
     cfg = config_from_dict(apply_overrides(config, {"model.pretrained": "none"}))
     with torch.device("meta"):

@@ -83,7 +83,7 @@ def check_checkpoint_folder(folder: Path) -> str:
     from cmda.checkpoint import CHECKPOINT_FILE, CONFIG_FILE, load_checkpoint
     from cmda.config import config_from_dict
     from cmda.errors import RunError
-    from cmda.train import build_model
+    from cmda.models.segmentor import build_model
 
     try:
         state = load_checkpoint(folder)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -19,6 +20,9 @@ from cmda.models.daformer_head import DAFormerHead
 from cmda.models.fusion import build_fusion
 from cmda.models.mit import build_mit, load_official_mit
 from cmda.models.weights import read_state_dict
+
+if TYPE_CHECKING:
+    from cmda.config import Config
 
 BRANCHES = ("image", "events", "fusion", "isr")
 
@@ -157,3 +161,20 @@ class CMDASegmentor(nn.Module):
             }
             for (is_head, no_decay), params in sorted(groups.items())
         ]
+
+
+def build_model(config: Config) -> CMDASegmentor:
+    """The bare segmentor (random init) for this config and target; weights are loaded separately.
+
+    It lives beside the segmentor, not in the trainer, so that the weight checks and the checkpoint import
+    build the network without importing the training loop (`cmda.train` re-exports it)."""
+    return CMDASegmentor(
+        backbone=config.model.backbone,
+        num_classes=config.model.num_classes,
+        second_channels=config.data.target.second_channels,
+        drop_path_rate=config.model.drop_path_rate,
+        fusion=config.model.fusion,
+        decoder_channels=config.model.decoder_channels,
+        fuse_with=config.target.second_modality,
+        activation_checkpointing=config.model.activation_checkpointing,
+    )
