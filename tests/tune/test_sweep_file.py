@@ -162,6 +162,9 @@ def test_duplicate_configurations_are_rejected(tmp_path, base_config) -> None:
         (lambda r: r["search"]["grid"].update(seed=[1]), ("search.grid.seed", "unknown key")),
         (lambda r: r["resources"].update(gpus=1), ("resources.gpus",)),
         (lambda r: r["resources"].update(cpu=0), ("resources.cpu", "greater than 0")),
+        (lambda r: r["resources"].update(gpu=2), ("resources.gpu", "one device", "max_concurrent_trials")),
+        (lambda r: r.update(max_concurrent_trials="all"), ("max_concurrent_trials", "'auto'")),
+        (lambda r: r.update(overrides={"train.max_iters": -5}), ("overrides.train.max_iters", ">= 1", "-5")),
         (lambda r: r.update(failure={"max_failure": 2}), ("failure.max_failure",)),
         (lambda r: r.update(base_config="missing.yaml"), ("base_config", "no such file")),
         (
