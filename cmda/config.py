@@ -32,8 +32,8 @@ from cmda.uda.feature_losses import VARIANTS
 from cmda.validation import (
     FiniteFloat,
     NonNegativeFloat,
-    Origin,
     NonNegativeInt,
+    Origin,
     PositiveInt,
     Probability,
     StrictModel,
