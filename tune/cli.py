@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     plan = sub.add_parser("plan", help="trials in launch order, compute and storage, without starting Ray")
     plan.add_argument("sweep_file")
     plan.add_argument("--json", action="store_true", help="print one JSON object")
+    plan.add_argument("--gpus", type=int, default=None, metavar="N",
+                      help="the cluster's GPUs: print the concurrency (trials at once) and wall-clock time")
     speed = plan.add_mutually_exclusive_group()
     speed.add_argument("--sec-per-iter", type=float, default=None, help="seconds per trainer iteration")
     speed.add_argument(
@@ -108,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             changes["path_map"] = {**spec.path_map, **parse_path_map_options(args.path_map)}
         spec = dataclasses.replace(spec, **changes)
         if args.check:
-            driver.preflight_checks(spec, validate_trainer=True, address=args.address)
+            driver.preflight_checks(spec, validate_trainer=True, address=args.address)  # prints warnings
             print(f"{spec.path}: OK ({describe(spec)})")
             return 0
         grid = driver.run_sweep(spec, address=args.address, resume_existing=args.resume)
@@ -130,16 +132,20 @@ def _status(location: str) -> int:
 
 def _plan(args: argparse.Namespace) -> int:
     from tune.plan import checkpoint_bytes, format_plan, make_plan, measure_seconds_per_iter
-    from tune.preflight import check_trial_configs
+    from tune.preflight import check_trial_configs, sweep_warnings
 
     spec = load_sweep(args.sweep_file)
     sec_per_iter = args.sec_per_iter
     if sec_per_iter is not None and not sec_per_iter > 0:
         raise SweepError(f"--sec-per-iter: expected a number > 0, got {sec_per_iter}")
-    first = check_trial_configs(spec)[0]  # every trial's config is valid, or the error names it
+    if args.gpus is not None and args.gpus < 1:
+        raise SweepError(f"--gpus: expected a whole number >= 1, got {args.gpus}")
+    configs = check_trial_configs(spec)  # every trial's config is valid, or the error names it
+    first = configs[0]
     if args.measure:
         sec_per_iter = measure_seconds_per_iter(first, threads=int(spec.cpu))
-    plan = make_plan(spec, sec_per_iter=sec_per_iter, ckpt_bytes=checkpoint_bytes(first))
+    plan = make_plan(spec, sec_per_iter=sec_per_iter, ckpt_bytes=checkpoint_bytes(first), gpus=args.gpus,
+                     warnings=sweep_warnings(spec, configs))
     print(json.dumps(plan.as_json(), indent=1) if args.json else format_plan(plan))
     return 0
 

@@ -30,7 +30,7 @@ from tune.experiment import (
     open_experiment,
 )
 from tune.live_table import LiveTable
-from tune.paths import FILE, TrialPath, missing_paths, resolve_sweep_paths, sweep_paths
+from tune.paths import TrialPath, missing_paths
 from tune.preflight import ClusterError
 from tune.remote import check_paths_where_trials_run, clean_up_after_fit, is_client_address
 from tune.sweep import SweepError, SweepSpec, load_sweep, parse_sweep
@@ -214,33 +214,35 @@ def save_sweep_copy(spec: SweepSpec) -> None:
     Experiment(experiment_dir(spec)).write_text(text, SWEEP_FILE)
 
 
-def settle_paths(spec: SweepSpec, address: str | None) -> tuple[SweepSpec, list[TrialPath]]:
-    """Data and weight paths as every node must see them (tune.paths), joined to the overrides; plus the
-    list of paths the trials read (the base config included), for the existence checks."""
-    settled = resolve_sweep_paths(spec.base_config, spec.overrides, spec.path, path_map=spec.path_map,
-                                  client=is_client_address(address))
-    spec = dataclasses.replace(spec, overrides={**spec.overrides, **settled})
-    base = TrialPath("base_config", str(spec.base_config), FILE, f"{spec.path}: field 'base_config'")
-    return spec, [base, *sweep_paths(spec.base_config, spec.overrides, spec.path)]
+@dataclasses.dataclass(frozen=True)
+class Checked:
+    """What the pre-flight settled: the spec with its paths made absolute, the paths its trials read and
+    their resolved trainer configs (empty for a stand-in trainer), for the checks where the trials run."""
+
+    spec: SweepSpec
+    paths: list[TrialPath]
+    configs: list[dict[str, Any]]
 
 
 def preflight_checks(
     spec: SweepSpec, *, validate_trainer: bool, address: str | None, num_cpus: int | None = None
-) -> tuple[SweepSpec, list[TrialPath]]:
-    """Everything that can be checked before Ray starts (see tune.preflight); returns the spec with its
-    paths settled and the paths its trials read. A local run checks those paths here; on a cluster they are
-    checked where the trials run, once connected (`check_cluster`)."""
-    spec, paths = settle_paths(spec, address)
+) -> Checked:
+    """Everything that can be checked before Ray starts (see tune.preflight). A local run checks the paths
+    and the data here; a cluster checks them where the trials run, once connected (`check_cluster`)."""
+    spec, paths = preflight.settle_paths(spec, client=is_client_address(address))
     local = not joins_cluster(address)
+    configs: list[dict[str, Any]] = []
     if validate_trainer:
-        preflight.check_trial_configs(spec)
-        if local and (problems := missing_paths(paths)):
+        configs = preflight.check_trial_configs(spec)
+        if local and (problems := missing_paths(paths) or preflight.data_problems(configs)):
             raise SweepError("\n".join([*problems, "prepare the data (README, Data) or fix the paths; weight "
                                          "files: see pretrained/README.md, or set them to none"]))
     preflight.check_storage(spec, resolve_storage(spec.storage_path))
     if local:
         preflight.check_node_fit(spec, [preflight.local_node(num_cpus)])
-    return spec, paths
+    for warning in preflight.misaligned_rungs(spec):
+        print(f"cmda-tune: warning: {warning}")
+    return Checked(spec, paths, configs)
 
 
 def joins_cluster(address: str | None) -> bool:
@@ -251,13 +253,30 @@ def joins_cluster(address: str | None) -> bool:
     return address is not None or ray.is_initialized()
 
 
-def check_cluster(spec: SweepSpec, address: str | None, paths: Sequence[TrialPath] = ()) -> None:
+def check_cluster(spec: SweepSpec, address: str | None, checked: Checked | None = None) -> None:
     """After joining a cluster (its nodes are only known then), before any trial is created: a trial fits
-    on one node, and the paths its trials read exist on the nodes that run them (tune.remote)."""
-    preflight.check_node_fit(spec, preflight.cluster_nodes(), autoscaling=preflight.autoscaling_cluster())
-    for note in check_paths_where_trials_run(paths, cpu=spec.cpu, gpu=spec.gpu,
-                                             client=is_client_address(address)):
+    on one node, and the paths and data its trials read are there on the nodes that run them (tune.remote)."""
+    autoscaling = preflight.autoscaling_cluster(spec.autoscaling)
+    preflight.check_node_fit(spec, preflight.cluster_nodes(), autoscaling=autoscaling, joined=True)
+    if checked is None:
+        return
+    for note in check_paths_where_trials_run(checked.paths, cpu=spec.cpu, gpu=spec.gpu,
+                                             client=is_client_address(address), configs=checked.configs):
         print(f"cmda-tune: note: {note}")
+
+
+def settle_concurrency(spec: SweepSpec, *, autoscaling: bool) -> SweepSpec:
+    """`max_concurrent_trials: auto` as the number of trials the connected cluster holds (tune.capacity)."""
+    from tune import capacity
+
+    if spec.max_concurrent_trials != capacity.AUTO:
+        return spec
+    resolved = capacity.resolve(
+        spec.max_concurrent_trials, cpu=spec.cpu, gpu=spec.gpu, seeds=len(spec.seeds),
+        kinds=capacity.cluster_node_kinds(autoscaling), cluster_gpus=spec.cluster_gpus)
+    limit = "no limit on" if resolved.trials is None else f"up to {resolved.trials}"
+    print(f"cmda-tune: max_concurrent_trials: auto: {limit} trials at once ({resolved.reason})")
+    return dataclasses.replace(spec, max_concurrent_trials=resolved.trials)
 
 
 def run_sweep(
@@ -280,12 +299,12 @@ def run_sweep(
             preflight.refuse_existing(spec, exp)
         return resume_sweep(exp, address=address, train_fn=train_fn, num_cpus=num_cpus)
     joined = joins_cluster(address)
-    spec, paths = preflight_checks(
-        spec, validate_trainer=train_fn is None, address=address, num_cpus=num_cpus
-    )
+    checked = preflight_checks(spec, validate_trainer=train_fn is None, address=address, num_cpus=num_cpus)
+    spec = checked.spec
     started_ray = connect(address, num_cpus=num_cpus)
     if joined:
-        check_cluster(spec, address, paths if train_fn is None else ())
+        check_cluster(spec, address, checked if train_fn is None else None)
+    spec = settle_concurrency(spec, autoscaling=joined and preflight.autoscaling_cluster(spec.autoscaling))
     tuner = build_tuner(
         spec,
         train_fn=train_fn,

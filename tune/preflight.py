@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import uuid
@@ -20,8 +21,9 @@ from typing import Any
 
 from tune.configuration import BASELINE_VARIANT, Configuration, trial_label
 from tune.experiment import is_uri
+from tune.paths import FILE, TrialPath, missing_paths, resolve_sweep_paths, sweep_paths
 from tune.remote import alive_nodes, fits
-from tune.sweep import GridSearch, SweepError, SweepSpec, make_configuration
+from tune.sweep import ASHA_TYPES, GridSearch, SweepError, SweepSpec, make_configuration
 
 log = logging.getLogger(__name__)
 # What Ray itself puts into a new experiment folder before anything else (its storage probe).
@@ -65,6 +67,68 @@ def check_trial_configs(spec: SweepSpec) -> list[dict[str, Any]]:
             ) from None
         configs.append(resolved)
     return configs
+
+
+def settle_paths(spec: SweepSpec, client: bool = False) -> tuple[SweepSpec, list[TrialPath]]:
+    """Data and weight paths as every node must see them (tune.paths), joined to the overrides; plus the
+    list of paths the trials read (the base config included), for the existence checks."""
+    settled = resolve_sweep_paths(spec.base_config, spec.overrides, spec.path, path_map=spec.path_map,
+                                  client=client)
+    spec = dataclasses.replace(spec, overrides={**spec.overrides, **settled})
+    base = TrialPath("base_config", str(spec.base_config), FILE, f"{spec.path}: field 'base_config'")
+    return spec, [base, *sweep_paths(spec.base_config, spec.overrides, spec.path)]
+
+
+def misaligned_rungs(spec: SweepSpec) -> list[str]:
+    """A rung that is no multiple of train.eval_interval is judged at the next evaluation: the scheduler
+    then decides later than its ladder says (and per-trial ASHA no longer matches Ray's ASHA)."""
+    ladder = spec.scheduler.ladder if spec.scheduler.type in ASHA_TYPES else None
+    late = ladder.misaligned(spec.eval_interval) if ladder is not None else ()
+    if not late:
+        return []
+    shown = ", ".join(f"{m:g}" for m in late)
+    return [f"{spec.path}: field 'scheduler': rung(s) at iteration {shown} are no multiple of "
+            f"train.eval_interval={spec.eval_interval}; each is judged at the evaluation after it. Choose "
+            f"grace_period and reduction_factor so that every rung is a multiple of {spec.eval_interval}."]
+
+
+def sweep_warnings(spec: SweepSpec, configs: Sequence[Mapping[str, Any]] = ()) -> list[str]:
+    """What `sweep` would refuse or warn about, for `plan` (which never refuses them: the plan is often made
+    on a machine without the data): missing data and weights, bad data, unwritable storage, late rungs."""
+    problems = list(misaligned_rungs(spec))
+    settled, paths = settle_paths(spec)
+    missing = missing_paths(paths)
+    problems.extend(missing)
+    if not missing:
+        problems.extend(data_problems(configs))
+    if not is_uri(spec.storage_path):  # a bucket is reached from the cluster, often not from here
+        try:
+            check_storage(spec, spec.storage_path)
+        except SweepError as error:
+            problems.append(str(error))
+    return problems
+
+
+def data_problems(configs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The fast data check (`cmda data check`'s quick form, what `cmda train` runs first) of every distinct
+    data section among the trials' resolved configs; one message per section with problems."""
+    import json
+
+    from cmda.config import config_from_dict
+    from cmda.data.check import check_training_data
+    from cmda.data.errors import DataError
+
+    seen, problems = set(), []
+    for resolved in configs:
+        key = json.dumps(resolved.get("data"), sort_keys=True, default=str)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            check_training_data(config_from_dict(dict(resolved)))
+        except (DataError, ValueError, OSError) as error:
+            problems.append(str(error))
+    return problems
 
 
 def check_storage(spec: SweepSpec, storage: str) -> None:
@@ -119,7 +183,7 @@ def local_node(num_cpus: float | None = None, num_gpus: float | None = None) -> 
 
 
 def check_node_fit(
-    spec: SweepSpec, nodes: Sequence[Mapping[str, float]], *, autoscaling: bool = False
+    spec: SweepSpec, nodes: Sequence[Mapping[str, float]], *, autoscaling: bool = False, joined: bool = False
 ) -> str | None:
     """Raise ClusterError when no node can hold one trial; on an autoscaling cluster return a warning."""
     if any(fits(node, spec.cpu, spec.gpu) for node in nodes):
@@ -137,7 +201,10 @@ def check_node_fit(
         log.warning(warning)
         return warning
     fix = " set resources.gpu: 0 to train on CPU or" if spec.gpu > 0 else ""
-    raise ClusterError(f"{message};{fix} lower resources.cpu, or connect to a cluster that fits (--address)")
+    scaling = (" If the cluster starts nodes on demand (an autoscaler not recognised here), say so with "
+               "resources.autoscaling: true.") if joined else ""
+    raise ClusterError(
+        f"{message};{fix} lower resources.cpu, or connect to a cluster that fits (--address).{scaling}")
 
 
 def cluster_nodes() -> list[dict[str, float]]:
@@ -145,9 +212,18 @@ def cluster_nodes() -> list[dict[str, float]]:
     return [dict(node["Resources"]) for node in alive_nodes()]
 
 
-def autoscaling_cluster() -> bool:
-    """Whether the connected cluster has an autoscaler (Ray cluster launcher, or KubeRay's autoscaler
-    publishing its node types to the GCS). Both are read through Ray internals that may change."""
+KUBERAY_ENV = "RAY_USAGE_STATS_KUBERAY_IN_USE"
+"""Set by the KubeRay operator in every pod of a RayCluster (Ray reads it for its usage stats)."""
+
+
+def autoscaling_cluster(declared: bool = False) -> bool:
+    """Whether the connected cluster adds nodes by itself, so that a trial no node fits yet waits for one:
+    `resources.autoscaling: true` in the sweep (`declared`), a KubeRay pod (its operator creates the worker
+    pods after the head, and its autoscaler scales GPU groups from zero), the Ray cluster launcher's bootstrap
+    file, or an autoscaler that published its node types to the GCS. The last two are Ray internals that may
+    change; the sweep's flag is the explicit answer."""
+    if declared or os.environ.get(KUBERAY_ENV):
+        return True
     if Path("~/ray_bootstrap_config.yaml").expanduser().exists():
         return True
     try:

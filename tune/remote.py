@@ -41,11 +41,19 @@ def fits(resources: Mapping[str, float], cpu: float, gpu: float) -> bool:
     return float(resources.get("CPU", 0.0)) >= cpu and float(resources.get("GPU", 0.0)) >= gpu
 
 
-def _check_on_node(paths: Sequence[TrialPath]) -> tuple[str, list[str]]:
+def paths_and_data_problems(paths: Sequence[TrialPath],
+                            configs: Sequence[Mapping[str, Any]] = ()) -> list[str]:
+    """Missing paths; when none, the fast data check of each trial config's data (tune.preflight)."""
+    from tune.preflight import data_problems
+
+    return missing_paths(paths) or data_problems(configs)
+
+
+def _check_on_node(paths: Sequence[TrialPath], configs: Sequence[Mapping[str, Any]]) -> tuple[str, list[str]]:
     import ray
 
     node = f"{ray.util.get_node_ip_address()} ({ray.get_runtime_context().get_node_id()[:8]})"
-    return node, missing_paths(paths)
+    return node, paths_and_data_problems(paths, configs)
 
 
 def on_nodes(fn: Any, nodes: Sequence[dict[str, Any]], *args: Any,
@@ -79,8 +87,10 @@ def alive_nodes() -> list[dict[str, Any]]:
 
 
 def check_paths_where_trials_run(paths: Sequence[TrialPath], *, cpu: float, gpu: float, client: bool = False,
-                                 timeout_s: float = CHECK_TIMEOUT_S) -> list[str]:
-    """Raise PathError naming every node and path that is missing; return notes for the user.
+                                 timeout_s: float = CHECK_TIMEOUT_S,
+                                 configs: Sequence[Mapping[str, Any]] = ()) -> list[str]:
+    """Raise PathError naming every node and path that is missing, or every data problem the fast data
+    check of `configs` (the trials' resolved trainer configs) finds there; return notes for the user.
 
     Needs a connected Ray (call after `ray.init`). A single-node cluster that is the driver's own node is
     checked in this process; otherwise every live node that can hold a trial runs the check as a task.
@@ -92,9 +102,9 @@ def check_paths_where_trials_run(paths: Sequence[TrialPath], *, cpu: float, gpu:
     nodes = alive_nodes()
     driver_node = None if client else ray.get_runtime_context().get_node_id()
     if not client and [n["NodeID"] for n in nodes] == [driver_node]:
-        problems = missing_paths(paths)
+        problems = paths_and_data_problems(paths, configs)
         if problems:
-            raise PathError("paths the trials read are missing:\n  " + "\n  ".join(problems))
+            raise PathError("paths or data the trials read are missing or bad:\n  " + "\n  ".join(problems))
         return []
     notes = []
     targets = [n for n in nodes if fits(n.get("Resources", {}), cpu, gpu)]
@@ -104,11 +114,13 @@ def check_paths_where_trials_run(paths: Sequence[TrialPath], *, cpu: float, gpu:
             f"no live node can hold a trial yet ({cpu:g} CPU, {gpu:g} GPU): checked the data paths on the "
             f"{len(nodes)} node(s) that are up; nodes the autoscaler starts later must mount the same paths"
         )
-    answers, trouble = on_nodes(_check_on_node, targets, list(paths), timeout_s=timeout_s)
+    answers, trouble = on_nodes(_check_on_node, targets, list(paths), [dict(c) for c in configs],
+                                timeout_s=timeout_s)
     notes.extend(f"path check {line}" for line in trouble)
     problems = [f"node {address}: {line}" for address, missing in answers for line in missing]
     if problems:
-        raise PathError("paths the trials read are missing where the trials run:\n  " + "\n  ".join(problems))
+        raise PathError("paths or data the trials read are missing or bad where the trials run:\n  "
+                        + "\n  ".join(problems))
     return notes
 
 

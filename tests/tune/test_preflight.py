@@ -28,16 +28,22 @@ def no_ray(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
 
 
+DATA: dict[str, Path] = {}
+
+
+@pytest.fixture(autouse=True)
+def twin_data(synthetic_root: Path) -> None:
+    """The sweeps read the synthetic twin: the pre-flight runs the fast data check on it."""
+    DATA.update(source=synthetic_root / "cityscapes", target=synthetic_root / "DSEC_Night")
+
+
 def write(tmp_path: Path, **fields: Any) -> Path:
-    data = tmp_path / "data"
-    (data / "cityscapes").mkdir(parents=True, exist_ok=True)
-    (data / "DSEC_Night").mkdir(parents=True, exist_ok=True)
     raw: dict[str, Any] = {
         "name": "pf",
         "base_config": str(REPO / "configs" / "demo.yaml"),
         "overrides": {
-            "data.source.root": str(data / "cityscapes"),
-            "data.target.root": str(data / "DSEC_Night"),
+            "data.source.root": str(DATA["source"]),
+            "data.target.root": str(DATA["target"]),
             "train.max_iters": 20,
             "train.eval_interval": 10,
         },
@@ -84,6 +90,18 @@ def test_missing_data_and_weights_are_named(tmp_path: Path, capsys) -> None:
     assert "field 'overrides.data.source.root'" in out and str(tmp_path / "nowhere") in out
     assert "field 'overrides.model.pretrained'" in out and str(REPO / "pretrained" / "mit_b9.pth") in out
     assert "field 'overrides.data.target.root'" in out  # every problem at once, not one per attempt
+
+
+def test_an_empty_or_wrong_data_root_is_refused_before_any_trial(tmp_path: Path, capsys) -> None:
+    """The root exists, so the path check passes; the fast data check (`cmda train` runs it) does not."""
+    (tmp_path / "empty").mkdir()
+    overrides = {"data.source.root": str(DATA["source"]), "data.target.root": str(tmp_path / "empty"),
+                 "train.max_iters": 20, "train.eval_interval": 10}
+    code, out = check(tmp_path, capsys, overrides=overrides)
+    assert code == 2 and "data problem(s) in" in out
+    assert f"{tmp_path / 'empty'}: no sequence folders" in out and "is this a DSEC root?" in out
+    code, out = check(tmp_path, capsys, overrides={**overrides, "data.target.root": str(DATA["source"])})
+    assert code == 2 and "is this a DSEC root?" in out  # a Cityscapes tree where the DSEC tree belongs
 
 
 def test_unwritable_storage_is_rejected(tmp_path: Path, capsys) -> None:
