@@ -79,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="start errored trials over from scratch (default: continue from their checkpoint)",
     )
 
+    clean = sub.add_parser(
+        "clean", help="remove what a sweep left on the nodes (scratch, Ray's staging) after a killed "
+        "driver, for a sweep that will not be resumed")
+    clean.add_argument("experiment_dir")
+    clean.add_argument("--address", default=None,
+                       help="the Ray cluster the sweep ran on (default: this machine only, without Ray)")
+
     status = sub.add_parser("status", help="table of trials in an experiment folder (does not start Ray)")
     status.add_argument("experiment_dir")
     return parser
@@ -93,6 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _status(args.experiment_dir)
         if args.command == "plan":
             return _plan(args)
+        if args.command == "clean":
+            return _clean(args)
         from tune import driver  # imports Ray Tune: only the commands that start Ray pay for it
 
         if args.command == "resume":
@@ -121,6 +130,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SweepError, ClusterError, ExperimentError, FileNotFoundError, ImportError) as exc:
         print(f"cmda-tune: error: {exc}", file=sys.stderr)
         return EXIT_REJECTED
+
+
+def _clean(args: argparse.Namespace) -> int:
+    """Every node's scratch and staging of one experiment; the results in storage stay."""
+    from tune.experiment import open_experiment
+    from tune.remote import clean_everywhere, clean_node
+
+    experiment = open_experiment(args.experiment_dir)
+    name = experiment.location.rstrip("/").rsplit("/", 1)[-1]
+    if args.address is None:
+        removed, notes = clean_node(experiment.root, name), []
+    else:
+        from tune import driver
+
+        started = driver.connect(args.address)
+        try:
+            removed, notes = clean_everywhere(experiment.root, name)
+        finally:
+            if started:
+                import ray
+
+                ray.shutdown()
+    for path in removed:
+        print(f"removed {path}")
+    for note in notes:
+        print(f"cmda-tune: warning: clean {note}", file=sys.stderr)
+    where = "this machine" if args.address is None else "the nodes that answered" if notes else "the nodes"
+    print(f"{experiment.location}: nothing of it left on {where} (the results in storage are kept)")
+    return 1 if notes else 0
 
 
 def _status(location: str) -> int:

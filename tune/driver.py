@@ -29,6 +29,7 @@ from tune.experiment import (
     normalize_location,
     open_experiment,
 )
+from tune.failures import FailureRecorder, forget, known_failures
 from tune.live_table import LiveTable
 from tune.paths import TrialPath, missing_paths
 from tune.preflight import ClusterError
@@ -177,7 +178,8 @@ def build_tuner(
         trial_dirname_creator=trial_name_creator,
     )
     live = [LiveTable(spec.metric, spec.mode, interval_s=live_interval_s)] if live_interval_s > 0 else []
-    callbacks = [*build_callbacks(spec), *live, *extra_callbacks]
+    record = FailureRecorder(experiment_dir(spec))
+    callbacks = [*build_callbacks(spec), *live, record, *extra_callbacks]
     return tune.Tuner(
         with_trial_resources(spec, train_fn),
         param_space={},
@@ -255,14 +257,15 @@ def joins_cluster(address: str | None) -> bool:
 
 def check_cluster(spec: SweepSpec, address: str | None, checked: Checked | None = None) -> None:
     """After joining a cluster (its nodes are only known then), before any trial is created: a trial fits
-    on one node, and the paths and data its trials read are there on the nodes that run them (tune.remote)."""
+    on one node, the shared storage and the paths and data its trials read are there on the nodes that run
+    them (tune.remote)."""
     autoscaling = preflight.autoscaling_cluster(spec.autoscaling)
     preflight.check_node_fit(spec, preflight.cluster_nodes(), autoscaling=autoscaling, joined=True)
-    if checked is None:
-        return
-    for note in check_paths_where_trials_run(checked.paths, cpu=spec.cpu, gpu=spec.gpu,
-                                             client=is_client_address(address), configs=checked.configs):
-        print(f"cmda-tune: note: {note}")
+    paths, configs = (checked.paths, checked.configs) if checked is not None else ([], [])
+    with preflight.storage_probe(spec, resolve_storage(spec.storage_path)) as probe:
+        for note in check_paths_where_trials_run([*probe, *paths], cpu=spec.cpu, gpu=spec.gpu,
+                                                 client=is_client_address(address), configs=configs):
+            print(f"cmda-tune: note: {note}")
 
 
 def settle_concurrency(spec: SweepSpec, *, autoscaling: bool) -> SweepSpec:
@@ -377,13 +380,47 @@ def resume_sweep(
     started_ray = connect(address, num_cpus=num_cpus)
     if joined:
         check_cluster(spec, address)
+    errored = errored_trials(path_text, restart_errored)
     tuner = tune.Tuner.restore(
         path_text,
         trainable=with_trial_resources(spec, train_fn),
-        resume_errored=not restart_errored,
+        resume_errored=bool(errored) and not restart_errored,
         restart_errored=restart_errored,
     )
-    return _fit(tuner, spec, started_ray)
+    try:
+        return _fit(tuner, spec, started_ray)
+    finally:
+        if restart_errored:  # Ray's restore re-creates the old trials' folders, empty: remove them again
+            experiment = open_experiment(path_text)
+            for name in errored:
+                experiment.remove(name)
+
+
+def errored_trials(location: str, restart: bool) -> list[str]:
+    """Which errored trials the restore reruns. Without `restart`: those whose failure a rerun may fix (not
+    recorded as deterministic: tune.failures), continued from their checkpoints; Ray's restore reruns all
+    errored trials or none, so with a deterministic failure among them none is rerun (a note says which).
+    With `restart`: every errored trial, started over in place: its old folder is removed first (Ray gives
+    the restarted trial a new id, hence a new folder), so each seed keeps one folder, and it leaves the
+    record."""
+    experiment = open_experiment(location)
+    trials = [t for t in experiment.trials() if t.status == "ERROR"]
+    known = known_failures(experiment)
+    if restart:
+        for trial in trials:
+            experiment.remove(trial.dirname)
+        forget(experiment, [t.trial_id for t in trials])
+        return [t.dirname for t in trials]
+    rerun = [t for t in trials if t.trial_id not in known]
+    kept = [t for t in trials if t.trial_id in known]
+    for trial in kept:
+        print(f"cmda-tune: not rerun: {trial.dirname} failed deterministically "
+              f"({known[trial.trial_id].get('error', '')}); `cmda-tune resume --restart-errored` reruns it")
+    if rerun and kept:
+        print(f"cmda-tune: note: {len(rerun)} errored trial(s) could be rerun but are kept with the failed "
+              "ones (Ray reruns all errored trials or none); rerun them with --restart-errored")
+        return []
+    return [t.dirname for t in rerun]
 
 
 def _fit(tuner: Any, spec: SweepSpec, started_ray: bool) -> Any:

@@ -11,11 +11,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +148,29 @@ def check_storage(spec: SweepSpec, storage: str) -> None:
         fs.delete_file(probe)
     except Exception as exc:  # noqa: BLE001 - any failure means trials could not save anything
         raise SweepError(f"{spec.path}: field 'storage_path': cannot write to {storage!r}: {exc}") from None
+
+
+STORAGE_PROBE = ".cmda_storage_probe_"
+
+
+@contextlib.contextmanager
+def storage_probe(spec: SweepSpec, storage: str) -> Iterator[list[TrialPath]]:
+    """A file the driver writes into a local (shared) storage folder, as a path every node that runs trials
+    must see: a node without the shared mount would write its checkpoints to its own disk without a word.
+    Nothing for a bucket (every node reaches it the same way). The file goes when the check is done."""
+    if is_uri(storage):
+        yield []
+        return
+    probe = Path(storage).expanduser() / f"{STORAGE_PROBE}{uuid.uuid4().hex}"
+    probe.parent.mkdir(parents=True, exist_ok=True)
+    probe.write_text("written by the driver: the nodes that run trials must see it\n")
+    origin = (f"{spec.path}: field 'storage_path' (the folder every node must share: a file the driver "
+              "wrote there is not visible on this node; mount the shared volume at the same path, or use a "
+              "bucket URI)")
+    try:
+        yield [TrialPath("storage_path", str(probe), FILE, origin)]
+    finally:
+        probe.unlink(missing_ok=True)
 
 
 def experiment_exists(experiment_dir: str) -> bool:

@@ -139,38 +139,66 @@ def remove_scratch(experiment_fs_path: str) -> None:
     shutil.rmtree(scratch_root(experiment_fs_path), ignore_errors=True)
 
 
-def remove_scratch_everywhere(experiment_fs_path: str) -> list[str]:
-    """Remove the trainers' scratch of one experiment on every live node (a trial stopped by the scheduler is
-    killed before its own cleanup runs); returns notes on nodes that did not answer."""
-    _, notes = on_nodes(remove_scratch, alive_nodes(), experiment_fs_path, timeout_s=30.0)
-    return notes
-
-
-def remove_driver_staging(name: str, since: float) -> list[Path]:
-    """Delete this run's staging copies under Ray's session folder on the driver node (`artifacts/<time>/
-    <name>`): storage holds everything once `fit` returns. Worker nodes' staging stays (Ray owns it)."""
+def _session_artifacts(all_sessions: bool) -> list[Path]:
+    """Ray's staging roots on this node (`<session>/artifacts`): this process's session when it runs in Ray;
+    with `all_sessions` also every session under the same Ray temp folder (a killed driver's session is not
+    the current one)."""
     try:
         from ray.train._internal.storage import _get_ray_train_session_dir
 
-        root = Path(_get_ray_train_session_dir())
-    except Exception:  # noqa: BLE001 - no session (Ray not started): nothing to clean
-        return []
+        current = Path(_get_ray_train_session_dir())
+    except Exception:  # noqa: BLE001 - no Ray session in this process
+        current = None
+    roots = {current} if current is not None else set()
+    if all_sessions:
+        temp_root = current.parent.parent if current is not None else Path(
+            os.environ.get("RAY_TMPDIR") or Path(tempfile.gettempdir()) / "ray")
+        roots.update(p / "artifacts" for p in temp_root.glob("session_*") if not p.is_symlink())
+    return sorted(roots)
+
+
+def remove_staging(name: str, since: float | None = None) -> list[str]:
+    """Delete the staging copies of experiment `name` under Ray's session folders on this node
+    (`artifacts/<time>/<name>`): storage holds everything once `fit` returns, and a killed driver leaves them
+    for good. `since`: only this session's folders written since then (this run's); None: every run of
+    that name in every Ray session on this node (`cmda-tune clean`, after a killed driver)."""
     removed = []
-    for folder in root.glob(f"*/{name}"):
-        if folder.is_dir() and folder.stat().st_mtime >= since - 5:
+    for root in _session_artifacts(all_sessions=since is None):
+        for folder in root.glob(f"*/{name}"):
+            if not folder.is_dir() or (since is not None and folder.stat().st_mtime < since - 5):
+                continue
             shutil.rmtree(folder, ignore_errors=True)
-            removed.append(folder)
+            removed.append(str(folder))
             with contextlib.suppress(OSError):
                 folder.parent.rmdir()  # the run's timestamp folder, when nothing else is in it
     return removed
 
 
+def clean_node(experiment_fs_path: str, name: str, since: float | None = None) -> list[str]:
+    """What one experiment left on this node: the trainers' scratch and Ray's staging; the paths removed."""
+    scratch = scratch_root(experiment_fs_path)
+    removed = [str(scratch)] if scratch.exists() else []
+    remove_scratch(experiment_fs_path)
+    return removed + remove_staging(name, since)
+
+
+def clean_everywhere(experiment_fs_path: str, name: str, since: float | None = None,
+                     driver_too: bool = True) -> tuple[list[str], list[str]]:
+    """`clean_node` on every live node of the connected cluster (and in this process, for a driver that is no
+    node: Ray Client); returns (paths removed, notes on nodes that did not answer)."""
+    answers, notes = on_nodes(clean_node, alive_nodes(), experiment_fs_path, name, since, timeout_s=60.0)
+    removed = [path for answer in answers for path in answer]
+    if driver_too:
+        removed.extend(clean_node(experiment_fs_path, name, since))
+    return sorted(set(removed)), notes
+
+
 def clean_up_after_fit(name: str, experiment_fs_path: str, since: float) -> None:
-    """What `fit` of experiment `name` (started at `since`) leaves: the driver's staging, every node's
-    scratch. Problems are logged, never raised: they must not hide the sweep's own outcome."""
-    remove_driver_staging(name, since=since)
+    """What `fit` of experiment `name` (started at `since`) leaves: Ray's staging and the trainers' scratch,
+    on every node. Problems are logged, never raised: they must not hide the sweep's own outcome."""
     try:
-        for note in remove_scratch_everywhere(experiment_fs_path):
-            log.warning("removing the trainers' scratch: %s", note)
+        _, notes = clean_everywhere(experiment_fs_path, name, since)
+        for note in notes:
+            log.warning("removing the run's scratch and staging: %s", note)
     except Exception as error:  # noqa: BLE001 - cleanup must never hide the sweep's own outcome
-        log.warning("could not remove the trainers' scratch on every node: %s", error)
+        log.warning("could not remove the run's scratch and staging on every node: %s", error)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tune.experiment import error_summary, open_experiment, saved_ranking
+from tune.experiment import error_message, open_experiment, saved_ranking
 from tune.progress import TrialRow, make_row
 
 
@@ -60,6 +60,7 @@ def status_table(location: str | os.PathLike[str]) -> str:
 class FailedTrial:
     name: str
     last_line: str
+    """The error's message: the exception line, then its further lines (tune.experiment.error_message)."""
     error_file: str
 
 
@@ -82,9 +83,16 @@ def failed_trials(grid: Any) -> list[FailedTrial]:
             continue
         path, text = _error_text(result)
         name = Path(result.path).name
-        out.append(FailedTrial(name, error_summary(text) or type(result.error).__name__, path))
+        out.append(FailedTrial(name, error_message(text) or type(result.error).__name__, path))
     return out
 
 
 def format_failures(failures: Sequence[FailedTrial]) -> str:
-    return "\n".join(f"FAILED {f.name}: {f.last_line}  ({f.error_file})" for f in failures)
+    """One FAILED line per trial: its name, the error's first line and the error file; the error's further
+    lines (the problems a data check lists) follow, indented."""
+    out = []
+    for failure in failures:
+        first, _, rest = failure.last_line.partition("\n")
+        out.append(f"FAILED {failure.name}: {first}  ({failure.error_file})")
+        out.extend(f"    {line.strip()}" for line in rest.splitlines() if line.strip())
+    return "\n".join(out)

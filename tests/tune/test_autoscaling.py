@@ -1,25 +1,36 @@
-"""An autoscaling cluster as KubeRay runs one: a head with 0 CPUs (the driver only), workers from zero.
+"""A cluster as KubeRay runs one: a head with 0 CPUs (the driver only), workers from zero, each worker with
+its own Ray temp folder (what it stages stays on it, as on a real second machine).
 
-The pre-flight must let such a sweep start (its trials wait for the nodes the autoscaler starts), and
-`max_concurrent_trials: auto` counts the GPUs of the nodes, node by node, in whole groups of seeds.
+The pre-flight must let such a sweep start (its trials wait for the nodes the autoscaler starts);
+`max_concurrent_trials: auto` counts the GPUs of the nodes, node by node, in whole groups of seeds; a worker
+without the shared storage mount is refused before any trial; and after a killed driver, `cmda-tune clean`
+leaves nothing of the sweep on any node.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cluster_helpers import simulated_cluster, standin_trainer, write_sweep
+import ray
+from cluster_helpers import records, simulated_cluster, standin_trainer, write_sweep
 
+from tune.cli import main as cli_main
 from tune.driver import experiment_dir, run_sweep, settle_concurrency
 from tune.experiment import open_experiment
+from tune.paths import PathError
 from tune.preflight import ClusterError
+from tune.remote import scratch_root
 from tune.sweep import load_sweep
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
@@ -95,3 +106,81 @@ def test_auto_concurrency_counts_every_gpu_of_the_cluster(kuberay_like: Any, tmp
     assert "up to 4 trials at once (4 GPUs" in capsys.readouterr().out
     assert concurrency("three_seeds", [0, 1, 2], cpu=1, gpu=1) == 3
     assert concurrency("halves", [0, 1], cpu=0.5, gpu=0.5) == 8
+
+
+@contextmanager
+def node_without(kuberay_like: Any, hidden: Path, cpus: int) -> Iterator[None]:
+    """A worker node in its own mount namespace where `hidden` is an empty tmpfs: a machine that did not
+    mount the shared volume (Linux; needs the right to unshare the mount namespace)."""
+    if shutil.which("unshare") is None or subprocess.run(
+            ["unshare", "-m", "--propagation", "private", "true"], capture_output=True).returncode != 0:
+        pytest.skip("cannot unshare the mount namespace here")
+    ray_cli = Path(sys.executable).parent / "ray"
+    script = (f"mount -t tmpfs tmpfs {hidden} && exec {ray_cli} start --address {kuberay_like.address} "
+              f"--num-cpus {cpus} --block --disable-usage-stats")
+    before = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    node = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not {n["NodeID"] for n in ray.nodes() if n["Alive"]} - before:
+            assert node.poll() is None and time.monotonic() < deadline, "the unshared node did not join"
+            time.sleep(0.5)
+        yield
+    finally:
+        os.killpg(node.pid, signal.SIGTERM)  # `ray start --block` stops its node's processes
+        try:
+            node.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(node.pid, signal.SIGKILL)
+            node.wait()
+
+
+def test_a_worker_without_the_shared_storage_is_refused(kuberay_like: Any, tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    spec = load_sweep(write_sweep(tmp_path, "unshared", str(shared / "ray_results"), search=ONE_TRIAL,
+                                  resources={"cpu": 3}))  # only the unshared node holds a trial
+    with node_without(kuberay_like, shared, cpus=3):
+        with pytest.raises(PathError) as error:
+            run_sweep(spec, train_fn=standin_trainer, verbose=0)
+    message = str(error.value)
+    assert "field 'storage_path' (the folder every node must share" in message and "does not exist" in message
+    assert not (shared / "ray_results" / "unshared").exists()  # no trial started, nothing written
+    assert not list((shared / "ray_results").glob(".cmda_storage_probe_*"))  # the probe is gone
+
+
+def test_a_killed_driver_leaves_nothing_on_any_node_after_clean(kuberay_like: Any, tmp_path: Path) -> None:
+    import ray
+
+    if not any(n["Resources"].get("CPU", 0) >= 1 for n in ray.nodes() if n["Alive"]):
+        add_gpu_worker(kuberay_like, "gpu1")
+    name = f"killed_{uuid.uuid4().hex[:8]}"  # Ray's staging folders are named after the experiment
+    record = tmp_path / "starts.jsonl"
+    search = {"grid": {"variants": ["fusion_st"], "lambda_scales": [1.0, 5.0], "seeds": [0]}}
+    path = write_sweep(tmp_path, name, str(tmp_path / "results"), search=search, max_concurrent_trials=2,
+                       overrides={"test.sleep_s": 0.5, "test.record": str(record), "train.max_iters": 200})
+    experiment = Path(experiment_dir(load_sweep(path)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(TESTS), str(TESTS.parent)])}
+    driver = subprocess.Popen([sys.executable, str(TESTS / "cluster_helpers.py"), str(path),
+                               kuberay_like.address], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while len(records(record)) < 2 or not list(experiment.glob("*/result.json")):
+            assert driver.poll() is None and time.monotonic() < deadline, "the trials never started"
+            time.sleep(0.2)
+    finally:
+        driver.kill()
+        driver.wait()
+    temp_roots = [kuberay_like.temp_root, Path(kuberay_like.head_node.get_session_dir_path()).parent]
+
+    def left() -> list[Path]:
+        staging = [p for root in temp_roots for p in root.glob(f"**/artifacts/*/{name}")]
+        scratch = scratch_root(str(experiment))
+        return staging + ([scratch] if scratch.exists() else [])
+
+    assert any(kuberay_like.temp_root in p.parents for p in left())  # a worker node's staging stays
+    assert cli_main(["clean", str(experiment), "--address", kuberay_like.address]) == 0
+    assert left() == []
+    assert list(experiment.glob("*/result.json"))  # the results stay

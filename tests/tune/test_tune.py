@@ -25,6 +25,7 @@ from ray import cloudpickle, tune
 
 from tune.cli import _exit_for
 from tune.driver import experiment_dir, resume_sweep, run_sweep
+from tune.failures import FAILURES_FILE
 from tune.status import experiment_status, failed_trials
 from tune.sweep import load_sweep
 
@@ -265,10 +266,20 @@ def test_retries_transient_failures_but_not_deterministic_ones(cluster, tmp_path
     assert _exit_for(result) == 1
     assert f"FAILED {trial_dir.name}: " in capsys.readouterr().err
 
+    record = json.loads((exp / FAILURES_FILE).read_text())  # recorded as it happened, in the experiment
+    assert [entry["trial"] for entry in record.values()] == [trial_dir.name]
+    again = resume_sweep(exp, train_fn=contract_trainer)  # what every RayJob re-submission runs
+    assert again.num_errors == 1 and len((tmp_path / "starts.log").read_text().splitlines()) == 1  # not rerun
+    assert "not rerun: " in capsys.readouterr().out
+
     resumed = resume_sweep(exp, train_fn=contract_trainer, restart_errored=True)
     assert resumed.num_errors == 0 and _exit_for(resumed) == 0
     starts = [int(line.split()[1]) for line in (tmp_path / "starts.log").read_text().splitlines()]
     assert starts == [0, 0]  # started over from scratch, not from its checkpoint of iteration 2
+    (replacement,) = trial_dirs(exp).values()  # in place: one folder per seed, the old one is gone
+    assert replacement.name != trial_dir.name and not trial_dir.exists(), sorted(trial_dir.rglob("*"))
+    assert [row.state for row in experiment_status(exp)] == ["TERMINATED"]  # "1 trial", not 2
+    assert json.loads((exp / FAILURES_FILE).read_text()) == {}
 
     spec = load_sweep(
         write_sweep(
