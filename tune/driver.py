@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import os
+import socket
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +24,7 @@ from cmda.io import clean_stale_tmp
 from tune import preflight
 from tune.configuration import Configuration, trial_name
 from tune.experiment import (
+    DRIVER_FILE,
     SWEEP_FILE,
     Experiment,
     ExperimentError,
@@ -33,7 +36,14 @@ from tune.failures import FailureRecorder, forget, known_failures
 from tune.live_table import LiveTable
 from tune.paths import TrialPath, missing_paths
 from tune.preflight import ClusterError
-from tune.remote import check_paths_where_trials_run, clean_up_after_fit, is_client_address
+from tune.remote import (
+    alive_nodes,
+    check_paths_where_trials_run,
+    clean_up_after_fit,
+    is_client_address,
+    on_nodes,
+    remove_scratch,
+)
 from tune.sweep import SweepError, SweepSpec, load_sweep, parse_sweep
 from tune.trainable import TrainFn, make_trainable
 
@@ -333,6 +343,42 @@ def load_experiment_sweep(path: str, sweep_file: str | Path | None = None) -> Sw
     return parse_sweep(raw, Path(experiment.where(SWEEP_FILE)))
 
 
+def what_trials_train(spec: SweepSpec) -> dict[str, Any]:
+    """The settings a resumed sweep must keep: every trainer config key (base config + overrides, paths
+    aside: they may be mapped differently on a new cluster), the search and the scheduler."""
+    from cmda.checkpoint import flatten
+    from tune.paths import PATH_KEYS
+    from tune.sweep import trial_template
+
+    template = trial_template(Path(spec.base_config), dict(spec.overrides))
+    settings = {key: value for key, value in flatten(template).items() if key not in PATH_KEYS}
+    settings.update(search=spec.raw.get("search"), scheduler=spec.raw.get("scheduler"))
+    return settings
+
+
+def refuse_changed_sweep(location: str, given: SweepSpec) -> None:
+    """`resume --sweep FILE` continues the experiment's trials; a FILE that trains something else (another
+    train.max_iters, search or scheduler) would mix two sweeps in one experiment, so it is refused, as
+    `cmda train --resume` refuses a changed config."""
+    experiment = open_experiment(location)
+    raw = experiment.sweep()
+    if raw is None:
+        return
+    try:
+        saved = what_trials_train(parse_sweep(raw, Path(experiment.where(SWEEP_FILE))))
+    except (SweepError, OSError, ValueError):  # the saved copy's base config is not here: nothing to compare
+        return
+    changed = what_trials_train(given)
+    keys = sorted(k for k in saved.keys() | changed.keys() if saved.get(k) != changed.get(k))
+    if keys:
+        shown = "; ".join(f"{k}: {saved.get(k)!r} -> {changed.get(k)!r}" for k in keys[:8])
+        more = f" (and {len(keys) - 8} more)" if len(keys) > 8 else ""
+        raise SweepError(
+            f"{given.path}: differs from the sweep this experiment ran ({experiment.where(SWEEP_FILE)}): "
+            f"{shown}{more}. A resume continues the trials it started; run the changed sweep as a new "
+            "experiment (`cmda-tune sweep FILE --name NEW`), or resume without --sweep.")
+
+
 def check_restorable_state(location: str) -> None:
     """Refuse to resume from an experiment state Ray cannot read.
 
@@ -372,6 +418,8 @@ def resume_sweep(
         raise FileNotFoundError(f"{path_text}: not a Ray Tune experiment folder (no tuner.pkl)")
     check_restorable_state(path_text)
     spec = load_experiment_sweep(path_text, sweep_file)
+    if sweep_file is not None:
+        refuse_changed_sweep(path_text, spec)
     if not is_uri(path_text):
         clean_stale_tmp(path_text)
     joined = joins_cluster(address)
@@ -380,6 +428,9 @@ def resume_sweep(
     started_ray = connect(address, num_cpus=num_cpus)
     if joined:
         check_cluster(spec, address)
+    # What trials cut off by the killed driver left in the nodes' scratch (the restored trials start from
+    # their checkpoints in storage); Ray's staging of the dead run goes with `cmda-tune clean`.
+    on_nodes(remove_scratch, alive_nodes(), open_experiment(path_text).root, timeout_s=60.0)
     errored = errored_trials(path_text, restart_errored)
     tuner = tune.Tuner.restore(
         path_text,
@@ -425,10 +476,14 @@ def errored_trials(location: str, restart: bool) -> list[str]:
 
 def _fit(tuner: Any, spec: SweepSpec, started_ray: bool) -> Any:
     started = time.time()
+    experiment = Experiment(experiment_dir(spec))
+    driver = {"host": socket.gethostname(), "pid": os.getpid(), "started": started}
+    experiment.write_text(json.dumps(driver) + "\n", DRIVER_FILE)  # `status` tells a killed driver by it
     try:
         return tuner.fit()
     finally:
-        clean_up_after_fit(spec.name, Experiment(experiment_dir(spec)).root, since=started)
+        experiment.remove_file(DRIVER_FILE)
+        clean_up_after_fit(spec.name, experiment.root, since=started)
         if started_ray:
             import ray
 

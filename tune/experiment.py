@@ -25,6 +25,9 @@ STATE_PREFIX = "experiment_state-"
 RESULT_FILE = "result.json"
 PARAMS_FILE = "params.json"
 ERROR_FILE = "error.txt"
+DRIVER_FILE = "driver.json"
+"""Written by the driver while it runs the trials ({host, pid, started}), removed when `fit` ends: a folder
+that still has it after its driver's process is gone was left by a killed driver."""
 TERMINATED, ERROR, RUNNING, PENDING, PAUSED = "TERMINATED", "ERROR", "RUNNING", "PENDING", "PAUSED"
 
 
@@ -239,6 +242,16 @@ class Experiment:
             except OSError as error:
                 raise ExperimentError(f"{self.where(*parts)}: cannot write: {error}") from error
         return self.where(*parts)
+
+    def remove_file(self, *parts: str) -> None:
+        """Delete a file of the experiment; absent is fine."""
+        try:
+            self.fs.delete_file(self._path(*parts))
+        except FileNotFoundError:
+            pass
+        except OSError as error:
+            if self.exists(*parts):
+                raise ExperimentError(f"{self.where(*parts)}: cannot remove: {error}") from error
 
     def remove(self, *parts: str) -> None:
         """Delete a folder of the experiment (local or in a bucket); absent is fine."""

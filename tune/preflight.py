@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tune.configuration import BASELINE_VARIANT, Configuration, trial_label
-from tune.experiment import is_uri
+from tune.experiment import ExperimentError, is_uri
 from tune.paths import FILE, TrialPath, missing_paths, resolve_sweep_paths, sweep_paths
 from tune.remote import alive_nodes, fits
 from tune.sweep import ASHA_TYPES, GridSearch, SweepError, SweepSpec, make_configuration
@@ -177,11 +177,14 @@ def experiment_exists(experiment_dir: str) -> bool:
     """Whether a folder (local or URI) already holds anything besides Ray's storage probe."""
     import pyarrow.fs
 
-    if is_uri(experiment_dir):
-        fs, path = pyarrow.fs.FileSystem.from_uri(experiment_dir)
-    else:
-        fs, path = pyarrow.fs.LocalFileSystem(), experiment_dir
-    infos = fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
+    try:
+        if is_uri(experiment_dir):
+            fs, path = pyarrow.fs.FileSystem.from_uri(experiment_dir)
+        else:
+            fs, path = pyarrow.fs.LocalFileSystem(), experiment_dir
+        infos = fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
+    except (OSError, ValueError) as error:  # an endpoint that cannot be reached, a bad URI
+        raise ExperimentError(f"{experiment_dir}: cannot reach the storage (storage_path): {error}") from None
     return any(Path(info.path).name != RAY_STORAGE_MARKER for info in infos)
 
 
