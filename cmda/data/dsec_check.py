@@ -153,7 +153,8 @@ def _check_index(
     for frame, listed_index in sorted(frames.items()):
         if frame < len(index) and index[frame] != listed_index:
             report.add(
-                f"{index_path}: frame {frame} has event index {int(index[frame])} but the list file says "
+                f"{index_path}: line {frame + 1} (frame {frame}) has event index {int(index[frame])} but the "
+                f"list file says "
                 f"{listed_index}; re-run `cmda data index-dsec`"
             )
             break
@@ -165,7 +166,8 @@ def _check_index(
         )
         if expected is not None and expected != index[frame]:
             report.add(
-                f"{index_path}: frame {frame} has event index {int(index[frame])}, but {slicer.path} gives "
+                f"{index_path}: line {frame + 1} (frame {frame}) has event index {int(index[frame])}, but "
+                f"{slicer.path} gives "
                 f"{expected} for its timestamp; the index is stale, re-run `cmda data index-dsec`"
             )
             break

@@ -201,8 +201,8 @@ def event_window(
     first, last = int(index[start]), int(index[frame])
     if first < 0 or last < 0:
         raise DataError(
-            f"{path}: {where} has an event window from frame {start} (event index {first}) to frame {frame} "
-            f"({last}); -1 means a timestamp outside the event recording; re-run `cmda data index-dsec`, "
+            f"{path}: {where} has an event window from line {start + 1} (frame {start}, event index {first}) "
+            f"to line {frame + 1} (frame {frame}, {last}); -1 means a timestamp outside the event recording; re-run `cmda data index-dsec`, "
             "which leaves such frames out"
         )
     if last < first:

@@ -224,7 +224,9 @@ def test_data_check_lists_every_problem_of_a_tree(synthetic_root, tmp_path, caps
     assert f"  {label}: label values [25] outside the trainIds" in out
     assert f"  {motion}: file not found" in out
     assert f"  {test_label}: label values [19] outside the trainIds" in out
-    assert f"  {index_path}: frame {frame} has event index {int(index[frame])} but the list file says" in out
+    # the line of the file (1-based), and the frame it holds (0-based, as the list files number frames)
+    assert (f"  {index_path}: line {frame + 1} (frame {frame}) has event index {int(index[frame])} but the "
+            "list file says") in out
     fast = [problem for report in check_tree(root, thorough=False) for problem in report.problems]
     assert not any(str(label) in problem for problem in fast)  # fast reads label headers only...
     assert any(str(test_label) in problem for problem in fast)  # ...but decodes the evaluation labels
