@@ -44,6 +44,9 @@ def _check_tree(
         entries = report.attempt("list files", _read_list_with_index, root / name, root)
         for sequence, frame, index in entries or []:
             listed[split].setdefault(sequence, {})[frame] = index
+    if sequences:
+        for folder in layout.empty_dirs(root):
+            report.add(f"{folder}: an empty folder in the DSEC root (a sequence not copied?); fill or remove")
     for sequence in sequences:
         missing = layout.missing_parts(sequence)
         if missing:

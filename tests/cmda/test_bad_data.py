@@ -80,6 +80,8 @@ def test_index_dsec_refuses_incomplete_sequences_unless_told_to_skip_them(synthe
     for png in (root / "zurich_city_synth_b" / "warp_images").glob("*.png"):
         png.unlink()
     (root / "zurich_city_synth_c" / "events/left/events.h5").unlink()
+    shutil.rmtree(root / "zurich_city_synth_d")
+    (root / "zurich_city_synth_d").mkdir()  # a sequence whose copy never happened: was left out unnoticed
     before = (root / TEST_LIST).read_text()
 
     assert data_main(["index-dsec", str(root)]) == 2
@@ -87,17 +89,18 @@ def test_index_dsec_refuses_incomplete_sequences_unless_told_to_skip_them(synthe
     assert f"{root / 'zurich_city_synth_a'}: missing warp_images/ (the folder is missing)" in error
     assert f"{root / 'zurich_city_synth_b'}: missing warp_images/ (the folder holds no PNG)" in error
     assert f"{root / 'zurich_city_synth_c'}: missing events/left/events.h5 (events file)" in error
+    assert f"{root / 'zurich_city_synth_d'}: an empty folder" in error
     assert "--skip-incomplete" in error and (root / TEST_LIST).read_text() == before  # nothing rewritten
 
     assert data_main(["index-dsec", str(root), "--skip-incomplete"]) == 0
     out = capsys.readouterr().out
     for name in ("a", "b", "c"):
         assert f"skipped zurich_city_synth_{name}: missing " in out
+    assert "skipped zurich_city_synth_d: an empty folder" in out
     test_lines = (root / TEST_LIST).read_text().splitlines()
-    assert test_lines and {line.split("/")[0] for line in test_lines} == {
-        "zurich_city_synth_d",
-        "zurich_city_synth_e",
-    }
+    assert test_lines and {line.split("/")[0] for line in test_lines} == {"zurich_city_synth_e"}
+    assert data_main(["check", str(root)]) == 1  # the check names the empty folder too
+    assert f"{root / 'zurich_city_synth_d'}: an empty folder in the DSEC root" in capsys.readouterr().out
 
 
 def test_frames_whose_event_window_starts_before_the_recording_are_left_out(synthetic_root, tmp_path, capsys):
