@@ -279,3 +279,27 @@ def test_training_surfaces_a_worker_data_error_as_its_message(synthetic_root, tm
     with pytest.raises(DataError, match=r"^\S+/warp_images/\d{6}\.png: not a readable image") as error:
         train.run(config)
     assert "Traceback" not in str(error.value)
+
+
+def test_dark_zurich_labels_without_images_or_at_another_size_are_caught(synthetic_root, tmp_path, capsys):
+    """A validation label whose image was removed is named by the check; a label at half size is refused by
+    the check, by the loader (it would be scored upsampled) and by `cmda test`, which checks its data."""
+    root = tmp_path / "dark_zurich"
+    shutil.copytree(synthetic_root / "dark_zurich", root)
+    images = sorted((root / "rgb_anon" / "val" / "night").glob("*/*_rgb_anon.png"))
+    removed = images[0]
+    removed.unlink()
+    orphan = root / "gt" / "val" / "night" / removed.parent.name / removed.name.replace(
+        "_rgb_anon.png", "_gt_labelTrainIds.png")
+    assert data_main(["check", str(root), "--kind", "dark_zurich"]) == 1
+    assert f"{orphan}: validation label without its image ({removed} not found)" in capsys.readouterr().out
+
+    label = root / "gt" / "val" / "night" / images[1].parent.name / images[1].name.replace(
+        "_rgb_anon.png", "_gt_labelTrainIds.png")
+    full = Image.open(label)
+    full.resize((full.width // 2, full.height // 2), Image.NEAREST).save(label)
+    val = DarkZurichDataset(root, "val", resize=(64, 36))
+    with pytest.raises(ValueError, match="label size .* does not match the image size"):
+        val[0]
+    problems = [p for report in check_tree(root, kind="dark_zurich", thorough=False) for p in report.problems]
+    assert any(str(label) in p and "does not match the image size" in p for p in problems)
