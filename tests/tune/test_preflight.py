@@ -176,3 +176,9 @@ def test_a_local_sweep_starts_its_own_ray_never_one_found_on_the_machine(monkeyp
     monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))
     assert connect(None, num_cpus=2) is True
     assert calls[0]["address"] == "local" and calls[0]["num_cpus"] == 2
+
+
+def test_a_rung_between_two_evaluations_is_a_warning(tmp_path: Path, capsys) -> None:
+    code, out = check(tmp_path, capsys, scheduler={"type": "asha", "grace_period": 15, "max_t": 20})
+    assert code == 0, out
+    assert "warning:" in out and "rung(s) at iteration 15 are no multiple of train.eval_interval=10" in out
