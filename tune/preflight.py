@@ -103,11 +103,19 @@ def sweep_warnings(spec: SweepSpec, configs: Sequence[Mapping[str, Any]] = ()) -
     if not missing:
         problems.extend(data_problems(configs))
     if not is_uri(spec.storage_path):  # a bucket is reached from the cluster, often not from here
-        try:
-            check_storage(spec, spec.storage_path)
-        except SweepError as error:
-            problems.append(str(error))
+        problems.extend(unwritable_storage(spec))
     return problems
+
+
+def unwritable_storage(spec: SweepSpec) -> list[str]:
+    """Whether `sweep` could create and write the storage folder, judged without creating anything (a plan
+    must leave no folder behind): the nearest existing folder on its path must be a writable folder."""
+    path = Path(spec.storage_path).expanduser().absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if existing.is_dir() and os.access(existing, os.W_OK | os.X_OK):
+        return []
+    why = "is not a folder" if not existing.is_dir() else "is not writable"
+    return [f"{spec.path}: field 'storage_path': cannot write to {spec.storage_path!r}: {existing} {why}"]
 
 
 def data_problems(configs: Sequence[Mapping[str, Any]]) -> list[str]:
