@@ -326,7 +326,7 @@ def run_sweep(
         live_interval_s=live_interval_s,
     )
     save_sweep_copy(spec)
-    return _fit(tuner, spec, started_ray)
+    return _fit(tuner, spec, started_ray, experiment_dir(spec))
 
 
 def load_experiment_sweep(path: str, sweep_file: str | Path | None = None) -> SweepSpec:
@@ -439,7 +439,7 @@ def resume_sweep(
         restart_errored=restart_errored,
     )
     try:
-        return _fit(tuner, spec, started_ray)
+        return _fit(tuner, spec, started_ray, path_text)
     finally:
         if restart_errored:  # Ray's restore re-creates the old trials' folders, empty: remove them again
             experiment = open_experiment(path_text)
@@ -474,9 +474,9 @@ def errored_trials(location: str, restart: bool) -> list[str]:
     return [t.dirname for t in rerun]
 
 
-def _fit(tuner: Any, spec: SweepSpec, started_ray: bool) -> Any:
+def _fit(tuner: Any, spec: SweepSpec, started_ray: bool, location: str) -> Any:
     started = time.time()
-    experiment = Experiment(experiment_dir(spec))
+    experiment = Experiment(location)
     driver = {"host": socket.gethostname(), "pid": os.getpid(), "started": started}
     experiment.write_text(json.dumps(driver) + "\n", DRIVER_FILE)  # `status` tells a killed driver by it
     try:
