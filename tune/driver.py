@@ -37,12 +37,10 @@ from tune.live_table import LiveTable
 from tune.paths import TrialPath, missing_paths
 from tune.preflight import ClusterError
 from tune.remote import (
-    alive_nodes,
     check_paths_where_trials_run,
+    clean_everywhere,
     clean_up_after_fit,
     is_client_address,
-    on_nodes,
-    remove_scratch,
 )
 from tune.sweep import SweepError, SweepSpec, load_sweep, parse_sweep
 from tune.trainable import TrainFn, make_trainable
@@ -428,9 +426,9 @@ def resume_sweep(
     started_ray = connect(address, num_cpus=num_cpus)
     if joined:
         check_cluster(spec, address)
-    # What trials cut off by the killed driver left in the nodes' scratch (the restored trials start from
-    # their checkpoints in storage); Ray's staging of the dead run goes with `cmda-tune clean`.
-    on_nodes(remove_scratch, alive_nodes(), open_experiment(path_text).root, timeout_s=60.0)
+    # What a killed driver's run left on the nodes: the trials' scratch and Ray's staging (the restored
+    # trials start from their checkpoints in storage, in a staging folder of this session).
+    remove_leftovers(path_text)
     errored = errored_trials(path_text, restart_errored)
     tuner = tune.Tuner.restore(
         path_text,
@@ -445,6 +443,21 @@ def resume_sweep(
             experiment = open_experiment(path_text)
             for name in errored:
                 experiment.remove(name)
+
+
+def remove_leftovers(location: str) -> None:
+    """`cmda-tune clean` on every node before a resume: nothing of this experiment runs yet, so whatever
+    scratch and staging it has there was left by an earlier, killed driver. Problems are warnings."""
+    experiment = open_experiment(location)
+    name = experiment.location.rstrip("/").rsplit("/", 1)[-1]  # Ray names its staging after the folder
+    try:
+        removed, notes = clean_everywhere(experiment.root, name)
+    except Exception as error:  # noqa: BLE001 - a leftover must not stop the resume itself
+        removed, notes = [], [str(error)]
+    if removed:
+        print(f"cmda-tune: removed what an earlier (killed) run left on the nodes: {len(removed)} folder(s)")
+    for note in notes:
+        print(f"cmda-tune: warning: removing an earlier run's scratch and staging: {note}")
 
 
 def errored_trials(location: str, restart: bool) -> list[str]:

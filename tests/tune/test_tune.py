@@ -26,6 +26,7 @@ from ray import cloudpickle, tune
 from tune.cli import _exit_for
 from tune.driver import experiment_dir, resume_sweep, run_sweep
 from tune.failures import FAILURES_FILE
+from tune.schedulers import DECISIONS_FILE
 from tune.status import experiment_status, failed_trials
 from tune.sweep import load_sweep
 
@@ -350,8 +351,15 @@ def test_per_config_asha_survives_a_retry_and_a_resume(cluster, tmp_path: Path) 
     with pytest.raises(Exception, match="driver interrupted"):
         run(spec, extra_callbacks=[InterruptOnce(str(tmp_path / "interrupted"), c_reported)])
     exp = Path(experiment_dir(spec))
+    # Ray's staging of a killed earlier run of this experiment (a killed driver removes nothing)
+    dead_run = Path(cluster.head_node.get_session_dir_path()) / "artifacts" / "2026-01-01_00-00-00" / exp.name
+    (dead_run / "trial_x").mkdir(parents=True)
+    (dead_run / "trial_x" / "result.json").write_text("{}\n")
+    os.utime(dead_run, (time.time() - 3600, time.time() - 3600))  # not this run's (clean_up_after_fit)
     resumed = resume_sweep(exp, train_fn=contract_trainer)
     assert resumed.num_errors == 0 and len(resumed) == 4
+    assert not dead_run.exists()  # removed when the resume started
+    assert json.loads((exp / DECISIONS_FILE).read_text())  # the rung decisions, recorded as taken
     assert (tmp_path / "failed_once").is_file()  # a seed of a failed once (and was retried)
     final = {
         (r.config["ablation"]["lambda_scale"], r.config["seed"]): r.metrics["iteration"] for r in resumed
