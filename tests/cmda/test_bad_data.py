@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from cmda.data import event_files
-from cmda.data.check import DataCheckError, check_tree
+from cmda.data.check import DataCheckError, check_test_data, check_tree
 from cmda.data.commands import main as data_main
 from cmda.data.dark_zurich import DarkZurichDataset
 from cmda.data.dsec import DSECNightDataset
@@ -281,7 +281,8 @@ def test_training_surfaces_a_worker_data_error_as_its_message(synthetic_root, tm
     assert "Traceback" not in str(error.value)
 
 
-def test_dark_zurich_labels_without_images_or_at_another_size_are_caught(synthetic_root, tmp_path, capsys):
+def test_dark_zurich_labels_without_images_or_at_another_size_are_caught(synthetic_root, tmp_path, capsys,
+                                                                        tiny_config):
     """A validation label whose image was removed is named by the check; a label at half size is refused by
     the check, by the loader (it would be scored upsampled) and by `cmda test`, which checks its data."""
     root = tmp_path / "dark_zurich"
@@ -303,3 +304,6 @@ def test_dark_zurich_labels_without_images_or_at_another_size_are_caught(synthet
         val[0]
     problems = [p for report in check_tree(root, kind="dark_zurich", thorough=False) for p in report.problems]
     assert any(str(label) in p and "does not match the image size" in p for p in problems)
+    with pytest.raises(DataCheckError) as refused:  # what `cmda test` runs before it scores anything
+        check_test_data(tiny_config(target="dark_zurich", **{"data.target.root": str(root)}))
+    assert str(label) in str(refused.value) and "does not match the image size" in str(refused.value)
