@@ -132,6 +132,17 @@ def test_a_trial_must_fit_on_one_node_not_on_the_cluster_total(tmp_path: Path, c
         check_node_fit(spec, [{"CPU": 16.0}])
 
 
+def test_kuberay_pods_and_the_sweeps_flag_mean_an_autoscaling_cluster(tmp_path: Path, monkeypatch) -> None:
+    """The RayJob's driver runs in a KubeRay head pod: the operator's variable says so; elsewhere only the
+    sweep's `resources.autoscaling: true` (or Ray's own autoscaler files) make a missing node a warning."""
+    monkeypatch.setenv("HOME", str(tmp_path))  # no cluster launcher bootstrap file here
+    monkeypatch.delenv(preflight.KUBERAY_ENV, raising=False)
+    assert preflight.autoscaling_cluster() is False  # no Ray connected: the strict answer
+    assert preflight.autoscaling_cluster(declared=True) is True
+    monkeypatch.setenv(preflight.KUBERAY_ENV, "1")
+    assert preflight.autoscaling_cluster() is True
+
+
 def test_a_gpu_sweep_on_this_cpu_machine_fails_before_ray_starts(tmp_path: Path, capsys, monkeypatch) -> None:
     monkeypatch.setattr(preflight, "local_node", lambda num_cpus=None: {"CPU": 2.0, "GPU": 0.0})
     assert main(["sweep", str(write(tmp_path, resources={"cpu": 1, "gpu": 1}))]) == 2
