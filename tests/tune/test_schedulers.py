@@ -12,9 +12,17 @@ import pyarrow.fs
 import pytest
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+from s3_server import s3_bucket  # noqa: F401 - the fixture
 
 from tune.configuration import Configuration
-from tune.schedulers import DECISIONS_FILE, GroupASHA, RetryPolicyScheduler, build_scheduler
+from tune.schedulers import (
+    DECISIONS_FILE,
+    GroupASHA,
+    RetryPolicyScheduler,
+    build_scheduler,
+    read_decisions,
+    write_decisions,
+)
 from tune.simulation import SimController, SimTrial, run_sweep, saturating_curve
 
 GO, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
@@ -285,6 +293,16 @@ def test_a_resume_keeps_the_decisions_taken_before_the_crash(tmp_path: Path) -> 
     (experiment / DECISIONS_FILE).unlink()  # an experiment without the record: the replay by time...
     replayed, restored = resume()
     assert [t.status for t in restored] == [Trial.PENDING] * 2 + [Trial.TERMINATED] * 2  # ...revises b
+
+
+def test_the_decision_record_round_trips_through_a_bucket(s3_bucket: str) -> None:  # noqa: F811
+    """The record is written through the trials' storage filesystem: a bucket as well as a folder."""
+    where = pyarrow.fs.FileSystem.from_uri(f"{s3_bucket}/exp")
+    assert read_decisions(where) == []  # a new sweep: nothing recorded
+    decisions = [{"group": "a", "rung": 2, "score": 0.6, "stopped": False},
+                 {"group": "b", "rung": 2, "score": -math.inf, "stopped": True}]
+    write_decisions(where, decisions)
+    assert read_decisions(where) == decisions
 
 
 def _study_shape(order: str, scheduler: TrialScheduler) -> float:
