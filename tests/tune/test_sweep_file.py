@@ -190,6 +190,15 @@ def test_invalid_fields_are_named(tmp_path, base_config, mutate, fragments) -> N
     expect_error(tmp_path, raw, *fragments)
 
 
+def test_a_negative_max_iters_is_blamed_on_itself_not_on_the_rungs_it_sets(tmp_path, base_config) -> None:
+    """scheduler.max_t defaults to train.max_iters: a bad max_iters is named, not the rung derived from it."""
+    raw = sweep(tmp_path, base_config)
+    raw["scheduler"].pop("max_t")
+    raw["overrides"] = {"train.max_iters": -5}
+    message = expect_error(tmp_path, raw, "field 'overrides.train.max_iters'", "-5")
+    assert "scheduler" not in message, message
+
+
 def test_numbers_are_numbers_the_way_people_write_them(tmp_path, base_config) -> None:
     text = yaml.safe_dump(sweep(tmp_path, base_config, overrides={"optim.lr": "X"})).replace("X", "6e-5")
     text = text.replace("- 0.5\n", "- 5e-1\n")
