@@ -25,7 +25,9 @@ evaluations and checkpoints), the same in every setup; `--iters` sets its length
 
 The one-node run is a local Ray with 2 CPUs; the two-node run is a head and a worker as separate Ray
 processes (`ray.cluster_utils.Cluster`), the worker with its own temp folder, 1 CPU each, so one trial runs
-on each node. Storage is a local folder (what a shared file system looks like to Ray).
+on each node. Storage is a local folder (what a shared file system looks like to Ray). The setup "bare ray
+two nodes" runs bare Ray on that two-node cluster: the fair floor for "two nodes" (a second node costs Ray
+something too: the actor starts there, the checkpoints upload from there).
 
     python benchmarks/cluster_overhead.py                       # 4 trials of 60 s, 2 at a time, per setup
     python benchmarks/cluster_overhead.py --trial-s 10 --trials 2   # a quick look
@@ -159,9 +161,10 @@ def bare_trainable(config: dict[str, Any]) -> None:
     record(bench["record"], f"bare_{tune.get_context().get_trial_id()}", fn_start, report_s, per_part * parts)
 
 
-def run_bare(args: argparse.Namespace, root: Path, storage: str, times: Any) -> Any:
+def run_bare(args: argparse.Namespace, root: Path, storage: str, times: Any,
+             name: str = "bare_ray") -> Any:
     bench = {"trial_s": args.trial_s, "reports": args.reports, "checkpoint_mb": args.checkpoint_mb,
-             "record": str(root / "bare_ray.jsonl")}
+             "record": str(root / f"{name}.jsonl")}
     trainable, space = bare_trainable, {"bench": bench}
     if args.trainer == "real":
         config = real_config(root / "twin", args.iters)
@@ -170,7 +173,7 @@ def run_bare(args: argparse.Namespace, root: Path, storage: str, times: Any) -> 
         tune.with_resources(trainable, {"cpu": 1}),
         param_space={**space, "x": tune.grid_search(list(range(args.trials)))},
         tune_config=tune.TuneConfig(max_concurrent_trials=2),
-        run_config=tune.RunConfig(name="bare_ray", storage_path=storage, callbacks=[times], verbose=0,
+        run_config=tune.RunConfig(name=name, storage_path=storage, callbacks=[times], verbose=0,
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
     )
     return tuner.fit()
@@ -243,7 +246,7 @@ def run_setup(label: str, args: argparse.Namespace, root: Path, storage: str) ->
 
     os.environ["RAY_CHDIR_TO_TRIAL_DIR"] = "0"
     cluster = None
-    if label != "two nodes":
+    if not label.endswith("two nodes"):
         ray.init(address="local", num_cpus=2, include_dashboard=False)  # never someone else's cluster
     else:
         cluster = Cluster(initialize_head=True, connect=True,
@@ -255,9 +258,9 @@ def run_setup(label: str, args: argparse.Namespace, root: Path, storage: str) ->
         name = label.replace(" ", "_")
         times = Times()
         started = time.time()
-        if label == "bare ray":
-            grid = run_bare(args, root, storage, times)
-            location = f"{storage}/bare_ray"
+        if label.startswith("bare ray"):
+            grid = run_bare(args, root, storage, times, name)
+            location = f"{storage}/{name}"
         else:
             spec = load_sweep(write_sweep(root, name, storage, args))
             trainer = real_trainer if args.trainer == "real" else standin_trainer
@@ -298,7 +301,8 @@ def main() -> int:
     parser.add_argument("--reports", type=int, default=6, help="evaluations (reports) per trial")
     parser.add_argument("--checkpoint-mb", type=float, default=20.0)
     parser.add_argument("--setups", nargs="+", default=["bare ray", "one node", "two nodes"],
-                        choices=["bare ray", "one node", "two nodes"])
+                        choices=["bare ray", "one node", "bare ray two nodes", "two nodes"],
+                        help="'bare ray two nodes': bare Ray on the two-node cluster (vs 'two nodes')")
     parser.add_argument("--trainer", choices=["standin", "real"], default="standin",
                         help="the stand-in (sleeps --trial-s) or cmda.train.run on the synthetic twin")
     parser.add_argument("--iters", type=int, default=40, help="--trainer real: iterations per trial")
