@@ -17,12 +17,21 @@ launch); per-trial overhead = relaunch + reports + end, and its share of a trial
 "bare Ray" runs the same trials as a plain function trainable straight on `tune.Tuner` (no cmda-tune code,
 no torch import), the floor any Ray Tune platform pays; the difference to it is ours.
 
+`--trainer real` replaces the stand-in by the real trainer (`cmda.train.run`: it imports torch and builds
+MiT-B0 with its EMA teacher) on the synthetic twin at toy size, ten evaluations per trial as in the study
+(40,000 iterations, one every 4,000), each with a checkpoint; bare Ray then calls the same trainer from a
+plain function trainable. A trial's "compute" is the trainer's own time (its imports, model, steps,
+evaluations and checkpoints), the same in every setup; `--iters` sets its length.
+
 The one-node run is a local Ray with 2 CPUs; the two-node run is a head and a worker as separate Ray
 processes (`ray.cluster_utils.Cluster`), the worker with its own temp folder, 1 CPU each, so one trial runs
-on each node. Storage is a local folder (what a shared file system looks like to Ray).
+on each node. Storage is a local folder (what a shared file system looks like to Ray). The setup "bare ray
+two nodes" runs bare Ray on that two-node cluster: the fair floor for "two nodes" (a second node costs Ray
+something too: the actor starts there, the checkpoints upload from there).
 
     python benchmarks/cluster_overhead.py                       # 4 trials of 60 s, 2 at a time, per setup
     python benchmarks/cluster_overhead.py --trial-s 10 --trials 2   # a quick look
+    python benchmarks/cluster_overhead.py --trainer real --iters 40  # the real trainer, ~60 s per trial here
 """
 
 from __future__ import annotations
@@ -68,6 +77,63 @@ def standin_trainer(config: dict[str, Any], report: Any = None, resume_from: str
     return {}
 
 
+TOY_CONFIG: dict[str, Any] = {
+    "model": {"backbone": "mit_b0", "decoder_channels": 32, "pretrained": "none", "cyclegan": "none"},
+    "data": {"source": {"resize": [64, 32], "crop": [32, 32]},
+             "target": {"name": "dsec_night", "crop": [64, 64], "resize": [32, 32], "test_rows": 110},
+             "batch_size": 2, "num_workers": 0},
+    "optim": {"lr": 6e-4, "warmup_iters": 2},
+    "train": {"device": "cpu", "amp": "off", "progress_bar": False, "tensorboard": False},
+}
+"""The real trainer's config at toy size (the tests' tiny config): MiT-B0, the synthetic twin's DSEC-Night."""
+
+
+def real_config(twin: Path, iters: int) -> dict[str, Any]:
+    config = json.loads(json.dumps(TOY_CONFIG))
+    config["data"]["source"]["root"] = str(twin / "cityscapes")
+    config["data"]["target"]["root"] = str(twin / "DSEC_Night")
+    every = max(1, iters // 10)
+    config["train"].update(max_iters=iters, eval_interval=every, log_interval=every)
+    return config
+
+
+def real_trainer(config: dict[str, Any], report: Any = None, resume_from: str | None = None) -> dict:
+    """cmda.train.run, timed: the time inside `report` apart from the trainer's own."""
+    from cmda.train import run
+
+    fn_start = time.time()
+    bench = config.pop("bench")
+    report_s: list[float] = []
+
+    def timed(metrics: Any, checkpoint_dir: str | None) -> None:
+        started = time.time()
+        report(metrics, checkpoint_dir)
+        report_s.append(time.time() - started)
+
+    final = run(config, report=timed, resume_from=resume_from)
+    compute = time.time() - fn_start - sum(report_s)
+    record(bench["record"], config["name"], fn_start, report_s, compute)
+    return final
+
+
+def bare_real_trainable(params: dict[str, Any]) -> None:
+    """The real trainer from a plain Ray Tune function: its own work dir, reports go to `tune.report`."""
+    config = json.loads(json.dumps(params["config"]))
+    work = tempfile.mkdtemp(prefix="bare_real_")
+    config["train"]["work_dir"] = work
+    config["name"] = f"bare_{tune.get_context().get_trial_id()}"
+    config["bench"] = dict(params["bench"])
+
+    def report(metrics: Any, checkpoint_dir: str | None) -> None:
+        checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        tune.report({k: float(v) for k, v in metrics.items()}, checkpoint=checkpoint)
+
+    try:
+        real_trainer(config, report)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def record(path: str, trial: str, fn_start: float, report_s: list[float], compute_s: float) -> None:
     import ray
 
@@ -95,14 +161,19 @@ def bare_trainable(config: dict[str, Any]) -> None:
     record(bench["record"], f"bare_{tune.get_context().get_trial_id()}", fn_start, report_s, per_part * parts)
 
 
-def run_bare(args: argparse.Namespace, root: Path, storage: str, times: Any) -> Any:
+def run_bare(args: argparse.Namespace, root: Path, storage: str, times: Any,
+             name: str = "bare_ray") -> Any:
     bench = {"trial_s": args.trial_s, "reports": args.reports, "checkpoint_mb": args.checkpoint_mb,
-             "record": str(root / "bare_ray.jsonl")}
+             "record": str(root / f"{name}.jsonl")}
+    trainable, space = bare_trainable, {"bench": bench}
+    if args.trainer == "real":
+        config = real_config(root / "twin", args.iters)
+        trainable, space = bare_real_trainable, {"bench": bench, "config": config}
     tuner = tune.Tuner(
-        tune.with_resources(bare_trainable, {"cpu": 1}),
-        param_space={"bench": bench, "x": tune.grid_search(list(range(args.trials)))},
+        tune.with_resources(trainable, {"cpu": 1}),
+        param_space={**space, "x": tune.grid_search(list(range(args.trials)))},
         tune_config=tune.TuneConfig(max_concurrent_trials=2),
-        run_config=tune.RunConfig(name="bare_ray", storage_path=storage, callbacks=[times], verbose=0,
+        run_config=tune.RunConfig(name=name, storage_path=storage, callbacks=[times], verbose=0,
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
     )
     return tuner.fit()
@@ -124,7 +195,11 @@ class Times(tune.Callback):
 
 def write_sweep(folder: Path, name: str, storage: str, args: argparse.Namespace) -> Path:
     base = folder / "base.yaml"
-    base.write_text(yaml.safe_dump({"name": "bench", "train": {"max_iters": args.reports, "device": "auto"}}))
+    if args.trainer == "real":
+        base.write_text(yaml.safe_dump({"name": "bench", **real_config(folder / "twin", args.iters)}))
+    else:
+        base.write_text(yaml.safe_dump({"name": "bench", "train": {"max_iters": args.reports,
+                                                                  "device": "auto"}}))
     scales = [float(i + 1) for i in range(args.trials)]
     overrides = {"bench.trial_s": args.trial_s, "bench.reports": args.reports,
                  "bench.checkpoint_mb": args.checkpoint_mb, "bench.record": str(folder / f"{name}.jsonl")}
@@ -171,7 +246,7 @@ def run_setup(label: str, args: argparse.Namespace, root: Path, storage: str) ->
 
     os.environ["RAY_CHDIR_TO_TRIAL_DIR"] = "0"
     cluster = None
-    if label != "two nodes":
+    if not label.endswith("two nodes"):
         ray.init(address="local", num_cpus=2, include_dashboard=False)  # never someone else's cluster
     else:
         cluster = Cluster(initialize_head=True, connect=True,
@@ -183,12 +258,13 @@ def run_setup(label: str, args: argparse.Namespace, root: Path, storage: str) ->
         name = label.replace(" ", "_")
         times = Times()
         started = time.time()
-        if label == "bare ray":
-            grid = run_bare(args, root, storage, times)
-            location = f"{storage}/bare_ray"
+        if label.startswith("bare ray"):
+            grid = run_bare(args, root, storage, times, name)
+            location = f"{storage}/{name}"
         else:
             spec = load_sweep(write_sweep(root, name, storage, args))
-            grid = run_sweep(spec, train_fn=standin_trainer, extra_callbacks=[times], verbose=0)
+            trainer = real_trainer if args.trainer == "real" else standin_trainer
+            grid = run_sweep(spec, train_fn=trainer, extra_callbacks=[times], verbose=0)
             location = experiment_dir(spec)
         wall = time.time() - started
         assert grid.num_errors == 0, [r.error for r in grid]
@@ -201,7 +277,7 @@ def run_setup(label: str, args: argparse.Namespace, root: Path, storage: str) ->
                 "wall": end - begin, "compute": row["compute_s"], "launch": row["fn_start"] - begin,
                 "reports": sum(row["report_s"]), "end": end - row["fn_end"], "nodes": row["node"],
             })
-        ideal = sum(r["compute_s"] for r in rows) / 2  # two trials at a time
+        ideal = sum(r["compute_s"] for r in rows) / 2  # two trials at a time (the trainer's own time)
         starts = sorted(r["fn_start"] for r in rows)
         ends = sorted(times.completed.values())
         # a trial of the second wave takes the slot the k-th completion freed
@@ -225,10 +301,19 @@ def main() -> int:
     parser.add_argument("--reports", type=int, default=6, help="evaluations (reports) per trial")
     parser.add_argument("--checkpoint-mb", type=float, default=20.0)
     parser.add_argument("--setups", nargs="+", default=["bare ray", "one node", "two nodes"],
-                        choices=["bare ray", "one node", "two nodes"])
+                        choices=["bare ray", "one node", "bare ray two nodes", "two nodes"],
+                        help="'bare ray two nodes': bare Ray on the two-node cluster (vs 'two nodes')")
+    parser.add_argument("--trainer", choices=["standin", "real"], default="standin",
+                        help="the stand-in (sleeps --trial-s) or cmda.train.run on the synthetic twin")
+    parser.add_argument("--iters", type=int, default=40, help="--trainer real: iterations per trial")
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="cluster_overhead_"))
+    if args.trainer == "real":
+        from cmda.data.synthetic import generate
+
+        generate(root / "twin", seed=0)
+        args.reports = args.iters // max(1, args.iters // 10)
     results = []
     try:
         for label in args.setups:
@@ -238,8 +323,10 @@ def main() -> int:
         shutil.rmtree(root, ignore_errors=True)
 
     load = os.getloadavg()[0]
-    print(f"\n{args.trials} trials of {args.trial_s:g} s, {args.reports} reports each with a "
-          f"{args.checkpoint_mb:g} MB checkpoint, 2 at a time; load average {load:.1f} on "
+    what = (f"the real trainer, {args.iters} iterations and {args.reports} evaluations with a checkpoint" if
+            args.trainer == "real" else f"{args.trial_s:g} s, {args.reports} reports each with a "
+            f"{args.checkpoint_mb:g} MB checkpoint")
+    print(f"\n{args.trials} trials of {what}, 2 at a time; load average {load:.1f} on "
           f"{os.cpu_count()} CPUs\n")
     print("| setup | nodes used | sweep wall (s) | ideal (s) | sweep overhead | start (s) | per trial: "
           "relaunch (s) | of it, launch (s) | reports (s) | end (s) | overhead (s) | share |")

@@ -10,6 +10,7 @@ import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -62,10 +63,33 @@ def output_folder(path: Path) -> Iterator[Path]:
         raise
 
 
+def refuse_other_network(folder: Path, config: Any, given: str | None) -> None:
+    """A checkpoint evaluated with a config for another target, backbone or fusion fails with a page of
+    missing and unexpected keys; say instead what the checkpoint was trained for (its own config.yaml)."""
+    from cmda.checkpoint import CONFIG_FILE
+    from cmda.config import load_config
+    from cmda.errors import ConfigError
+
+    own_file = folder / CONFIG_FILE
+    if not own_file.is_file():
+        return
+    own = load_config(own_file)
+    where = f"--config {given}" if given else "the config with its --set options"
+    for what, trained, asked in (("target", own.target.name, config.target.name),
+                                 ("model.backbone", own.model.backbone, config.model.backbone),
+                                 ("model.fusion", own.model.fusion, config.model.fusion)):
+        if trained != asked:
+            raise ConfigError(
+                f"{folder}: this checkpoint was trained for {what} {trained} ({own_file}); {where} is for "
+                f"{asked}. Evaluate it with its own config (drop --config), or use a checkpoint trained "
+                f"for {asked}.")
+
+
 def cmd_test(args: argparse.Namespace) -> int:
     """Evaluate a checkpoint with the trainer's evaluation routine; needs no ImageNet or CycleGAN file."""
     from cmda.checkpoint import CHECKPOINT_FILE, CONFIG_FILE, checkpoint_dir_of, load_checkpoint
     from cmda.config import load_config
+    from cmda.data.check import check_test_data
     from cmda.eval import evaluate
     from cmda.export import NETWORKS
     from cmda.models.weights import load_strict
@@ -73,6 +97,8 @@ def cmd_test(args: argparse.Namespace) -> int:
 
     folder = checkpoint_dir_of(args.checkpoint)
     config = load_config(args.config or folder / CONFIG_FILE, args.set)
+    refuse_other_network(folder, config, args.config)
+    check_test_data(config)
     device = resolve_device(config.train.device)
     loader = build_test_loader(config)
     model = build_model(config)

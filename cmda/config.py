@@ -28,12 +28,13 @@ from cmda.io import YAMLFileError, is_unset, load_yaml, write_yaml_atomic
 from cmda.models.checkpointing import CHECKPOINTING
 from cmda.models.fusion import FUSIONS
 from cmda.models.mit import MIT_CONFIGS
-from cmda.overrides import apply_overrides
+from cmda.overrides import apply_overrides, parse_override
 from cmda.uda.feature_losses import VARIANTS
 from cmda.validation import (
     FiniteFloat,
     NonNegativeFloat,
     NonNegativeInt,
+    Origin,
     PositiveInt,
     Probability,
     StrictModel,
@@ -312,14 +313,15 @@ def cross_field_errors(config: Config, source: str) -> list[str]:
     return errors
 
 
-def config_from_dict(data: Any, source: str = "<dict>") -> Config:
-    """Build and validate a Config from a nested dict (missing keys keep their defaults)."""
+def config_from_dict(data: Any, source: str = "<dict>", origin_of: Origin | None = None) -> Config:
+    """Build and validate a Config from a nested dict (missing keys keep their defaults); `origin_of`
+    names where a field's value came from when that is not `source` (a `--set` option)."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a config must be a mapping of sections, got {type(data).__name__}")
     sync_target_configs()
-    config = validate(Config, data, source, ConfigError)
+    config = validate(Config, data, source, ConfigError, origin_of)
     errors = cross_field_errors(config, source)
     if errors:
         raise ConfigError("\n".join(errors))
@@ -336,7 +338,25 @@ def load_config(path: str | os.PathLike[str], overrides: dict[str, Any] | list[s
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config must be a mapping of sections, got {type(data).__name__}")
-    return config_from_dict(apply_overrides(data, overrides), source=str(path))
+    return config_from_dict(apply_overrides(data, overrides), source=str(path),
+                            origin_of=override_origins(overrides))
+
+
+def override_origins(overrides: dict[str, Any] | list[str] | None) -> Origin:
+    """Field -> the `--set KEY=VALUE` option that set it (or that replaced a section above it), so a
+    problem with a value given on the command line is reported against the command line, not the file."""
+    if isinstance(overrides, list):
+        given = {parse_override(item)[0]: f"--set {item}" for item in overrides}
+    else:
+        given = {key: f"override '{key}'" for key in overrides or {}}
+
+    def origin_of(field: str) -> str | None:
+        for key, where in given.items():
+            if field == key or field.startswith((f"{key}.", f"{key}[")) or key.startswith(f"{field}."):
+                return where
+        return None
+
+    return origin_of
 
 
 def save_config(config: Config, path: str | os.PathLike[str]) -> Path:

@@ -11,9 +11,12 @@ so a typo costs a second before anything starts instead of a failed trial hours 
 
 from __future__ import annotations
 
-from typing import Annotated, Any, TypeVar
+import functools
+import types
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -29,10 +32,54 @@ WidthHeight = Annotated[list[PositiveInt], Field(min_length=2, max_length=2)]
 
 class StrictModel(BaseModel):
     """Base of every settings model: unknown keys are errors, and values are taken strictly (a string is
-    not a number, `true` is not 1.0; ints are accepted for floats). YAML gives lists, so sequence fields
-    are typed `list[...]`, not tuples."""
+    not a number, `true` is not 1.0; ints are accepted for floats, and a whole float such as 1e3 for an
+    int: YAML and `--set` read `1e3` as 1000.0, which is a whole number). YAML gives lists, so sequence
+    fields are typed `list[...]`, not tuples."""
 
     model_config = ConfigDict(extra="forbid", strict=True, validate_default=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _whole_numbers(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        fields = _int_fields(cls)
+        if not any(name in data for name in fields):
+            return data
+        data = dict(data)
+        for name, kind in fields.items():
+            if name in data:
+                value = data[name]
+                data[name] = [whole_number(v) for v in value] if kind == "list" and isinstance(
+                    value, list) else whole_number(value)
+        return data
+
+
+def whole_number(value: Any) -> Any:
+    """1000.0 -> 1000; anything else unchanged (2.5 stays a float and is refused as an integer)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _int_kind(annotation: Any) -> str | None:
+    """"int" for an int field (Annotated, optional), "list" for a list of ints, else None."""
+    if annotation is int:
+        return "int"
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _int_kind(get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        kinds = {_int_kind(arg) for arg in get_args(annotation) if arg is not type(None)}
+        return kinds.pop() if len(kinds) == 1 else None
+    if origin is list:
+        return "list" if _int_kind(get_args(annotation)[0]) == "int" else None
+    return None
+
+
+@functools.cache
+def _int_fields(model: type[BaseModel]) -> dict[str, str]:
+    return {name: kind for name, info in model.model_fields.items() if (kind := _int_kind(info.annotation))}
 
 
 def dotted(location: tuple[Any, ...]) -> str:
@@ -87,24 +134,31 @@ def field_error(source: str, field: str, message: str, value: Any = ...) -> str:
     return f"{source}: field '{field}': {message}{shown}"
 
 
-def format_errors(error: ValidationError, source: str) -> str:
-    """All problems of one validation, one line each, every line starting with the source file."""
+Origin = Callable[[str], "str | None"]
+"""Dotted field -> where its value came from when not the file (e.g. "--set train.foo=3"), else None."""
+
+
+def format_errors(error: ValidationError, source: str, origin_of: Origin | None = None) -> str:
+    """All problems of one validation, one line each, every line starting with where the value came from:
+    the source file, or what `origin_of` names for that field (a `--set` option)."""
     lines = []
     seen = set()
     for item in error.errors(include_url=False):
-        line = describe(item)
+        where = (origin_of(dotted(item.get("loc", ()))) if origin_of else None) or source
+        line = f"{where}: {describe(item)}"
         if line not in seen:
             seen.add(line)
-            lines.append(f"{source}: {line}")
+            lines.append(line)
     return "\n".join(lines)
 
 
-def validate(model: type[M], data: Any, source: str, error_class: type[Exception] = ValueError) -> M:
+def validate(model: type[M], data: Any, source: str, error_class: type[Exception] = ValueError,
+             origin_of: Origin | None = None) -> M:
     """Build `model` from plain data, or raise `error_class` with every problem named (see module doc)."""
     try:
         return model.model_validate(data)
     except ValidationError as error:
-        raise error_class(format_errors(error, source)) from None
+        raise error_class(format_errors(error, source, origin_of)) from None
 
 
 def crop_in_resize(crop: list[int], resize: list[int] | None, section: str, dataset: str) -> list[int]:

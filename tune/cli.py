@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     plan = sub.add_parser("plan", help="trials in launch order, compute and storage, without starting Ray")
     plan.add_argument("sweep_file")
     plan.add_argument("--json", action="store_true", help="print one JSON object")
+    plan.add_argument("--gpus", type=int, default=None, metavar="N",
+                      help="the cluster's GPUs: print the concurrency (trials at once) and wall-clock time")
     speed = plan.add_mutually_exclusive_group()
     speed.add_argument("--sec-per-iter", type=float, default=None, help="seconds per trainer iteration")
     speed.add_argument(
@@ -90,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="start errored trials over from scratch (default: continue from their checkpoint)",
     )
 
+    clean = sub.add_parser(
+        "clean", help="remove what a sweep left on the nodes (scratch, Ray's staging) after a killed "
+        "driver, for a sweep that will not be resumed")
+    clean.add_argument("experiment_dir")
+    clean.add_argument("--address", default=None,
+                       help="the Ray cluster the sweep ran on (default: this machine only, without Ray)")
+
     status = sub.add_parser("status", help="table of trials in an experiment folder (does not start Ray)")
     status.add_argument("experiment_dir")
     return parser
@@ -104,6 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _status(args.experiment_dir)
         if args.command == "plan":
             return _plan(args)
+        if args.command == "clean":
+            return _clean(args)
         from tune import driver  # imports Ray Tune: only the commands that start Ray pay for it
 
         if args.command == "resume":
@@ -121,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             changes["path_map"] = {**spec.path_map, **parse_path_map_options(args.path_map)}
         spec = dataclasses.replace(spec, **changes)
         if args.check:
-            driver.preflight_checks(spec, validate_trainer=True, address=args.address)
+            driver.preflight_checks(spec, validate_trainer=True, address=args.address)  # prints warnings
             print(f"{spec.path}: OK ({describe(spec)})")
             return 0
         grid = driver.run_sweep(spec, address=args.address, resume_existing=args.resume,
@@ -135,6 +146,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_REJECTED
 
 
+def _clean(args: argparse.Namespace) -> int:
+    """Every node's scratch and staging of one experiment; the results in storage stay."""
+    from tune.experiment import open_experiment
+    from tune.remote import clean_everywhere, clean_node
+
+    experiment = open_experiment(args.experiment_dir)
+    name = experiment.location.rstrip("/").rsplit("/", 1)[-1]
+    if args.address is None:
+        removed, notes = clean_node(experiment.root, name), []
+    else:
+        from tune import driver
+
+        started = driver.connect(args.address)
+        try:
+            removed, notes = clean_everywhere(experiment.root, name)
+        finally:
+            if started:
+                import ray
+
+                ray.shutdown()
+    for path in removed:
+        print(f"removed {path}")
+    for note in notes:
+        print(f"cmda-tune: warning: clean {note}", file=sys.stderr)
+    where = "this machine" if args.address is None else "the nodes that answered" if notes else "the nodes"
+    print(f"{experiment.location}: nothing of it left on {where} (the results in storage are kept)")
+    return 1 if notes else 0
+
+
 def _status(location: str) -> int:
     from tune.status import status_table
 
@@ -144,17 +184,21 @@ def _status(location: str) -> int:
 
 def _plan(args: argparse.Namespace) -> int:
     from tune.plan import checkpoint_bytes, format_plan, make_plan, measure_seconds_per_iter, memory_budget
-    from tune.preflight import check_trial_configs
+    from tune.preflight import check_trial_configs, sweep_warnings
 
     spec = load_sweep(args.sweep_file)
     sec_per_iter = args.sec_per_iter
     if sec_per_iter is not None and not sec_per_iter > 0:
         raise SweepError(f"--sec-per-iter: expected a number > 0, got {sec_per_iter}")
-    first = check_trial_configs(spec)[0]  # every trial's config is valid, or the error names it
+    if args.gpus is not None and args.gpus < 1:
+        raise SweepError(f"--gpus: expected a whole number >= 1, got {args.gpus}")
+    configs = check_trial_configs(spec)  # every trial's config is valid, or the error names it
+    first = configs[0]
     if args.measure:
         sec_per_iter = measure_seconds_per_iter(first, threads=int(spec.cpu))
     memory = memory_budget(first) if args.memory else None
-    plan = make_plan(spec, sec_per_iter=sec_per_iter, ckpt_bytes=checkpoint_bytes(first), memory=memory)
+    plan = make_plan(spec, sec_per_iter=sec_per_iter, ckpt_bytes=checkpoint_bytes(first), memory=memory,
+                     gpus=args.gpus, warnings=sweep_warnings(spec, configs))
     print(json.dumps(plan.as_json(), indent=1) if args.json else format_plan(plan))
     return 0
 

@@ -9,7 +9,9 @@ Trial folders are named by `tune.configuration.trial_name`; what a run leaves on
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import socket
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +24,7 @@ from tune import preflight
 from tune.callbacks import check_callbacks, result_loggers, tracking_callbacks, without_ray_event_files
 from tune.configuration import Configuration, trial_name
 from tune.experiment import (
+    DRIVER_FILE,
     SWEEP_FILE,
     Experiment,
     ExperimentError,
@@ -29,10 +32,16 @@ from tune.experiment import (
     normalize_location,
     open_experiment,
 )
+from tune.failures import FailureRecorder, forget, known_failures
 from tune.live_table import LiveTable
-from tune.paths import FILE, TrialPath, missing_paths, resolve_sweep_paths, sweep_paths
+from tune.paths import TrialPath, missing_paths
 from tune.preflight import ClusterError
-from tune.remote import check_paths_where_trials_run, clean_up_after_fit, is_client_address
+from tune.remote import (
+    check_paths_where_trials_run,
+    clean_everywhere,
+    clean_up_after_fit,
+    is_client_address,
+)
 from tune.sweep import SweepError, SweepSpec, load_sweep, parse_sweep
 from tune.trainable import TrainFn, make_trainable
 
@@ -163,7 +172,8 @@ def build_tuner(
         trial_dirname_creator=trial_name_creator,
     )
     live = [live_table(spec, live_interval_s)] if live_interval_s > 0 else []
-    callbacks = [*build_callbacks(spec), *live, *extra_callbacks]
+    record = FailureRecorder(experiment_dir(spec))
+    callbacks = [*build_callbacks(spec), *live, record, *extra_callbacks]
     return tune.Tuner(
         with_trial_resources(spec, train_fn),
         param_space={},
@@ -210,34 +220,36 @@ def save_sweep_copy(spec: SweepSpec) -> None:
     Experiment(experiment_dir(spec)).write_text(text, SWEEP_FILE)
 
 
-def settle_paths(spec: SweepSpec, address: str | None) -> tuple[SweepSpec, list[TrialPath]]:
-    """Data and weight paths as every node must see them (tune.paths), joined to the overrides; plus the
-    list of paths the trials read (the base config included), for the existence checks."""
-    settled = resolve_sweep_paths(spec.base_config, spec.overrides, spec.path, path_map=spec.path_map,
-                                  client=is_client_address(address))
-    spec = dataclasses.replace(spec, overrides={**spec.overrides, **settled})
-    base = TrialPath("base_config", str(spec.base_config), FILE, f"{spec.path}: field 'base_config'")
-    return spec, [base, *sweep_paths(spec.base_config, spec.overrides, spec.path)]
+@dataclasses.dataclass(frozen=True)
+class Checked:
+    """What the pre-flight settled: the spec with its paths made absolute, the paths its trials read and
+    their resolved trainer configs (empty for a stand-in trainer), for the checks where the trials run."""
+
+    spec: SweepSpec
+    paths: list[TrialPath]
+    configs: list[dict[str, Any]]
 
 
 def preflight_checks(
     spec: SweepSpec, *, validate_trainer: bool, address: str | None, num_cpus: int | None = None
-) -> tuple[SweepSpec, list[TrialPath]]:
-    """Everything that can be checked before Ray starts (see tune.preflight); returns the spec with its
-    paths settled and the paths its trials read. A local run checks those paths here; on a cluster they are
-    checked where the trials run, once connected (`check_cluster`)."""
+) -> Checked:
+    """Everything that can be checked before Ray starts (see tune.preflight). A local run checks the paths
+    and the data here; a cluster checks them where the trials run, once connected (`check_cluster`)."""
     check_callbacks(spec)  # W&B / MLflow settings first: they take no time
-    spec, paths = settle_paths(spec, address)
+    spec, paths = preflight.settle_paths(spec, client=is_client_address(address))
     local = not joins_cluster(address)
+    configs: list[dict[str, Any]] = []
     if validate_trainer:
-        preflight.check_trial_configs(spec)
-        if local and (problems := missing_paths(paths)):
+        configs = preflight.check_trial_configs(spec)
+        if local and (problems := missing_paths(paths) or preflight.data_problems(configs)):
             raise SweepError("\n".join([*problems, "prepare the data (README, Data) or fix the paths; weight "
                                          "files: see pretrained/README.md, or set them to none"]))
     preflight.check_storage(spec, resolve_storage(spec.storage_path))
     if local:
         preflight.check_node_fit(spec, [preflight.local_node(num_cpus)])
-    return spec, paths
+    for warning in preflight.misaligned_rungs(spec):
+        print(f"cmda-tune: warning: {warning}")
+    return Checked(spec, paths, configs)
 
 
 def joins_cluster(address: str | None) -> bool:
@@ -248,13 +260,31 @@ def joins_cluster(address: str | None) -> bool:
     return address is not None or ray.is_initialized()
 
 
-def check_cluster(spec: SweepSpec, address: str | None, paths: Sequence[TrialPath] = ()) -> None:
+def check_cluster(spec: SweepSpec, address: str | None, checked: Checked | None = None) -> None:
     """After joining a cluster (its nodes are only known then), before any trial is created: a trial fits
-    on one node, and the paths its trials read exist on the nodes that run them (tune.remote)."""
-    preflight.check_node_fit(spec, preflight.cluster_nodes(), autoscaling=preflight.autoscaling_cluster())
-    for note in check_paths_where_trials_run(paths, cpu=spec.cpu, gpu=spec.gpu,
-                                             client=is_client_address(address)):
-        print(f"cmda-tune: note: {note}")
+    on one node, the shared storage and the paths and data its trials read are there on the nodes that run
+    them (tune.remote)."""
+    autoscaling = preflight.autoscaling_cluster(spec.autoscaling)
+    preflight.check_node_fit(spec, preflight.cluster_nodes(), autoscaling=autoscaling, joined=True)
+    paths, configs = (checked.paths, checked.configs) if checked is not None else ([], [])
+    with preflight.storage_probe(spec, resolve_storage(spec.storage_path)) as probe:
+        for note in check_paths_where_trials_run([*probe, *paths], cpu=spec.cpu, gpu=spec.gpu,
+                                                 client=is_client_address(address), configs=configs):
+            print(f"cmda-tune: note: {note}")
+
+
+def settle_concurrency(spec: SweepSpec, *, autoscaling: bool) -> SweepSpec:
+    """`max_concurrent_trials: auto` as the number of trials the connected cluster holds (tune.capacity)."""
+    from tune import capacity
+
+    if spec.max_concurrent_trials != capacity.AUTO:
+        return spec
+    resolved = capacity.resolve(
+        spec.max_concurrent_trials, cpu=spec.cpu, gpu=spec.gpu, seeds=len(spec.seeds),
+        kinds=capacity.cluster_node_kinds(autoscaling), cluster_gpus=spec.cluster_gpus)
+    limit = "no limit on" if resolved.trials is None else f"up to {resolved.trials}"
+    print(f"cmda-tune: max_concurrent_trials: auto: {limit} trials at once ({resolved.reason})")
+    return dataclasses.replace(spec, max_concurrent_trials=resolved.trials)
 
 
 def run_sweep(
@@ -277,12 +307,12 @@ def run_sweep(
             preflight.refuse_existing(spec, exp)
         return resume_sweep(exp, address=address, train_fn=train_fn, num_cpus=num_cpus)
     joined = joins_cluster(address)
-    spec, paths = preflight_checks(
-        spec, validate_trainer=train_fn is None, address=address, num_cpus=num_cpus
-    )
+    checked = preflight_checks(spec, validate_trainer=train_fn is None, address=address, num_cpus=num_cpus)
+    spec = checked.spec
     started_ray = connect(address, num_cpus=num_cpus)
     if joined:
-        check_cluster(spec, address, paths if train_fn is None else ())
+        check_cluster(spec, address, checked if train_fn is None else None)
+    spec = settle_concurrency(spec, autoscaling=joined and preflight.autoscaling_cluster(spec.autoscaling))
     tuner = build_tuner(
         spec,
         train_fn=train_fn,
@@ -291,7 +321,7 @@ def run_sweep(
         live_interval_s=live_interval_s,
     )
     save_sweep_copy(spec)
-    return _fit(tuner, spec, started_ray)
+    return _fit(tuner, spec, started_ray, experiment_dir(spec))
 
 
 def load_experiment_sweep(path: str, sweep_file: str | Path | None = None) -> SweepSpec:
@@ -306,6 +336,42 @@ def load_experiment_sweep(path: str, sweep_file: str | Path | None = None) -> Sw
             "file with --sweep"
         )
     return parse_sweep(raw, Path(experiment.where(SWEEP_FILE)))
+
+
+def what_trials_train(spec: SweepSpec) -> dict[str, Any]:
+    """The settings a resumed sweep must keep: every trainer config key (base config + overrides, paths
+    aside: they may be mapped differently on a new cluster), the search and the scheduler."""
+    from cmda.checkpoint import flatten
+    from tune.paths import PATH_KEYS
+    from tune.sweep import trial_template
+
+    template = trial_template(Path(spec.base_config), dict(spec.overrides))
+    settings = {key: value for key, value in flatten(template).items() if key not in PATH_KEYS}
+    settings.update(search=spec.raw.get("search"), scheduler=spec.raw.get("scheduler"))
+    return settings
+
+
+def refuse_changed_sweep(location: str, given: SweepSpec) -> None:
+    """`resume --sweep FILE` continues the experiment's trials; a FILE that trains something else (another
+    train.max_iters, search or scheduler) would mix two sweeps in one experiment, so it is refused, as
+    `cmda train --resume` refuses a changed config."""
+    experiment = open_experiment(location)
+    raw = experiment.sweep()
+    if raw is None:
+        return
+    try:
+        saved = what_trials_train(parse_sweep(raw, Path(experiment.where(SWEEP_FILE))))
+    except (SweepError, OSError, ValueError):  # the saved copy's base config is not here: nothing to compare
+        return
+    changed = what_trials_train(given)
+    keys = sorted(k for k in saved.keys() | changed.keys() if saved.get(k) != changed.get(k))
+    if keys:
+        shown = "; ".join(f"{k}: {saved.get(k)!r} -> {changed.get(k)!r}" for k in keys[:8])
+        more = f" (and {len(keys) - 8} more)" if len(keys) > 8 else ""
+        raise SweepError(
+            f"{given.path}: differs from the sweep this experiment ran ({experiment.where(SWEEP_FILE)}): "
+            f"{shown}{more}. A resume continues the trials it started; run the changed sweep as a new "
+            "experiment (`cmda-tune sweep FILE --name NEW`), or resume without --sweep.")
 
 
 def check_restorable_state(location: str) -> None:
@@ -347,6 +413,8 @@ def resume_sweep(
         raise FileNotFoundError(f"{path_text}: not a Ray Tune experiment folder (no tuner.pkl)")
     check_restorable_state(path_text)
     spec = load_experiment_sweep(path_text, sweep_file)
+    if sweep_file is not None:
+        refuse_changed_sweep(path_text, spec)
     if not is_uri(path_text):
         clean_stale_tmp(path_text)
     joined = joins_cluster(address)
@@ -355,22 +423,78 @@ def resume_sweep(
     started_ray = connect(address, num_cpus=num_cpus)
     if joined:
         check_cluster(spec, address)
+    # What a killed driver's run left on the nodes: the trials' scratch and Ray's staging (the restored
+    # trials start from their checkpoints in storage, in a staging folder of this session).
+    remove_leftovers(path_text)
+    errored = errored_trials(path_text, restart_errored)
     tuner = tune.Tuner.restore(
         path_text,
         trainable=with_trial_resources(spec, train_fn),
-        resume_errored=not restart_errored,
+        resume_errored=bool(errored) and not restart_errored,
         restart_errored=restart_errored,
     )
-    return _fit(tuner, spec, started_ray)
+    try:
+        return _fit(tuner, spec, started_ray, path_text)
+    finally:
+        if restart_errored:  # Ray's restore re-creates the old trials' folders, empty: remove them again
+            experiment = open_experiment(path_text)
+            for name in errored:
+                experiment.remove(name)
 
 
-def _fit(tuner: Any, spec: SweepSpec, started_ray: bool) -> Any:
+def remove_leftovers(location: str) -> None:
+    """`cmda-tune clean` on every node before a resume: nothing of this experiment runs yet, so whatever
+    scratch and staging it has there was left by an earlier, killed driver. Problems are warnings."""
+    experiment = open_experiment(location)
+    name = experiment.location.rstrip("/").rsplit("/", 1)[-1]  # Ray names its staging after the folder
+    try:
+        removed, notes = clean_everywhere(experiment.root, name)
+    except Exception as error:  # noqa: BLE001 - a leftover must not stop the resume itself
+        removed, notes = [], [str(error)]
+    if removed:
+        print(f"cmda-tune: removed what an earlier (killed) run left on the nodes: {len(removed)} folder(s)")
+    for note in notes:
+        print(f"cmda-tune: warning: removing an earlier run's scratch and staging: {note}")
+
+
+def errored_trials(location: str, restart: bool) -> list[str]:
+    """Which errored trials the restore reruns. Without `restart`: those whose failure a rerun may fix (not
+    recorded as deterministic: tune.failures), continued from their checkpoints; Ray's restore reruns all
+    errored trials or none, so with a deterministic failure among them none is rerun (a note says which).
+    With `restart`: every errored trial, started over in place: its old folder is removed first (Ray gives
+    the restarted trial a new id, hence a new folder), so each seed keeps one folder, and it leaves the
+    record."""
+    experiment = open_experiment(location)
+    trials = [t for t in experiment.trials() if t.status == "ERROR"]
+    known = known_failures(experiment)
+    if restart:
+        for trial in trials:
+            experiment.remove(trial.dirname)
+        forget(experiment, [t.trial_id for t in trials])
+        return [t.dirname for t in trials]
+    rerun = [t for t in trials if t.trial_id not in known]
+    kept = [t for t in trials if t.trial_id in known]
+    for trial in kept:
+        print(f"cmda-tune: not rerun: {trial.dirname} failed deterministically "
+              f"({known[trial.trial_id].get('error', '')}); `cmda-tune resume --restart-errored` reruns it")
+    if rerun and kept:
+        print(f"cmda-tune: note: {len(rerun)} errored trial(s) could be rerun but are kept with the failed "
+              "ones (Ray reruns all errored trials or none); rerun them with --restart-errored")
+        return []
+    return [t.dirname for t in rerun]
+
+
+def _fit(tuner: Any, spec: SweepSpec, started_ray: bool, location: str) -> Any:
     started = time.time()
+    experiment = Experiment(location)
+    driver = {"host": socket.gethostname(), "pid": os.getpid(), "started": started}
+    experiment.write_text(json.dumps(driver) + "\n", DRIVER_FILE)  # `status` tells a killed driver by it
     try:
         with without_ray_event_files(tuner):
             return tuner.fit()
     finally:
-        clean_up_after_fit(spec.name, Experiment(experiment_dir(spec)).root, since=started)
+        experiment.remove_file(DRIVER_FILE)
+        clean_up_after_fit(spec.name, experiment.root, since=started)
         if started_ray:
             import ray
 

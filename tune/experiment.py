@@ -25,6 +25,9 @@ STATE_PREFIX = "experiment_state-"
 RESULT_FILE = "result.json"
 PARAMS_FILE = "params.json"
 ERROR_FILE = "error.txt"
+DRIVER_FILE = "driver.json"
+"""Written by the driver while it runs the trials ({host, pid, started}), removed when `fit` ends: a folder
+that still has it after its driver's process is gone was left by a killed driver."""
 TERMINATED, ERROR, RUNNING, PENDING, PAUSED = "TERMINATED", "ERROR", "RUNNING", "PENDING", "PAUSED"
 
 
@@ -62,21 +65,50 @@ def filesystem(location: str) -> tuple[Any, str]:
         raise ExperimentError(f"{location}: cannot open this storage location: {error}") from error
 
 
-def error_summary(text: str) -> str:
-    """The line a person needs from a Ray error file: the exception line of its LAST failure.
+MESSAGE_LINES, MESSAGE_CHARS = 12, 1500
+"""How much of an error's message a FAILED line carries (the rest is in error.txt)."""
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(\([\w.]*\))?: \S")
 
-    error.txt holds one "Failure # N (occurred at ...)" block per failure, each a traceback ending in
-    `SomeError: message`. The last `Name: message` line at column 0 of the last block is returned (it is the
-    outermost exception of a chain); failing that, the block's last non-empty line.
+
+def error_message(text: str, max_lines: int = MESSAGE_LINES, max_chars: int = MESSAGE_CHARS) -> str:
+    """The message of a Ray error file's LAST failure, every line of it (a data check lists its problems on
+    the lines after the first), cut at `max_lines` / `max_chars` with a note of what was left out.
+
+    error.txt holds one "Failure # N (occurred at ...)" block per failure, each a traceback that ends in
+    `SomeError: message` (the outermost exception of a chain comes last). The message starts at the first
+    `Name: message` line at column 0 after the block's last traceback frame and runs to the block's end;
+    failing that, the block's last non-empty line.
     """
     blocks = re.split(r"^Failure # \d+.*$", text, flags=re.M)
     block = blocks[-1] if blocks else text
-    lines = [line.rstrip() for line in block.splitlines() if line.strip()]
-    exception = re.compile(r"^[A-Za-z_][\w.]*(\([\w.]*\))?: \S")
-    for line in reversed(lines):
-        if exception.match(line) and not line.startswith(("File ", "ray::")):
-            return line
-    return lines[-1] if lines else ""
+    lines = [line.rstrip() for line in block.splitlines()]
+    frames = [i for i, line in enumerate(lines) if line.startswith('  File "')]
+    after = frames[-1] + 1 if frames else 0
+    start = next((i for i in range(after, len(lines)) if _EXCEPTION_LINE.match(lines[i])
+                  and not lines[i].startswith(("File ", "ray::"))), None)
+    if start is None:
+        found = [line for line in lines if line.strip()]
+        return found[-1] if found else ""
+    message = []
+    for line in lines[start:]:
+        if line.startswith(("The above exception", "During handling of the above")):
+            break
+        if line.strip():
+            message.append(line)
+    kept, size = [], 0
+    for line in message[:max_lines]:
+        if size + len(line) > max_chars and kept:
+            break
+        kept.append(line[:max_chars])
+        size += len(line) + 1
+    if len(kept) < len(message):
+        kept.append(f"  ... ({len(message) - len(kept)} more line(s) in error.txt)")
+    return "\n".join(kept)
+
+
+def error_summary(text: str) -> str:
+    """The first line of `error_message`: the exception line a person needs in a table."""
+    return error_message(text).split("\n", 1)[0]
 
 
 @dataclass
@@ -210,6 +242,24 @@ class Experiment:
             except OSError as error:
                 raise ExperimentError(f"{self.where(*parts)}: cannot write: {error}") from error
         return self.where(*parts)
+
+    def remove_file(self, *parts: str) -> None:
+        """Delete a file of the experiment; absent is fine."""
+        try:
+            self.fs.delete_file(self._path(*parts))
+        except FileNotFoundError:
+            pass
+        except OSError as error:
+            if self.exists(*parts):
+                raise ExperimentError(f"{self.where(*parts)}: cannot remove: {error}") from error
+
+    def remove(self, *parts: str) -> None:
+        """Delete a folder of the experiment (local or in a bucket); absent is fine."""
+        try:
+            if self.info(*parts).type.name == "Directory":
+                self.fs.delete_dir(self._path(*parts))
+        except OSError as error:
+            raise ExperimentError(f"{self.where(*parts)}: cannot remove: {error}") from error
 
     # -- Ray's layout ------------------------------------------------------------------------------------
     def state_files(self) -> list[str]:

@@ -58,6 +58,17 @@ class Plan:
     """The search space over other trainer keys, as the sweep file gives it ({} without one)."""
     memory: dict[str, Any] | None = None
     """`cmda.memory.memory_json` of the first trial (with --memory), else None."""
+    gpus: int | None = None
+    """The cluster's GPUs the plan was made for (`--gpus`), None when not given."""
+    concurrency: int | None = None
+    """Trials at once: the sweep's max_concurrent_trials, or for `auto` what `gpus` hold (tune.capacity);
+    None when unbounded or unknown (`auto` without `--gpus`)."""
+    wall_hours_to_end: float | None = None
+    wall_hours_expected: float | None = None
+    """Wall-clock hours at that concurrency: whole waves of trials to the end; the expected trial-hours spread
+    over the concurrent slots (ideal packing)."""
+    warnings: list[str] = field(default_factory=list)
+    """What `sweep` would refuse or warn about (missing data, unwritable storage, mis-aligned rungs)."""
     labels: list[str] = field(default_factory=list)
     """Each trial's configuration label, for the text table (not part of the JSON)."""
     space_lines: list[str] = field(default_factory=list)
@@ -183,11 +194,28 @@ def _median_step_seconds(config: dict[str, Any], steps: int) -> float:
     return timed[len(timed) // 2]
 
 
+def plan_concurrency(spec: SweepSpec, gpus: int | None) -> int | None:
+    """Trials at once on a cluster of `gpus` GPUs (tune.capacity), or the sweep's own number."""
+    from tune.capacity import AUTO, resolve, slots_from_gpus
+
+    setting = spec.max_concurrent_trials
+    if gpus is None:
+        return setting if isinstance(setting, int) else None
+    resolved = resolve(AUTO, cpu=spec.cpu, gpu=spec.gpu, seeds=len(spec.seeds), cluster_gpus=gpus).trials
+    if spec.gpu == 0:  # a CPU sweep: the GPUs do not bound it
+        resolved = None
+    if isinstance(setting, int):
+        return setting if resolved is None else min(setting, max(1, slots_from_gpus(gpus, spec.gpu)))
+    return resolved
+
+
 def make_plan(
     spec: SweepSpec,
     sec_per_iter: float | None = None,
     ckpt_bytes: int | None = None,
     memory: dict[str, Any] | None = None,
+    gpus: int | None = None,
+    warnings: list[str] | None = None,
 ) -> Plan:
     from tune.preflight import representative_trials
     from tune.trainable import resolve_trial_config
@@ -202,6 +230,12 @@ def make_plan(
 
     def hours(iterations: float, gpus: float) -> float | None:
         return None if sec_per_iter is None else iterations * sec_per_iter * gpus / SECONDS_PER_HOUR
+
+    concurrency = plan_concurrency(spec, gpus)
+    wall_to_end = wall_expected = None
+    if concurrency is not None and sec_per_iter is not None:
+        wall_to_end = hours(math.ceil(count / concurrency) * spec.max_iters, 1.0)
+        wall_expected = hours(expected / min(concurrency, count), 1.0)
 
     return Plan(
         sweep=str(spec.path),
@@ -228,6 +262,11 @@ def make_plan(
         space=spec.search.space.as_json(),
         space_lines=spec.search.space.describe(),
         memory=memory,
+        gpus=gpus,
+        concurrency=concurrency,
+        wall_hours_to_end=wall_to_end,
+        wall_hours_expected=wall_expected,
+        warnings=list(warnings or []),
         labels=[Configuration.from_params(p).label for p in spec.grid_trials()]
         if isinstance(spec.search, GridSearch) else [],
     )
@@ -277,6 +316,14 @@ def format_plan(plan: Plan) -> str:
             f"({plan.gpus_per_trial:g} GPU per trial) to the end {plan.gpu_hours_to_end:,.1f}, "
             f"expected {plan.gpu_hours_expected:,.1f}"
         )
+    if plan.concurrency is not None:
+        on = f" on {plan.gpus} GPUs" if plan.gpus is not None else ""
+        wall = ("" if plan.wall_hours_to_end is None else
+                f"; wall-clock hours to the end {plan.wall_hours_to_end:,.1f}, expected "
+                f"{plan.wall_hours_expected:,.1f}")
+        lines.append(f"concurrency: {plan.concurrency} trials at once{on}{wall}")
+    elif plan.gpus is None:
+        lines.append("concurrency: as many trials as the cluster holds (give --gpus N for the number)")
     lines.append(
         f"kept checkpoints: up to {plan.kept_checkpoints_per_trial} per trial x "
         f"{_size(plan.checkpoint_bytes)} = {_size(plan.checkpoint_storage_bytes)} for {plan.count} trials"
@@ -287,4 +334,5 @@ def format_plan(plan: Plan) -> str:
         from cmda.memory import format_memory
 
         lines += format_memory(plan.memory)
+    lines.extend(f"warning: {line}" for line in plan.warnings)
     return "\n".join(lines)

@@ -12,17 +12,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import os
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from tune.configuration import BASELINE_VARIANT, Configuration, trial_label
-from tune.experiment import is_uri
+from tune.experiment import ExperimentError, is_uri
+from tune.paths import FILE, TrialPath, missing_paths, resolve_sweep_paths, sweep_paths
 from tune.remote import alive_nodes, fits
-from tune.sweep import GridSearch, SweepError, SweepSpec, check_space, make_configuration
+from tune.sweep import ASHA_TYPES, GridSearch, SweepError, SweepSpec, check_space, make_configuration
 
 log = logging.getLogger(__name__)
 # What Ray itself puts into a new experiment folder before anything else (its storage probe).
@@ -69,6 +72,76 @@ def check_trial_configs(spec: SweepSpec) -> list[dict[str, Any]]:
     return configs
 
 
+def settle_paths(spec: SweepSpec, client: bool = False) -> tuple[SweepSpec, list[TrialPath]]:
+    """Data and weight paths as every node must see them (tune.paths), joined to the overrides; plus the
+    list of paths the trials read (the base config included), for the existence checks."""
+    settled = resolve_sweep_paths(spec.base_config, spec.overrides, spec.path, path_map=spec.path_map,
+                                  client=client)
+    spec = dataclasses.replace(spec, overrides={**spec.overrides, **settled})
+    base = TrialPath("base_config", str(spec.base_config), FILE, f"{spec.path}: field 'base_config'")
+    return spec, [base, *sweep_paths(spec.base_config, spec.overrides, spec.path)]
+
+
+def misaligned_rungs(spec: SweepSpec) -> list[str]:
+    """A rung that is no multiple of train.eval_interval is judged at the next evaluation: the scheduler
+    then decides later than its ladder says (and per-trial ASHA no longer matches Ray's ASHA)."""
+    ladder = spec.scheduler.ladder if spec.scheduler.type in ASHA_TYPES else None
+    late = ladder.misaligned(spec.eval_interval) if ladder is not None else ()
+    if not late:
+        return []
+    shown = ", ".join(f"{m:g}" for m in late)
+    return [f"{spec.path}: field 'scheduler': rung(s) at iteration {shown} are no multiple of "
+            f"train.eval_interval={spec.eval_interval}; each is judged at the evaluation after it. Choose "
+            f"grace_period and reduction_factor so that every rung is a multiple of {spec.eval_interval}."]
+
+
+def sweep_warnings(spec: SweepSpec, configs: Sequence[Mapping[str, Any]] = ()) -> list[str]:
+    """What `sweep` would refuse or warn about, for `plan` (which never refuses them: the plan is often made
+    on a machine without the data): missing data and weights, bad data, unwritable storage, late rungs."""
+    problems = list(misaligned_rungs(spec))
+    settled, paths = settle_paths(spec)
+    missing = missing_paths(paths)
+    problems.extend(missing)
+    if not missing:
+        problems.extend(data_problems(configs))
+    if not is_uri(spec.storage_path):  # a bucket is reached from the cluster, often not from here
+        problems.extend(unwritable_storage(spec))
+    return problems
+
+
+def unwritable_storage(spec: SweepSpec) -> list[str]:
+    """Whether `sweep` could create and write the storage folder, judged without creating anything (a plan
+    must leave no folder behind): the nearest existing folder on its path must be a writable folder."""
+    path = Path(spec.storage_path).expanduser().absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if existing.is_dir() and os.access(existing, os.W_OK | os.X_OK):
+        return []
+    why = "is not a folder" if not existing.is_dir() else "is not writable"
+    return [f"{spec.path}: field 'storage_path': cannot write to {spec.storage_path!r}: {existing} {why}"]
+
+
+def data_problems(configs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The fast data check (`cmda data check`'s quick form, what `cmda train` runs first) of every distinct
+    data section among the trials' resolved configs; one message per section with problems."""
+    import json
+
+    from cmda.config import config_from_dict
+    from cmda.data.check import check_training_data
+    from cmda.data.errors import DataError
+
+    seen, problems = set(), []
+    for resolved in configs:
+        key = json.dumps(resolved.get("data"), sort_keys=True, default=str)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            check_training_data(config_from_dict(dict(resolved)))
+        except (DataError, ValueError, OSError) as error:
+            problems.append(str(error))
+    return problems
+
+
 def check_storage(spec: SweepSpec, storage: str) -> None:
     """Create the storage folder (local or URI) and write and delete a probe file in it."""
     import pyarrow.fs
@@ -87,15 +160,41 @@ def check_storage(spec: SweepSpec, storage: str) -> None:
         raise SweepError(f"{spec.path}: field 'storage_path': cannot write to {storage!r}: {exc}") from None
 
 
+STORAGE_PROBE = ".cmda_storage_probe_"
+
+
+@contextlib.contextmanager
+def storage_probe(spec: SweepSpec, storage: str) -> Iterator[list[TrialPath]]:
+    """A file the driver writes into a local (shared) storage folder, as a path every node that runs trials
+    must see: a node without the shared mount would write its checkpoints to its own disk without a word.
+    Nothing for a bucket (every node reaches it the same way). The file goes when the check is done."""
+    if is_uri(storage):
+        yield []
+        return
+    probe = Path(storage).expanduser() / f"{STORAGE_PROBE}{uuid.uuid4().hex}"
+    probe.parent.mkdir(parents=True, exist_ok=True)
+    probe.write_text("written by the driver: the nodes that run trials must see it\n")
+    origin = (f"{spec.path}: field 'storage_path' (the folder every node must share: a file the driver "
+              "wrote there is not visible on this node; mount the shared volume at the same path, or use a "
+              "bucket URI)")
+    try:
+        yield [TrialPath("storage_path", str(probe), FILE, origin)]
+    finally:
+        probe.unlink(missing_ok=True)
+
+
 def experiment_exists(experiment_dir: str) -> bool:
     """Whether a folder (local or URI) already holds anything besides Ray's storage probe."""
     import pyarrow.fs
 
-    if is_uri(experiment_dir):
-        fs, path = pyarrow.fs.FileSystem.from_uri(experiment_dir)
-    else:
-        fs, path = pyarrow.fs.LocalFileSystem(), experiment_dir
-    infos = fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
+    try:
+        if is_uri(experiment_dir):
+            fs, path = pyarrow.fs.FileSystem.from_uri(experiment_dir)
+        else:
+            fs, path = pyarrow.fs.LocalFileSystem(), experiment_dir
+        infos = fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
+    except (OSError, ValueError) as error:  # an endpoint that cannot be reached, a bad URI
+        raise ExperimentError(f"{experiment_dir}: cannot reach the storage (storage_path): {error}") from None
     return any(Path(info.path).name != RAY_STORAGE_MARKER for info in infos)
 
 
@@ -121,7 +220,7 @@ def local_node(num_cpus: float | None = None, num_gpus: float | None = None) -> 
 
 
 def check_node_fit(
-    spec: SweepSpec, nodes: Sequence[Mapping[str, float]], *, autoscaling: bool = False
+    spec: SweepSpec, nodes: Sequence[Mapping[str, float]], *, autoscaling: bool = False, joined: bool = False
 ) -> str | None:
     """Raise ClusterError when no node can hold one trial; on an autoscaling cluster return a warning."""
     if any(fits(node, spec.cpu, spec.gpu) for node in nodes):
@@ -139,7 +238,10 @@ def check_node_fit(
         log.warning(warning)
         return warning
     fix = " set resources.gpu: 0 to train on CPU or" if spec.gpu > 0 else ""
-    raise ClusterError(f"{message};{fix} lower resources.cpu, or connect to a cluster that fits (--address)")
+    scaling = (" If the cluster starts nodes on demand (an autoscaler not recognised here), say so with "
+               "resources.autoscaling: true.") if joined else ""
+    raise ClusterError(
+        f"{message};{fix} lower resources.cpu, or connect to a cluster that fits (--address).{scaling}")
 
 
 def cluster_nodes() -> list[dict[str, float]]:
@@ -147,9 +249,18 @@ def cluster_nodes() -> list[dict[str, float]]:
     return [dict(node["Resources"]) for node in alive_nodes()]
 
 
-def autoscaling_cluster() -> bool:
-    """Whether the connected cluster has an autoscaler (Ray cluster launcher, or KubeRay's autoscaler
-    publishing its node types to the GCS). Both are read through Ray internals that may change."""
+KUBERAY_ENV = "RAY_USAGE_STATS_KUBERAY_IN_USE"
+"""Set by the KubeRay operator in every pod of a RayCluster (Ray reads it for its usage stats)."""
+
+
+def autoscaling_cluster(declared: bool = False) -> bool:
+    """Whether the connected cluster adds nodes by itself, so that a trial no node fits yet waits for one:
+    `resources.autoscaling: true` in the sweep (`declared`), a KubeRay pod (its operator creates the worker
+    pods after the head, and its autoscaler scales GPU groups from zero), the Ray cluster launcher's bootstrap
+    file, or an autoscaler that published its node types to the GCS. The last two are Ray internals that may
+    change; the sweep's flag is the explicit answer."""
+    if declared or os.environ.get(KUBERAY_ENV):
+        return True
     if Path("~/ray_bootstrap_config.yaml").expanduser().exists():
         return True
     try:

@@ -41,11 +41,19 @@ def fits(resources: Mapping[str, float], cpu: float, gpu: float) -> bool:
     return float(resources.get("CPU", 0.0)) >= cpu and float(resources.get("GPU", 0.0)) >= gpu
 
 
-def _check_on_node(paths: Sequence[TrialPath]) -> tuple[str, list[str]]:
+def paths_and_data_problems(paths: Sequence[TrialPath],
+                            configs: Sequence[Mapping[str, Any]] = ()) -> list[str]:
+    """Missing paths; when none, the fast data check of each trial config's data (tune.preflight)."""
+    from tune.preflight import data_problems
+
+    return missing_paths(paths) or data_problems(configs)
+
+
+def _check_on_node(paths: Sequence[TrialPath], configs: Sequence[Mapping[str, Any]]) -> tuple[str, list[str]]:
     import ray
 
     node = f"{ray.util.get_node_ip_address()} ({ray.get_runtime_context().get_node_id()[:8]})"
-    return node, missing_paths(paths)
+    return node, paths_and_data_problems(paths, configs)
 
 
 def on_nodes(fn: Any, nodes: Sequence[dict[str, Any]], *args: Any,
@@ -79,8 +87,10 @@ def alive_nodes() -> list[dict[str, Any]]:
 
 
 def check_paths_where_trials_run(paths: Sequence[TrialPath], *, cpu: float, gpu: float, client: bool = False,
-                                 timeout_s: float = CHECK_TIMEOUT_S) -> list[str]:
-    """Raise PathError naming every node and path that is missing; return notes for the user.
+                                 timeout_s: float = CHECK_TIMEOUT_S,
+                                 configs: Sequence[Mapping[str, Any]] = ()) -> list[str]:
+    """Raise PathError naming every node and path that is missing, or every data problem the fast data
+    check of `configs` (the trials' resolved trainer configs) finds there; return notes for the user.
 
     Needs a connected Ray (call after `ray.init`). A single-node cluster that is the driver's own node is
     checked in this process; otherwise every live node that can hold a trial runs the check as a task.
@@ -92,9 +102,9 @@ def check_paths_where_trials_run(paths: Sequence[TrialPath], *, cpu: float, gpu:
     nodes = alive_nodes()
     driver_node = None if client else ray.get_runtime_context().get_node_id()
     if not client and [n["NodeID"] for n in nodes] == [driver_node]:
-        problems = missing_paths(paths)
+        problems = paths_and_data_problems(paths, configs)
         if problems:
-            raise PathError("paths the trials read are missing:\n  " + "\n  ".join(problems))
+            raise PathError("paths or data the trials read are missing or bad:\n  " + "\n  ".join(problems))
         return []
     notes = []
     targets = [n for n in nodes if fits(n.get("Resources", {}), cpu, gpu)]
@@ -104,11 +114,13 @@ def check_paths_where_trials_run(paths: Sequence[TrialPath], *, cpu: float, gpu:
             f"no live node can hold a trial yet ({cpu:g} CPU, {gpu:g} GPU): checked the data paths on the "
             f"{len(nodes)} node(s) that are up; nodes the autoscaler starts later must mount the same paths"
         )
-    answers, trouble = on_nodes(_check_on_node, targets, list(paths), timeout_s=timeout_s)
+    answers, trouble = on_nodes(_check_on_node, targets, list(paths), [dict(c) for c in configs],
+                                timeout_s=timeout_s)
     notes.extend(f"path check {line}" for line in trouble)
     problems = [f"node {address}: {line}" for address, missing in answers for line in missing]
     if problems:
-        raise PathError("paths the trials read are missing where the trials run:\n  " + "\n  ".join(problems))
+        raise PathError("paths or data the trials read are missing or bad where the trials run:\n  "
+                        + "\n  ".join(problems))
     return notes
 
 
@@ -127,38 +139,66 @@ def remove_scratch(experiment_fs_path: str) -> None:
     shutil.rmtree(scratch_root(experiment_fs_path), ignore_errors=True)
 
 
-def remove_scratch_everywhere(experiment_fs_path: str) -> list[str]:
-    """Remove the trainers' scratch of one experiment on every live node (a trial stopped by the scheduler is
-    killed before its own cleanup runs); returns notes on nodes that did not answer."""
-    _, notes = on_nodes(remove_scratch, alive_nodes(), experiment_fs_path, timeout_s=30.0)
-    return notes
-
-
-def remove_driver_staging(name: str, since: float) -> list[Path]:
-    """Delete this run's staging copies under Ray's session folder on the driver node (`artifacts/<time>/
-    <name>`): storage holds everything once `fit` returns. Worker nodes' staging stays (Ray owns it)."""
+def _session_artifacts(all_sessions: bool) -> list[Path]:
+    """Ray's staging roots on this node (`<session>/artifacts`): this process's session when it runs in Ray;
+    with `all_sessions` also every session under the same Ray temp folder (a killed driver's session is not
+    the current one)."""
     try:
         from ray.train._internal.storage import _get_ray_train_session_dir
 
-        root = Path(_get_ray_train_session_dir())
-    except Exception:  # noqa: BLE001 - no session (Ray not started): nothing to clean
-        return []
+        current = Path(_get_ray_train_session_dir())
+    except Exception:  # noqa: BLE001 - no Ray session in this process
+        current = None
+    roots = {current} if current is not None else set()
+    if all_sessions:
+        temp_root = current.parent.parent if current is not None else Path(
+            os.environ.get("RAY_TMPDIR") or Path(tempfile.gettempdir()) / "ray")
+        roots.update(p / "artifacts" for p in temp_root.glob("session_*") if not p.is_symlink())
+    return sorted(roots)
+
+
+def remove_staging(name: str, since: float | None = None) -> list[str]:
+    """Delete the staging copies of experiment `name` under Ray's session folders on this node
+    (`artifacts/<time>/<name>`): storage holds everything once `fit` returns, and a killed driver leaves them
+    for good. `since`: only this session's folders written since then (this run's); None: every run of
+    that name in every Ray session on this node (`cmda-tune clean`, after a killed driver)."""
     removed = []
-    for folder in root.glob(f"*/{name}"):
-        if folder.is_dir() and folder.stat().st_mtime >= since - 5:
+    for root in _session_artifacts(all_sessions=since is None):
+        for folder in root.glob(f"*/{name}"):
+            if not folder.is_dir() or (since is not None and folder.stat().st_mtime < since - 5):
+                continue
             shutil.rmtree(folder, ignore_errors=True)
-            removed.append(folder)
+            removed.append(str(folder))
             with contextlib.suppress(OSError):
                 folder.parent.rmdir()  # the run's timestamp folder, when nothing else is in it
     return removed
 
 
+def clean_node(experiment_fs_path: str, name: str, since: float | None = None) -> list[str]:
+    """What one experiment left on this node: the trainers' scratch and Ray's staging; the paths removed."""
+    scratch = scratch_root(experiment_fs_path)
+    removed = [str(scratch)] if scratch.exists() else []
+    remove_scratch(experiment_fs_path)
+    return removed + remove_staging(name, since)
+
+
+def clean_everywhere(experiment_fs_path: str, name: str, since: float | None = None,
+                     driver_too: bool = True) -> tuple[list[str], list[str]]:
+    """`clean_node` on every live node of the connected cluster (and in this process, for a driver that is no
+    node: Ray Client); returns (paths removed, notes on nodes that did not answer)."""
+    answers, notes = on_nodes(clean_node, alive_nodes(), experiment_fs_path, name, since, timeout_s=60.0)
+    removed = [path for answer in answers for path in answer]
+    if driver_too:
+        removed.extend(clean_node(experiment_fs_path, name, since))
+    return sorted(set(removed)), notes
+
+
 def clean_up_after_fit(name: str, experiment_fs_path: str, since: float) -> None:
-    """What `fit` of experiment `name` (started at `since`) leaves: the driver's staging, every node's
-    scratch. Problems are logged, never raised: they must not hide the sweep's own outcome."""
-    remove_driver_staging(name, since=since)
+    """What `fit` of experiment `name` (started at `since`) leaves: Ray's staging and the trainers' scratch,
+    on every node. Problems are logged, never raised: they must not hide the sweep's own outcome."""
     try:
-        for note in remove_scratch_everywhere(experiment_fs_path):
-            log.warning("removing the trainers' scratch: %s", note)
+        _, notes = clean_everywhere(experiment_fs_path, name, since)
+        for note in notes:
+            log.warning("removing the run's scratch and staging: %s", note)
     except Exception as error:  # noqa: BLE001 - cleanup must never hide the sweep's own outcome
-        log.warning("could not remove the trainers' scratch on every node: %s", error)
+        log.warning("could not remove the run's scratch and staging on every node: %s", error)

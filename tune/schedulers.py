@@ -4,13 +4,16 @@ Ray's ASHAScheduler judges trials one by one, so it stops single unlucky seeds a
 mean over seeds; `GroupASHA` judges a configuration's seeds together (their mean at a rung, once every live
 seed reached it) and stops them together; `protected` configurations (the reference every comparison is made
 against) are never stopped, though their scores still count at each rung. Every scheduler here also ends a
-deterministic failure instead of retrying it, and rebuilds its rung records from result.json after
-`cmda-tune resume` (Ray does not save scheduler state, Ray issue 30838). The rules one by one:
+deterministic failure instead of retrying it, and rebuilds its state after `cmda-tune resume` (Ray does
+not save scheduler state, Ray issue 30838): the rung decisions taken before the crash are read back from
+the experiment's record of them (`DECISIONS_FILE`, written at each decision), so that a resume never revises
+them; only rungs still undecided are replayed from result.json. The rules one by one:
 docs/ARCHITECTURE.md (tune, scheduling).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Collection, Hashable
@@ -22,11 +25,14 @@ import numpy as np
 from ray.tune.experiment import Trial
 from ray.tune.schedulers.trial_scheduler import FIFOScheduler, TrialScheduler
 
+from cmda.io import write_text_atomic
 from tune.configuration import Configuration, Ladder, read_result_lines
 
 log = logging.getLogger(__name__)
 DETERMINISTIC_MARKER = "DeterministicTrialError"
 LIVE = (Trial.PENDING, Trial.RUNNING, Trial.PAUSED)
+DECISIONS_FILE = "scheduler_decisions.json"
+"""The rung decisions in the order they were taken: [{"group", "rung", "score", "stopped"}, ...]."""
 
 
 def last_failure_text(trial: Any) -> str:
@@ -40,6 +46,46 @@ def last_failure_text(trial: Any) -> str:
 
 def is_deterministic_failure(trial: Any) -> bool:
     return DETERMINISTIC_MARKER in last_failure_text(trial)
+
+
+def _experiment_of(trial: Any) -> tuple[Any, str] | None:
+    """(pyarrow filesystem, experiment folder) of a trial, wherever the experiment is now (a resumed
+    experiment may have moved); None for a trial without storage (simulations)."""
+    storage = getattr(trial, "storage", None)
+    if storage is None:
+        return None
+    return storage.storage_filesystem, str(storage.experiment_fs_path).rstrip("/")
+
+
+def read_decisions(where: tuple[Any, str]) -> list[dict[str, Any]]:
+    """The recorded decisions; [] when there is no record (a new sweep, or one from before the record)."""
+    fs, folder = where
+    try:
+        with fs.open_input_stream(f"{folder}/{DECISIONS_FILE}") as handle:
+            data = json.loads(handle.readall().decode("utf-8"))
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as error:  # unreadable: fall back to replaying result.json
+        log.warning("%s/%s unreadable (%s): the rungs are replayed from the results", folder, DECISIONS_FILE,
+                    error)
+        return []
+    return [entry for entry in data if isinstance(entry, dict)] if isinstance(data, list) else []
+
+
+def write_decisions(where: tuple[Any, str], decisions: list[dict[str, Any]]) -> None:
+    """Write the whole record (atomically on a local or mounted path; an object PUT is atomic)."""
+    import pyarrow.fs as pafs
+
+    fs, folder = where
+    text = json.dumps(decisions, indent=0) + "\n"
+    try:
+        if isinstance(fs, pafs.LocalFileSystem):
+            write_text_atomic(f"{folder}/{DECISIONS_FILE}", text)
+        else:
+            with fs.open_output_stream(f"{folder}/{DECISIONS_FILE}") as stream:
+                stream.write(text.encode("utf-8"))
+    except OSError as error:  # the sweep goes on; a resume would replay this rung from the results
+        log.warning("could not record a scheduler decision in %s: %s", folder, error)
 
 
 def trial_history(trial: Any) -> list[dict[str, Any]]:
@@ -174,6 +220,9 @@ class GroupASHA(RetryPolicyScheduler):
         self._groups: dict[Hashable, _Group] = {}
         self._rungs: dict[float, list[float]] = {m: [] for m in self.milestones}
         self._to_replay: dict[str, Any] = {}
+        self._where: tuple[Any, str] | None = None  # the experiment folder, known from the first trial
+        self._decisions: list[dict[str, Any]] = []  # taken so far (restored ones first), in order
+        self._restored: dict[str, list[dict[str, Any]]] = {}  # group key -> its recorded decisions
 
     # -- Ray's hooks ------------------------------------------------------------------------------------
 
@@ -187,6 +236,8 @@ class GroupASHA(RetryPolicyScheduler):
         return True
 
     def _on_add(self, tune_controller: Any, trial: Any) -> None:
+        if self._where is None:
+            self._restore_decisions(trial)
         group = self._group(trial)
         known = trial.trial_id in group.members
         group.members[trial.trial_id] = trial
@@ -244,7 +295,11 @@ class GroupASHA(RetryPolicyScheduler):
         key = self._key(trial)
         if key not in self._groups:
             configuration = Configuration.from_params(trial.config).key
-            self._groups[key] = _Group(protected=configuration in self._protected)
+            group = self._groups[key] = _Group(protected=configuration in self._protected)
+            for entry in self._restored.pop(str(key), []):  # taken before a crash: never revised
+                group.decided.add(entry["rung"])
+                if entry["stopped"]:
+                    group.stopped_at = entry["rung"]
         return self._groups[key]
 
     def _score(self, result: dict[str, Any]) -> float:
@@ -279,10 +334,20 @@ class GroupASHA(RetryPolicyScheduler):
             cutoff = float(np.percentile(finite, (1 - 1 / self._rf) * 100)) if finite else None
             self._rungs[milestone].append(score)
             group.decided.add(milestone)
-            if cutoff is not None and not group.protected and (score < cutoff or not math.isfinite(score)):
+            weak = score < cutoff if cutoff is not None else False
+            stopped = cutoff is not None and not group.protected and (weak or not math.isfinite(score))
+            self._note(group, milestone, score, stopped)
+            if stopped:
                 group.stopped_at = milestone
                 return True
         return False
+
+    def _note(self, group: _Group, milestone: float, score: float, stopped: bool) -> None:
+        """Add a decision to the experiment's record (see module doc)."""
+        key = next((k for k, g in self._groups.items() if g is group), None)
+        self._decisions.append({"group": str(key), "rung": milestone, "score": score, "stopped": stopped})
+        if self._where is not None:
+            write_decisions(self._where, self._decisions)
 
     def _stop_siblings(self, tune_controller: Any, group: _Group, trial: Any) -> None:
         """Stop the other seeds now: waiting for their next report would cost up to one evaluation each."""
@@ -294,13 +359,32 @@ class GroupASHA(RetryPolicyScheduler):
 
     # -- rebuilding state after a restore ---------------------------------------------------------------
 
+    def _restore_decisions(self, trial: Any) -> None:
+        """Read the decisions taken before a crash: the rungs' scores in the order they were judged, and each
+        group's decided rungs (applied as its group is created), so that no replay revises them."""
+        self._where = _experiment_of(trial)
+        if self._where is None:
+            return
+        for entry in read_decisions(self._where):
+            rung, score = entry.get("rung"), entry.get("score")
+            if rung not in self._rungs or not isinstance(score, (int, float)):
+                continue  # not a rung of this ladder (the sweep cannot change on resume; be safe anyway)
+            self._rungs[rung].append(float(score))
+            self._restored.setdefault(str(entry.get("group")), []).append(
+                {"rung": rung, "stopped": bool(entry.get("stopped"))})
+            self._decisions.append(entry)
+        if self._decisions:
+            log.info("%d scheduler decisions restored from %s", len(self._decisions), DECISIONS_FILE)
+
     @staticmethod
     def _has_history(trial: Any) -> bool:
         metadata = getattr(trial, "run_metadata", None)
         return bool(metadata is not None and metadata.last_result)
 
     def _replay(self, tune_controller: Any) -> None:
-        """Feed the restored trials' earlier results through the rule in the order they arrived."""
+        """Feed the restored trials' earlier results through the rule: they restore each trial's scores;
+        the rungs decided before the crash keep their recorded decisions (`_restore_decisions`), only the
+        others (an experiment without the record) are judged here, in the order the results arrived."""
         if not self._to_replay:
             return
         trials, self._to_replay = list(self._to_replay.values()), {}

@@ -18,7 +18,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -26,13 +26,16 @@ from cmda.data.targets import DEFAULT_TARGET
 from cmda.io import YAMLFileError, load_yaml
 from cmda.overrides import apply_overrides, dotted_get
 from cmda.uda.variant_names import VARIANT_NAMES
-from cmda.validation import StrictModel, validate
+from cmda.validation import StrictModel, validate, whole_number
 from tune.configuration import BASELINE_VARIANT, Configuration, Ladder, round_value
 from tune.space import EMPTY, Space, SpaceError, parse_space
 
 ASHA_TYPES = ("asha", "per_config_asha")
 SCHEDULER_TYPES = (*ASHA_TYPES, "none")
 CALLBACK_TYPES = ("wandb", "mlflow")
+AUTO = "auto"
+"""`max_concurrent_trials: auto`; the driver resolves it to a number once connected (tune.capacity)."""
+MAX_GPUS_PER_TRIAL = 1.0
 # Keys the search space sets for each trial; a sweep's overrides must not fight over them.
 TRIAL_KEYS = (
     "seed",
@@ -196,6 +199,24 @@ class SchedulerSection(StrictModel):
 class ResourcesSection(StrictModel):
     cpu: float = Field(default=1.0, gt=0, allow_inf_nan=False)
     gpu: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    """Per trial: a fraction shares a GPU, 1 is a whole one; more is refused (`MAX_GPUS_PER_TRIAL`)."""
+    autoscaling: bool = False
+    """The cluster starts nodes on demand (also recognised by itself: tune.capacity): a trial no current
+    node can hold is then a warning, and the trials wait for the nodes the autoscaler starts."""
+    cluster_gpus: int | None = Field(default=None, ge=1)
+    """GPUs the cluster has or can scale to, for `max_concurrent_trials: auto` where the autoscaler's
+    maximum cannot be read (default: read it, else count the GPUs of the nodes that are up)."""
+
+    @field_validator("gpu")
+    @classmethod
+    def _one_device(cls, value: float) -> float:
+        if value > MAX_GPUS_PER_TRIAL:
+            raise ValueError(
+                f"a trial trains on one device (cmda.train is one process, one GPU), so {value:g} GPUs per "
+                f"trial would leave {value - 1:g} idle; use resources.gpu: 1 and let max_concurrent_trials: "
+                "auto run one trial per GPU (the study's trials are independent)"
+            )
+        return value
 
 
 class FailureSection(StrictModel):
@@ -214,7 +235,9 @@ class SweepFile(StrictModel):
     search: SearchSection
     scheduler: SchedulerSection = Field(default_factory=SchedulerSection)
     resources: ResourcesSection = Field(default_factory=ResourcesSection)
-    max_concurrent_trials: int | None = Field(default=None, ge=1)
+    max_concurrent_trials: Annotated[int, Field(ge=1)] | Literal["auto"] | None = None
+    """Trials at once: a number, "auto" (every GPU the cluster has or can scale to, one trial each, in
+    whole groups of seeds: tune.capacity), or unset (as many as the nodes hold)."""
     storage_path: str = Field(default="~/ray_results", min_length=1)
     failure: FailureSection = Field(default_factory=FailureSection)
     checkpoint: CheckpointSection = Field(default_factory=CheckpointSection)
@@ -336,13 +359,16 @@ class SweepSpec:
     backbone: str
     cpu: float
     gpu: float
-    max_concurrent_trials: int | None
+    max_concurrent_trials: int | str | None
+    """A number, AUTO (resolved by the driver into a number before the Tuner is built) or None."""
     storage_path: str
     max_failures: int
     num_to_keep: int
     callbacks: dict[str, dict[str, Any]] = field(default_factory=dict)
     path_map: dict[str, str] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    autoscaling: bool = False
+    cluster_gpus: int | None = None
 
     @property
     def seeds(self) -> tuple[int, ...]:
@@ -493,6 +519,17 @@ def _trainer_default(key: str) -> Any:
     return node
 
 
+def _positive_trainer_int(path: Path, base: Path, overrides: Mapping[str, Any], template: dict[str, Any],
+                          key: str) -> int:
+    """A trainer setting the sweep itself reads (its rungs, plan, the analysis), checked where it is set
+    before anything is derived from it, so a bad value is named, not its consequence (scheduler.max_t)."""
+    value = whole_number(dotted_get(template, key, _trainer_default(key)))
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        where = f"{path}: field 'overrides.{key}'" if key in overrides else f"{base}: field '{key}'"
+        raise SweepError(f"{where}: expected a whole number >= 1, got {value!r}")
+    return value
+
+
 def _agreeing(path: Path, fieldname: str, given: Any, *others: tuple[str, Any]) -> Any:
     """`given` unless unset; a value set in two places must be the same in both."""
     for other_field, other in others:
@@ -557,8 +594,8 @@ def parse_sweep(raw: Any, path: Path) -> SweepSpec:
     search: GridSearch | OptunaSearch
     search = _grid(path, model.search.grid) if model.search.grid else _optuna(path, model.search.optuna)
     search = _with_space(path, model, search)
-    max_iters = int(dotted_get(template, "train.max_iters", _trainer_default("train.max_iters")))
-    eval_interval = int(dotted_get(template, "train.eval_interval", _trainer_default("train.eval_interval")))
+    max_iters = _positive_trainer_int(path, base, model.overrides, template, "train.max_iters")
+    eval_interval = _positive_trainer_int(path, base, model.overrides, template, "train.eval_interval")
     target = str(dotted_get(template, "data.target.name", DEFAULT_TARGET))
     _agreeing(path, "target", model.target, ("data.target.name of the base config", target))
     metric = _metric(path, model, target)
@@ -587,6 +624,8 @@ def parse_sweep(raw: Any, path: Path) -> SweepSpec:
         callbacks={k: ({} if v is True else dict(v)) for k, v in model.callbacks.items() if v is not False},
         path_map=_path_map(path, model.path_map),
         raw=dict(raw),
+        autoscaling=model.resources.autoscaling,
+        cluster_gpus=model.resources.cluster_gpus,
     )
 
 

@@ -133,7 +133,7 @@ def default_train_fn() -> TrainFn:
 def scratch_dir(trial_id: str, experiment_fs_path: str) -> Iterator[Path]:
     """Node-local work dir for the trainer, outside anything Ray syncs; removed when the trial ends. What an
     earlier attempt of the same trial left on this node (killed before its cleanup ran) goes first; what a
-    trial killed by the scheduler leaves goes when the sweep ends (`remote.remove_scratch_everywhere`)."""
+    trial killed by the scheduler leaves goes when the sweep ends (`remote.clean_everywhere`)."""
     root = scratch_root(experiment_fs_path)
     root.mkdir(parents=True, exist_ok=True)
     prefix = f"{trial_id}_"

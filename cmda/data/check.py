@@ -101,6 +101,16 @@ def raise_on_problems(reports: list[CheckReport]) -> None:
     )
 
 
+def check_test_data(config: Any) -> list[CheckReport]:
+    """The fast check of what `cmda test` reads (the target's labelled split, with its config section), so
+    a missing image or a label of the wrong size is named before anything is scored."""
+    section = config.data.target
+    report = config.target.files.check(section.root, False, False, section.model_dump())
+    log.info("data check: %s", report.summary())
+    raise_on_problems([report])
+    return [report]
+
+
 def check_training_data(config: Any) -> list[CheckReport]:
     """The fast check of what a training run will read (the source and its target, each with its config
     section); raises DataCheckError listing the problems, so a bad file stops the run in seconds, not

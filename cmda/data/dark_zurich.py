@@ -107,12 +107,13 @@ class DarkZurichDataset(torch.utils.data.Dataset):
         return self.get_sample(index, rng)
 
     def get_sample(self, index: int, rng: np.random.Generator) -> dict:
-        image = to_uint8(resize(read_rgb(self.images[index]), self.resize_wh))
+        original = read_rgb(self.images[index])
+        image = to_uint8(resize(original, self.resize_wh))
         tensors = {"image": image.float()}
         if self.with_isr:
             tensors["isr"] = compute_isr(image, self.isr_params, ISR_DIRECTION)
-        if self.split == "val":
-            label = read_label(self.label_path(index))
+        if self.split == "val":  # a label of another size than its image would be scored upsampled
+            label = read_label(self.label_path(index), tuple(original.shape[-2:]))
             tensors["label"] = resize(label, self.resize_wh, is_label=True)
         else:
             params = self.augment.draw(rng, image.shape[-2], image.shape[-1])
@@ -151,6 +152,13 @@ def check(
                     report.attempt("decoded images", check_decodes, image)
                 if split == "val":
                     report.attempt("val labels", check_label, label_path(root, split, image), size, True)
+        # A label whose image is gone: the loader lists images, so that pair would drop out of every score.
+        labels = Path(root) / "gt" / "val" / "night"
+        for label in sorted(labels.glob(f"*/*{LABEL_SUFFIX}")) if labels.is_dir() else []:
+            name = label.name[: -len(LABEL_SUFFIX)] + IMAGE_SUFFIX
+            image = image_dir(root, "val") / label.parent.name / name
+            if not image.is_file():
+                report.add(f"{label}: validation label without its image ({image} not found)")
     return report
 
 

@@ -38,6 +38,7 @@ from cmda.data.dsec_layout import (
     TIMESTAMPS_FILE,
     TRAIN_LIST,
     check_map_matches_image,
+    empty_dirs,
     event_window,
     index_path,
     label_path,
@@ -152,6 +153,8 @@ def build_index_files(
             incomplete[sequence.name] = "missing " + ", ".join(missing)
         else:
             sequences.append(sequence)
+    for folder in empty_dirs(root):
+        incomplete[folder.name] = "an empty folder (no events/, images/, warp_images/): not copied?"
     if incomplete and not skip_incomplete:
         details = "; ".join(f"{root / name}: {why}" for name, why in incomplete.items())
         raise IncompleteSequenceError(

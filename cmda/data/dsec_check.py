@@ -44,6 +44,9 @@ def _check_tree(
         entries = report.attempt("list files", _read_list_with_index, root / name, root)
         for sequence, frame, index in entries or []:
             listed[split].setdefault(sequence, {})[frame] = index
+    if sequences:
+        for folder in layout.empty_dirs(root):
+            report.add(f"{folder}: an empty folder in the DSEC root (a sequence not copied?); fill or remove")
     for sequence in sequences:
         missing = layout.missing_parts(sequence)
         if missing:
@@ -151,7 +154,8 @@ def _check_index(
     for frame, listed_index in sorted(frames.items()):
         if frame < len(index) and index[frame] != listed_index:
             report.add(
-                f"{index_path}: frame {frame} has event index {int(index[frame])} but the list file says "
+                f"{index_path}: line {frame + 1} (frame {frame}) has event index {int(index[frame])} but the "
+                f"list file says "
                 f"{listed_index}; re-run `cmda data index-dsec`"
             )
             break
@@ -163,7 +167,8 @@ def _check_index(
         )
         if expected is not None and expected != index[frame]:
             report.add(
-                f"{index_path}: frame {frame} has event index {int(index[frame])}, but {slicer.path} gives "
+                f"{index_path}: line {frame + 1} (frame {frame}) has event index {int(index[frame])}, but "
+                f"{slicer.path} gives "
                 f"{expected} for its timestamp; the index is stale, re-run `cmda data index-dsec`"
             )
             break

@@ -132,6 +132,12 @@ def sequence_dirs(root: Path) -> list[Path]:
     return found
 
 
+def empty_dirs(root: Path) -> list[Path]:
+    """Sub-folders of a DSEC root that hold nothing at all: a sequence whose copy failed or was emptied, which
+    `sequence_dirs` cannot recognise (no events/, images/ or warp_images/) and would leave out unnoticed."""
+    return sorted(p for p in Path(root).iterdir() if p.is_dir() and not any(p.iterdir()))
+
+
 def looks_like_dsec(folder: Path) -> bool:
     """A DSEC root: some sub-folder holds events/ (what `cmda data check` recognises)."""
     return any((child / "events").is_dir() for child in folder.iterdir() if child.is_dir())
@@ -201,9 +207,9 @@ def event_window(
     first, last = int(index[start]), int(index[frame])
     if first < 0 or last < 0:
         raise DataError(
-            f"{path}: {where} has an event window from frame {start} (event index {first}) to frame {frame} "
-            f"({last}); -1 means a timestamp outside the event recording; re-run `cmda data index-dsec`, "
-            "which leaves such frames out"
+            f"{path}: {where} has an event window from line {start + 1} (frame {start}, event index {first}) "
+            f"to line {frame + 1} (frame {frame}, {last}); -1 means a timestamp outside the event recording; "
+            "re-run `cmda data index-dsec`, which leaves such frames out"
         )
     if last < first:
         raise DataError(

@@ -3,10 +3,18 @@
 # command is the first submission and every re-submission after a preemption, a lost head or a killed job.
 #   bash configs/cluster/run_study.sh SWEEP_FILE [STORAGE]
 # STORAGE (a shared folder or s3://, gs://) overrides the sweep's storage_path. Exits with cmda-tune's code.
+# It runs from the repository root (relative data paths in the configs are read from there), whatever the
+# working directory of the job that calls it; SWEEP_FILE and a local STORAGE may be relative to the caller's.
+# A re-submission is safe: `resume` never reruns a trial whose failure is recorded as deterministic
+# (docs/ARCHITECTURE.md, tune: resume), so KubeRay's backoffLimit retries only what a retry can finish.
 set -euo pipefail
 
-sweep_file=${1:?usage: run_study.sh SWEEP_FILE [STORAGE]}
+sweep_file=$(realpath "${1:?usage: run_study.sh SWEEP_FILE [STORAGE]}")
 storage=${2:-}
+if [[ -n "$storage" && "$storage" != *://* ]]; then
+  storage=$(realpath -m "$storage")
+fi
+cd "$(dirname "$(realpath "$0")")/../.."
 
 # Where the sweep writes (the experiment), and whether Ray can restore it: read through the same code the
 # driver uses, so a local folder and a bucket are handled alike.

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from cmda.data import event_files
-from cmda.data.check import DataCheckError, check_tree
+from cmda.data.check import DataCheckError, check_test_data, check_tree
 from cmda.data.commands import main as data_main
 from cmda.data.dark_zurich import DarkZurichDataset
 from cmda.data.dsec import DSECNightDataset
@@ -80,6 +80,8 @@ def test_index_dsec_refuses_incomplete_sequences_unless_told_to_skip_them(synthe
     for png in (root / "zurich_city_synth_b" / "warp_images").glob("*.png"):
         png.unlink()
     (root / "zurich_city_synth_c" / "events/left/events.h5").unlink()
+    shutil.rmtree(root / "zurich_city_synth_d")
+    (root / "zurich_city_synth_d").mkdir()  # a sequence whose copy never happened: was left out unnoticed
     before = (root / TEST_LIST).read_text()
 
     assert data_main(["index-dsec", str(root)]) == 2
@@ -87,17 +89,18 @@ def test_index_dsec_refuses_incomplete_sequences_unless_told_to_skip_them(synthe
     assert f"{root / 'zurich_city_synth_a'}: missing warp_images/ (the folder is missing)" in error
     assert f"{root / 'zurich_city_synth_b'}: missing warp_images/ (the folder holds no PNG)" in error
     assert f"{root / 'zurich_city_synth_c'}: missing events/left/events.h5 (events file)" in error
+    assert f"{root / 'zurich_city_synth_d'}: an empty folder" in error
     assert "--skip-incomplete" in error and (root / TEST_LIST).read_text() == before  # nothing rewritten
 
     assert data_main(["index-dsec", str(root), "--skip-incomplete"]) == 0
     out = capsys.readouterr().out
     for name in ("a", "b", "c"):
         assert f"skipped zurich_city_synth_{name}: missing " in out
+    assert "skipped zurich_city_synth_d: an empty folder" in out
     test_lines = (root / TEST_LIST).read_text().splitlines()
-    assert test_lines and {line.split("/")[0] for line in test_lines} == {
-        "zurich_city_synth_d",
-        "zurich_city_synth_e",
-    }
+    assert test_lines and {line.split("/")[0] for line in test_lines} == {"zurich_city_synth_e"}
+    assert data_main(["check", str(root)]) == 1  # the check names the empty folder too
+    assert f"{root / 'zurich_city_synth_d'}: an empty folder in the DSEC root" in capsys.readouterr().out
 
 
 def test_frames_whose_event_window_starts_before_the_recording_are_left_out(synthetic_root, tmp_path, capsys):
@@ -224,7 +227,9 @@ def test_data_check_lists_every_problem_of_a_tree(synthetic_root, tmp_path, caps
     assert f"  {label}: label values [25] outside the trainIds" in out
     assert f"  {motion}: file not found" in out
     assert f"  {test_label}: label values [19] outside the trainIds" in out
-    assert f"  {index_path}: frame {frame} has event index {int(index[frame])} but the list file says" in out
+    # the line of the file (1-based), and the frame it holds (0-based, as the list files number frames)
+    assert (f"  {index_path}: line {frame + 1} (frame {frame}) has event index {int(index[frame])} but the "
+            "list file says") in out
     fast = [problem for report in check_tree(root, thorough=False) for problem in report.problems]
     assert not any(str(label) in problem for problem in fast)  # fast reads label headers only...
     assert any(str(test_label) in problem for problem in fast)  # ...but decodes the evaluation labels
@@ -274,3 +279,31 @@ def test_training_surfaces_a_worker_data_error_as_its_message(synthetic_root, tm
     with pytest.raises(DataError, match=r"^\S+/warp_images/\d{6}\.png: not a readable image") as error:
         train.run(config)
     assert "Traceback" not in str(error.value)
+
+
+def test_dark_zurich_labels_without_images_or_at_another_size_are_caught(synthetic_root, tmp_path, capsys,
+                                                                        tiny_config):
+    """A validation label whose image was removed is named by the check; a label at half size is refused by
+    the check, by the loader (it would be scored upsampled) and by `cmda test`, which checks its data."""
+    root = tmp_path / "dark_zurich"
+    shutil.copytree(synthetic_root / "dark_zurich", root)
+    images = sorted((root / "rgb_anon" / "val" / "night").glob("*/*_rgb_anon.png"))
+    removed = images[0]
+    removed.unlink()
+    orphan = root / "gt" / "val" / "night" / removed.parent.name / removed.name.replace(
+        "_rgb_anon.png", "_gt_labelTrainIds.png")
+    assert data_main(["check", str(root), "--kind", "dark_zurich"]) == 1
+    assert f"{orphan}: validation label without its image ({removed} not found)" in capsys.readouterr().out
+
+    label = root / "gt" / "val" / "night" / images[1].parent.name / images[1].name.replace(
+        "_rgb_anon.png", "_gt_labelTrainIds.png")
+    full = Image.open(label)
+    full.resize((full.width // 2, full.height // 2), Image.NEAREST).save(label)
+    val = DarkZurichDataset(root, "val", resize=(64, 36))
+    with pytest.raises(ValueError, match="label size .* does not match the image size"):
+        val[0]
+    problems = [p for report in check_tree(root, kind="dark_zurich", thorough=False) for p in report.problems]
+    assert any(str(label) in p and "does not match the image size" in p for p in problems)
+    with pytest.raises(DataCheckError) as refused:  # what `cmda test` runs before it scores anything
+        check_test_data(tiny_config(target="dark_zurich", **{"data.target.root": str(root)}))
+    assert str(label) in str(refused.value) and "does not match the image size" in str(refused.value)

@@ -168,3 +168,15 @@ def test_every_variant_on_every_target_is_accepted_exactly_when_the_target_provi
     assert (
         "field 'uda.feature_loss.variant'" in message and repr(variant) in message and repr(target) in message
     )
+
+
+def test_a_whole_float_is_an_integer_and_a_set_key_is_blamed_on_the_option(tmp_path: Path) -> None:
+    """`--set train.max_iters=1e3` is 1000 (YAML reads 1e3 as a float); 2.5 is still no integer; a problem
+    with a value given by `--set` names the option, not the file that does not contain it."""
+    config = load_config(CONFIGS / "cmda_cs2dsec_b2.yaml", ["train.max_iters=1e3"])
+    assert config.train.max_iters == 1000 and isinstance(config.train.max_iters, int)
+    with pytest.raises(ConfigError, match=r"--set train.max_iters=2.5: field 'train.max_iters'"):
+        load_config(CONFIGS / "cmda_cs2dsec_b2.yaml", ["train.max_iters=2.5"])
+    with pytest.raises(ConfigError) as info:
+        load_config(CONFIGS / "cmda_cs2dsec_b2.yaml", ["train.max_iter=10"])
+    assert str(info.value).startswith("--set train.max_iter=10: field 'train.max_iter'"), str(info.value)

@@ -338,7 +338,7 @@ def test_event_index_0_is_an_event_for_the_dataset_and_the_check(synthetic_root:
     index = np.array([-1, 0, 0, 7])
     assert dsec_layout.event_window(index, 2, 1, path) == (0, 0)
     assert dsec_layout.event_window(index, 3, 2, path) == (0, 7)
-    with pytest.raises(DataError, match=r"frame 1 has an event window from frame 0 \(event index -1\)"):
+    with pytest.raises(DataError, match=r"frame 1 has an event window from line 1 \(frame 0, event index -1"):
         dsec_layout.event_window(index, 1, 1, path)
     with pytest.raises(DataError, match=r"frame 0 needs lines 0\.\.1"):
         dsec_layout.event_window(index, 0, 1, path)

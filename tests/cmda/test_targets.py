@@ -13,6 +13,7 @@ import pytest
 import torch
 from conftest import TINY_TARGETS
 
+from cmda.config import save_config
 from cmda.data.targets import TARGETS, get_target
 from cmda.train import build_model, build_test_dataset, load_checkpoint, run
 
@@ -79,6 +80,12 @@ def test_every_target_trains_reports_its_headline_and_cmda_test_reproduces_it(na
     printed = json.loads(capsys.readouterr().out)
     assert printed[spec.headline_metric] == pytest.approx(final[spec.headline_metric], abs=0.01)
     assert load_checkpoint(config.train.work_dir)["config"]["data"]["target"]["name"] == name
+    other = next(t for t in ALL if t != name)  # the config of another target: one sentence, not 9 KB of keys
+    other_file = save_config(tiny_config(target=other), Path(config.train.work_dir) / "other.yaml")
+    assert main(["test", config.train.work_dir, "--config", str(other_file)]) == 2
+    err = capsys.readouterr().err
+    assert f"this checkpoint was trained for target {name}" in err and f"is for {other}" in err
+    assert "Missing key" not in err and "Traceback" not in err
 
 
 def test_dark_zurich_step_follows_the_cs2dz_recipe(tiny_config):

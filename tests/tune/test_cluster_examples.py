@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / "configs" / "cluster"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 STUDY = "configs/sweeps/l2_ablation_b2.yaml"
+IMAGE_REPO = "/opt/cmda-tune"  # where configs/cluster/Dockerfile puts the repository
 
 
 def test_launcher_config_passes_rays_own_validation() -> None:
@@ -59,7 +60,12 @@ def test_rayjob_autoscales_keeps_results_and_resumes() -> None:
     for group in cluster["workerGroupSpecs"]:
         if group["minReplicas"] < group["maxReplicas"]:
             assert cluster["enableInTreeAutoscaling"] is True, group["groupName"]  # else the range is idle
-    assert spec["entrypoint"] == f"bash configs/cluster/run_study.sh {STUDY} /mnt/shared/ray_results"
+    # absolute paths that exist in the image (the repository at /opt/cmda-tune): the job's cwd is Ray's
+    assert spec["entrypoint"] == f"bash {IMAGE_REPO}/configs/cluster/run_study.sh {IMAGE_REPO}/{STUDY} " \
+                                 "/mnt/shared/ray_results"
+    for word in spec["entrypoint"].split():
+        if word.startswith(IMAGE_REPO):
+            assert (REPO / word[len(IMAGE_REPO) + 1:]).is_file(), word
     assert spec["backoffLimit"] >= 1  # KubeRay's retry re-runs the entrypoint, which resumes
     pods = [cluster["headGroupSpec"]["template"], *(g["template"] for g in cluster["workerGroupSpecs"])]
     for pod in pods:
@@ -79,7 +85,7 @@ def test_study_entrypoint_starts_then_resumes(tmp_path: Path) -> None:
     bin_dir.mkdir()
     calls = tmp_path / "calls.txt"
     stub = bin_dir / "cmda-tune"
-    stub.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    stub.write_text(f'#!/bin/sh\necho "$(pwd) $@" >> {calls}\n')
     stub.chmod(0o755)
     path = os.pathsep.join([str(bin_dir), str(Path(sys.executable).parent), os.environ["PATH"]])
     env = {**os.environ, "PATH": path, "PYTHONPATH": str(REPO)}  # `python` is this interpreter
@@ -90,11 +96,12 @@ def test_study_entrypoint_starts_then_resumes(tmp_path: Path) -> None:
     experiment = storage / "l2_ablation_b2"
     experiment.mkdir(parents=True)
     (experiment / "tuner.pkl").write_bytes(b"")  # what Ray writes first; Tuner.can_restore looks for it
-    second = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    command[2] = str(REPO / STUDY)  # from another working directory: the script runs from the repository
+    second = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert second.returncode == 0, second.stderr
     assert calls.read_text().splitlines() == [
-        f"sweep {STUDY} --address auto --storage {storage}",
-        f"resume {experiment} --address auto",
+        f"{REPO} sweep {REPO / STUDY} --address auto --storage {storage}",
+        f"{REPO} resume {experiment} --address auto",
     ]
 
 

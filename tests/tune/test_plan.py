@@ -152,3 +152,32 @@ def test_plan_memory_fields_are_present_and_monotone(tiny_sweep: Path, capsys) -
     assert halves["activations"] < off["activations"] and working(halves) < working(off)
     assert main(["plan", str(tiny_sweep)]) == 0
     assert "GPU memory of a training step: give --memory" in capsys.readouterr().out
+
+
+def test_plan_gpus_gives_the_concurrency_and_the_wall_clock(capsys) -> None:
+    """The study on 4 nodes x 8 GPUs: 32 GPUs, one trial each, in whole groups of 3 seeds = 30 at once."""
+    assert main(["plan", str(STUDY), "--json", "--sec-per-iter", "0.6", "--gpus", "32"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["concurrency"] == 30 and isinstance(plan["concurrency"], int) and plan["gpus"] == 32
+    assert plan["wall_hours_to_end"] == pytest.approx(3 * 40000 * 0.6 / 3600)  # 75 trials = 3 waves of 30
+    assert plan["wall_hours_expected"] == pytest.approx(plan["trial_hours_expected"] / 30)
+    assert main(["plan", str(STUDY), "--gpus", "8"]) == 0
+    assert "concurrency: 6 trials at once on 8 GPUs" in capsys.readouterr().out
+    assert main(["plan", str(STUDY), "--gpus", "0"]) == 2
+
+
+def test_plan_warns_about_what_sweep_would_refuse(tmp_path: Path, capsys) -> None:
+    """A missing data root and an unwritable storage path are warnings in the plan (often made on a laptop
+    without the data), errors in `sweep`; a rung between two evaluations is a warning in both."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    raw = yaml.safe_load(STUDY.read_text())
+    raw.update(base_config=str(STUDY.parent / raw["base_config"]), storage_path=str(blocker / "results"))
+    raw["overrides"].update({"data.target.root": str(tmp_path / "nowhere"), "train.eval_interval": 3000})
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["plan", str(path), "--sec-per-iter", "0.6"]) == 0
+    out = capsys.readouterr().out
+    assert f"warning: {path}: field 'overrides.data.target.root'" in out and "nowhere does not exist" in out
+    assert "field 'storage_path': cannot write" in out
+    assert "rung(s) at iteration 8000, 16000, 32000 are no multiple of train.eval_interval=3000" in out

@@ -28,16 +28,22 @@ def no_ray(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
 
 
+DATA: dict[str, Path] = {}
+
+
+@pytest.fixture(autouse=True)
+def twin_data(synthetic_root: Path) -> None:
+    """The sweeps read the synthetic twin: the pre-flight runs the fast data check on it."""
+    DATA.update(source=synthetic_root / "cityscapes", target=synthetic_root / "DSEC_Night")
+
+
 def write(tmp_path: Path, **fields: Any) -> Path:
-    data = tmp_path / "data"
-    (data / "cityscapes").mkdir(parents=True, exist_ok=True)
-    (data / "DSEC_Night").mkdir(parents=True, exist_ok=True)
     raw: dict[str, Any] = {
         "name": "pf",
         "base_config": str(REPO / "configs" / "demo.yaml"),
         "overrides": {
-            "data.source.root": str(data / "cityscapes"),
-            "data.target.root": str(data / "DSEC_Night"),
+            "data.source.root": str(DATA["source"]),
+            "data.target.root": str(DATA["target"]),
             "train.max_iters": 20,
             "train.eval_interval": 10,
         },
@@ -86,6 +92,18 @@ def test_missing_data_and_weights_are_named(tmp_path: Path, capsys) -> None:
     assert "field 'overrides.data.target.root'" in out  # every problem at once, not one per attempt
 
 
+def test_an_empty_or_wrong_data_root_is_refused_before_any_trial(tmp_path: Path, capsys) -> None:
+    """The root exists, so the path check passes; the fast data check (`cmda train` runs it) does not."""
+    (tmp_path / "empty").mkdir()
+    overrides = {"data.source.root": str(DATA["source"]), "data.target.root": str(tmp_path / "empty"),
+                 "train.max_iters": 20, "train.eval_interval": 10}
+    code, out = check(tmp_path, capsys, overrides=overrides)
+    assert code == 2 and "data problem(s) in" in out
+    assert f"{tmp_path / 'empty'}: no sequence folders" in out and "is this a DSEC root?" in out
+    code, out = check(tmp_path, capsys, overrides={**overrides, "data.target.root": str(DATA["source"])})
+    assert code == 2 and "is this a DSEC root?" in out  # a Cityscapes tree where the DSEC tree belongs
+
+
 def test_unwritable_storage_is_rejected(tmp_path: Path, capsys) -> None:
     blocker = tmp_path / "a_file"
     blocker.write_text("")
@@ -112,6 +130,17 @@ def test_a_trial_must_fit_on_one_node_not_on_the_cluster_total(tmp_path: Path, c
     assert warning is not None and "autoscaler" in warning and "autoscaler" in caplog.text
     with pytest.raises(ClusterError, match="resources.gpu: 0"):
         check_node_fit(spec, [{"CPU": 16.0}])
+
+
+def test_kuberay_pods_and_the_sweeps_flag_mean_an_autoscaling_cluster(tmp_path: Path, monkeypatch) -> None:
+    """The RayJob's driver runs in a KubeRay head pod: the operator's variable says so; elsewhere only the
+    sweep's `resources.autoscaling: true` (or Ray's own autoscaler files) make a missing node a warning."""
+    monkeypatch.setenv("HOME", str(tmp_path))  # no cluster launcher bootstrap file here
+    monkeypatch.delenv(preflight.KUBERAY_ENV, raising=False)
+    assert preflight.autoscaling_cluster() is False  # no Ray connected: the strict answer
+    assert preflight.autoscaling_cluster(declared=True) is True
+    monkeypatch.setenv(preflight.KUBERAY_ENV, "1")
+    assert preflight.autoscaling_cluster() is True
 
 
 def test_a_gpu_sweep_on_this_cpu_machine_fails_before_ray_starts(tmp_path: Path, capsys, monkeypatch) -> None:
@@ -158,3 +187,9 @@ def test_a_local_sweep_starts_its_own_ray_never_one_found_on_the_machine(monkeyp
     monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))
     assert connect(None, num_cpus=2) is True
     assert calls[0]["address"] == "local" and calls[0]["num_cpus"] == 2
+
+
+def test_a_rung_between_two_evaluations_is_a_warning(tmp_path: Path, capsys) -> None:
+    code, out = check(tmp_path, capsys, scheduler={"type": "asha", "grace_period": 15, "max_t": 20})
+    assert code == 0, out
+    assert "warning:" in out and "rung(s) at iteration 15 are no multiple of train.eval_interval=10" in out

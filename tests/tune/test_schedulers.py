@@ -12,9 +12,17 @@ import pyarrow.fs
 import pytest
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+from s3_server import s3_bucket  # noqa: F401 - the fixture
 
 from tune.configuration import Configuration
-from tune.schedulers import GroupASHA, RetryPolicyScheduler, build_scheduler
+from tune.schedulers import (
+    DECISIONS_FILE,
+    GroupASHA,
+    RetryPolicyScheduler,
+    build_scheduler,
+    read_decisions,
+    write_decisions,
+)
 from tune.simulation import SimController, SimTrial, run_sweep, saturating_curve
 
 GO, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
@@ -190,6 +198,7 @@ class _Storage:
     def __init__(self, path: Path) -> None:
         self.storage_filesystem = pyarrow.fs.LocalFileSystem()
         self.trial_fs_path = str(path)
+        self.experiment_fs_path = str(path.parent)
 
 
 def test_state_is_rebuilt_from_the_trials_results_after_a_resume(tmp_path: Path) -> None:
@@ -238,6 +247,62 @@ def test_resumed_siblings_of_a_stopped_configuration_are_stopped(tmp_path: Path)
         trials.append(ctl.add(t))
     assert sched.choose_trial_to_run(ctl) is None  # b1 (interrupted while running) does not run to max_t
     assert trials[3].status == Trial.TERMINATED
+
+
+def test_a_resume_keeps_the_decisions_taken_before_the_crash(tmp_path: Path) -> None:
+    """b reached rung 2 first (kept: nothing to compare with yet), a after it; then the driver died. Their
+    results carry the same whole-second timestamp and a's trials are faster, so a replay in time order judges
+    a first and would now stop b. The decisions recorded in the experiment keep b running, as before."""
+    miou = {"a0": 0.5, "a1": 0.7, "b0": 0.55, "b1": 0.5}
+    seconds = {"a0": 1.0, "a1": 1.0, "b0": 9.0, "b1": 9.0}
+    experiment = tmp_path / "exp"
+    for name in miou:
+        row = {"iteration": 2, "miou18": miou[name], "timestamp": 100, "time_total_s": seconds[name]}
+        write_results(experiment / name, [row])
+
+    def trials(restored: bool) -> list[SimTrial]:
+        made = []
+        for name, scale, seed in TWO_CONFIGURATIONS:
+            t = trial(name, scale, seed)
+            t.storage = _Storage(experiment / name)
+            if restored:
+                t.run_metadata.last_result = {"iteration": 2}
+            made.append(t)
+        return made
+
+    before = per_config()
+    ctl = SimController(before)
+    a0, a1, b0, b1 = (ctl.add(t) for t in trials(restored=False))
+    assert all(report(ctl, t, 2, miou[t.trial_id]) == GO for t in (b0, b1, a0, a1))
+    assert before._rungs[2] == [pytest.approx(0.525), pytest.approx(0.6)]
+    recorded = json.loads((experiment / DECISIONS_FILE).read_text())
+    assert [(d["rung"], d["stopped"]) for d in recorded] == [(2, False), (2, False)]
+
+    def resume() -> tuple[GroupASHA, list[SimTrial]]:
+        sched = per_config()
+        ctl = SimController(sched)
+        restored = [ctl.add(t) for t in trials(restored=True)]
+        sched.choose_trial_to_run(ctl)  # the first hook after a restore replays the results
+        return sched, restored
+
+    after, restored = resume()
+    assert after._rungs[2] == before._rungs[2]  # the same record, in the order it was judged
+    assert [t.status for t in restored] == [Trial.PENDING] * 4  # b is not revised into a stop
+    assert len(json.loads((experiment / DECISIONS_FILE).read_text())) == 2  # nothing judged twice
+
+    (experiment / DECISIONS_FILE).unlink()  # an experiment without the record: the replay by time...
+    replayed, restored = resume()
+    assert [t.status for t in restored] == [Trial.PENDING] * 2 + [Trial.TERMINATED] * 2  # ...revises b
+
+
+def test_the_decision_record_round_trips_through_a_bucket(s3_bucket: str) -> None:  # noqa: F811
+    """The record is written through the trials' storage filesystem: a bucket as well as a folder."""
+    where = pyarrow.fs.FileSystem.from_uri(f"{s3_bucket}/exp")
+    assert read_decisions(where) == []  # a new sweep: nothing recorded
+    decisions = [{"group": "a", "rung": 2, "score": 0.6, "stopped": False},
+                 {"group": "b", "rung": 2, "score": -math.inf, "stopped": True}]
+    write_decisions(where, decisions)
+    assert read_decisions(where) == decisions
 
 
 def _study_shape(order: str, scheduler: TrialScheduler) -> float:

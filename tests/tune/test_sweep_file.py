@@ -162,6 +162,9 @@ def test_duplicate_configurations_are_rejected(tmp_path, base_config) -> None:
         (lambda r: r["search"]["grid"].update(seed=[1]), ("search.grid.seed", "unknown key")),
         (lambda r: r["resources"].update(gpus=1), ("resources.gpus",)),
         (lambda r: r["resources"].update(cpu=0), ("resources.cpu", "greater than 0")),
+        (lambda r: r["resources"].update(gpu=2), ("resources.gpu", "one device", "max_concurrent_trials")),
+        (lambda r: r.update(max_concurrent_trials="all"), ("max_concurrent_trials", "'auto'")),
+        (lambda r: r.update(overrides={"train.max_iters": -5}), ("overrides.train.max_iters", ">= 1", "-5")),
         (lambda r: r.update(failure={"max_failure": 2}), ("failure.max_failure",)),
         (lambda r: r.update(base_config="missing.yaml"), ("base_config", "no such file")),
         (
@@ -185,6 +188,15 @@ def test_invalid_fields_are_named(tmp_path, base_config, mutate, fragments) -> N
     raw = sweep(tmp_path, base_config)
     mutate(raw)
     expect_error(tmp_path, raw, *fragments)
+
+
+def test_a_negative_max_iters_is_blamed_on_itself_not_on_the_rungs_it_sets(tmp_path, base_config) -> None:
+    """scheduler.max_t defaults to train.max_iters: a bad max_iters is named, not the rung derived from it."""
+    raw = sweep(tmp_path, base_config)
+    raw["scheduler"].pop("max_t")
+    raw["overrides"] = {"train.max_iters": -5}
+    message = expect_error(tmp_path, raw, "field 'overrides.train.max_iters'", "-5")
+    assert "scheduler" not in message, message
 
 
 def test_numbers_are_numbers_the_way_people_write_them(tmp_path, base_config) -> None:

@@ -27,7 +27,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from tune.cli import _exit_for
 from tune.driver import experiment_dir, resume_sweep, run_sweep
+from tune.failures import FAILURES_FILE
 from tune.live_table import LiveTable
+from tune.schedulers import DECISIONS_FILE
 from tune.status import experiment_status, failed_trials, status_table
 from tune.sweep import load_sweep
 
@@ -269,10 +271,20 @@ def test_retries_transient_failures_but_not_deterministic_ones(cluster, tmp_path
     assert _exit_for(result) == 1
     assert f"FAILED {trial_dir.name}: " in capsys.readouterr().err
 
+    record = json.loads((exp / FAILURES_FILE).read_text())  # recorded as it happened, in the experiment
+    assert [entry["trial"] for entry in record.values()] == [trial_dir.name]
+    again = resume_sweep(exp, train_fn=contract_trainer)  # what every RayJob re-submission runs
+    assert again.num_errors == 1 and len((tmp_path / "starts.log").read_text().splitlines()) == 1  # not rerun
+    assert "not rerun: " in capsys.readouterr().out
+
     resumed = resume_sweep(exp, train_fn=contract_trainer, restart_errored=True)
     assert resumed.num_errors == 0 and _exit_for(resumed) == 0
     starts = [int(line.split()[1]) for line in (tmp_path / "starts.log").read_text().splitlines()]
     assert starts == [0, 0]  # started over from scratch, not from its checkpoint of iteration 2
+    (replacement,) = trial_dirs(exp).values()  # in place: one folder per seed, the old one is gone
+    assert replacement.name != trial_dir.name and not trial_dir.exists(), sorted(trial_dir.rglob("*"))
+    assert [row.state for row in experiment_status(exp)] == ["TERMINATED"]  # "1 trial", not 2
+    assert json.loads((exp / FAILURES_FILE).read_text()) == {}
 
     spec = load_sweep(
         write_sweep(
@@ -343,8 +355,15 @@ def test_per_config_asha_survives_a_retry_and_a_resume(cluster, tmp_path: Path) 
     with pytest.raises(Exception, match="driver interrupted"):
         run(spec, extra_callbacks=[InterruptOnce(str(tmp_path / "interrupted"), c_reported)])
     exp = Path(experiment_dir(spec))
+    # Ray's staging of a killed earlier run of this experiment (a killed driver removes nothing)
+    dead_run = Path(cluster.head_node.get_session_dir_path()) / "artifacts" / "2026-01-01_00-00-00" / exp.name
+    (dead_run / "trial_x").mkdir(parents=True)
+    (dead_run / "trial_x" / "result.json").write_text("{}\n")
+    os.utime(dead_run, (time.time() - 3600, time.time() - 3600))  # not this run's (clean_up_after_fit)
     resumed = resume_sweep(exp, train_fn=contract_trainer)
     assert resumed.num_errors == 0 and len(resumed) == 4
+    assert not dead_run.exists()  # removed when the resume started
+    assert json.loads((exp / DECISIONS_FILE).read_text())  # the rung decisions, recorded as taken
     assert (tmp_path / "failed_once").is_file()  # a seed of a failed once (and was retried)
     final = {
         (r.config["ablation"]["lambda_scale"], r.config["seed"]): r.metrics["iteration"] for r in resumed
