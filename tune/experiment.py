@@ -79,6 +79,21 @@ def error_summary(text: str) -> str:
     return lines[-1] if lines else ""
 
 
+def write_file(fs: Any, path: str, text: str, where: str | None = None) -> None:
+    """Write a small text file through a pyarrow filesystem: atomically (rename) on a local one; an object
+    PUT (s3://, gs://) is atomic by itself."""
+    import pyarrow.fs as pafs
+
+    if isinstance(fs, pafs.LocalFileSystem):
+        write_text_atomic(path, text)
+        return
+    try:
+        with fs.open_output_stream(path) as stream:
+            stream.write(text.encode("utf-8"))
+    except OSError as error:
+        raise ExperimentError(f"{where or path}: cannot write: {error}") from error
+
+
 @dataclass
 class TrialRecord:
     """One trial as storage knows it. `results` holds one row per reported iteration, in iteration order
@@ -201,14 +216,7 @@ class Experiment:
 
     def write_text(self, text: str, *parts: str) -> str:
         """Write a small file into the experiment (atomically on local storage; an object PUT is atomic)."""
-        if not is_uri(self.location):
-            write_text_atomic(self._path(*parts), text)
-        else:
-            try:
-                with self.fs.open_output_stream(self._path(*parts)) as stream:
-                    stream.write(text.encode("utf-8"))
-            except OSError as error:
-                raise ExperimentError(f"{self.where(*parts)}: cannot write: {error}") from error
+        write_file(self.fs, self._path(*parts), text, self.where(*parts))
         return self.where(*parts)
 
     # -- Ray's layout ------------------------------------------------------------------------------------

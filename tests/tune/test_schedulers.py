@@ -17,7 +17,7 @@ from tune.configuration import Configuration
 from tune.schedulers import GroupASHA, RetryPolicyScheduler, build_scheduler
 from tune.simulation import SimController, SimTrial, run_sweep, saturating_curve
 
-GO, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
+GO, STOP, PAUSE = TrialScheduler.CONTINUE, TrialScheduler.STOP, TrialScheduler.PAUSE
 
 
 TWO_CONFIGURATIONS = (("a0", 1.0, 0), ("a1", 1.0, 1), ("b0", 9.0, 0), ("b1", 9.0, 1))
@@ -62,13 +62,16 @@ def test_per_config_decides_on_the_mean_over_seeds_and_stops_siblings_at_once() 
     assert sched.milestones == [2, 4]
     ctl = SimController(sched)
     a0, a1, b0, b1 = (ctl.add(trial(n, s, seed)) for n, s, seed in TWO_CONFIGURATIONS)
-    assert report(ctl, a0, 2, 0.5) == GO and report(ctl, a1, 2, 0.7) == GO  # first at the rung: kept
-    assert report(ctl, b0, 2, 0.1) == GO  # Ray's ASHA would stop b0 alone here; we wait for its sibling
-    assert report(ctl, b0, 4, 0.1) == GO  # ...which may lag behind: b0 trains on meanwhile
+    assert report(ctl, a0, 2, 0.5) == PAUSE  # its sibling has not reached the rung: it waits there
+    assert sched.choose_trial_to_run(ctl) is not a0  # a waiting seed is not resumed
+    assert report(ctl, a1, 2, 0.7) == GO  # first at the rung: kept
+    a1.status = b0.status = b1.status = Trial.RUNNING
+    assert sched.choose_trial_to_run(ctl) is a0  # the rung is decided: a0 may go on
+    assert report(ctl, b0, 2, 0.1) == PAUSE  # Ray's ASHA would stop b0 alone here; we wait for its sibling
     assert report(ctl, b1, 2, 0.2) == STOP  # mean 0.15 < cutoff 0.6: the whole configuration stops
     assert b1.status == b0.status == Trial.TERMINATED
     assert ctl.stopped_by_scheduler == ["b0", "b1"]  # b0 stopped at once (within b1's decision)
-    assert report(ctl, a0, 4, 0.8) == GO and report(ctl, a1, 4, 0.8) == GO
+    assert report(ctl, a0, 4, 0.8) == PAUSE and report(ctl, a1, 4, 0.8) == GO
     assert report(ctl, a0, 8, 0.9) == STOP  # max_t
     assert "2 configurations, 1 stopped" in sched.debug_string()
 
@@ -125,8 +128,7 @@ def test_a_rung_waiting_on_a_seed_that_failed_for_good_is_decided() -> None:
     a0, a1, b0, b1 = (ctl.add(trial(n, s, seed)) for n, s, seed in TWO_CONFIGURATIONS)
     report(ctl, a0, 2, 0.5)
     report(ctl, a1, 2, 0.7)
-    assert report(ctl, b0, 2, 0.1) == GO  # waits for b1
-    assert report(ctl, b0, 4, 0.1) == GO
+    assert report(ctl, b0, 2, 0.1) == PAUSE  # waits for b1
     ctl.fail(b1, retry=False)  # b1 is gone for good: b's rung 2 is decided over b0 alone, at once
     assert b0.status == Trial.TERMINATED and "b0" in ctl.stopped_by_scheduler
 
@@ -152,14 +154,15 @@ def test_the_protected_reference_is_never_stopped_but_still_ranks_the_others() -
         ctl = SimController(sched)
         good, bad, refs = ([ctl.add(trial(f"{name}{seed}", scale, seed)) for seed in range(size)]
                            for name, scale in (("good", 1.0), ("bad", 2.0), ("r", None)))
-        assert [report(ctl, t, 2, 0.9) for t in good] == [GO] * size
-        for ref in refs:  # far below the cutoff: any other configuration would stop here
-            assert report(ctl, ref, 2, 0.1) == GO
+        waits = [PAUSE] * (size - 1)  # a configuration's earlier seeds wait at the rung for the last
+        assert [report(ctl, t, 2, 0.9) for t in good] == [*waits, GO]
+        # far below the cutoff: any other configuration would stop here
+        assert [report(ctl, ref, 2, 0.1) for ref in refs] == [*waits, GO]
         # the reference's 0.1 counts at the rung (cutoff 0.5): bad's 0.2 is stopped
         assert [report(ctl, t, 2, 0.2) for t in bad][-1] == STOP
-        for ref in refs:
-            assert report(ctl, ref, 4, 0.0) == GO and report(ctl, ref, 6, 0.0) == GO
-            assert report(ctl, ref, 8, 0.0) == STOP  # max_t: it ran to the end
+        assert [report(ctl, ref, 4, 0.0) for ref in refs] == [*waits, GO]  # the last rung
+        assert [report(ctl, ref, 6, 0.0) for ref in refs] == [GO] * size  # not a rung: no waiting
+        assert [report(ctl, ref, 8, 0.0) for ref in refs] == [STOP] * size  # max_t: it ran to the end
         assert ", 1 stopped" in sched.debug_string()  # bad only, never the reference
 
 
@@ -277,6 +280,7 @@ def test_configuration_major_launch_order_saves_compute_under_per_config_asha() 
             reduction_factor=2,
             group_by="configuration",
             group_size=3,
+            wait_at_rungs=False,  # in Ray order, seeds waiting for unlaunched siblings hold every slot
         )
 
     together, ray_order = _study_shape("together", make()), _study_shape("ray", make())
