@@ -528,6 +528,131 @@ def decide(results: Results, spec: DecideSpec) -> Verdict:
     return Verdict(decisions, wanted, tuple(family), done, ranking, references)
 
 
+# -- from trials to Results, and the record of the decisions taken ---------------------------------------
+COMPLETE, EARLY_STOP, FAILED, LIVE = "complete", "stopped", "failed", "live"
+RUN_STATES = (COMPLETE, EARLY_STOP, FAILED, LIVE)
+
+
+@dataclass(frozen=True)
+class SeedRun:
+    """One trial as a decision sees it: `state` COMPLETE (reached the full budget; `value` its final metric,
+    NaN when it has none), EARLY_STOP (the scheduler stopped it before), FAILED (for good) or LIVE."""
+
+    config: Hashable
+    seed: int
+    state: str
+    value: float = math.nan
+    iterations: float = 0.0
+
+
+def seed_run(config: Hashable, seed: int, *, status: str, iteration: float | None, max_iters: float | None,
+             value: Any = None) -> SeedRun:
+    """The one rule from a trial's state to a SeedRun: ERROR -> FAILED; reached max_iters -> COMPLETE (its
+    final metric, NaN when it has none); ended before -> EARLY_STOP; anything else is LIVE."""
+    reached = float(iteration) if iteration is not None else 0.0
+    if str(status).upper() == "ERROR":
+        return SeedRun(config, int(seed), FAILED, math.nan, reached)
+    if max_iters is not None and iteration is not None and reached >= float(max_iters):
+        number = float(value) if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
+        return SeedRun(config, int(seed), COMPLETE, number, reached)
+    if str(status).upper() == "TERMINATED":
+        return SeedRun(config, int(seed), EARLY_STOP, math.nan, reached)
+    return SeedRun(config, int(seed), LIVE, math.nan, reached)
+
+
+def collect(runs: Sequence[SeedRun], *, configurations: Sequence[Hashable], reference: Hashable,
+            initial_seeds: Sequence[int], mode: str = "max", max_iters: int | None = None) -> Results:
+    """The Results of a sweep's trials (the sweep and the analysis build them the same way): a configuration
+    is stopped when the scheduler stopped one of its initial seeds, pending while an initial seed has not
+    ended (or has no trial yet); a failed seed counts as NaN; `early_iterations` sums what the initial
+    seeds' trials trained."""
+    initial = tuple(int(s) for s in initial_seeds)
+    values: dict[Hashable, dict[int, float]] = {}
+    ended: dict[Hashable, set[int]] = {}
+    stopped: set[Hashable] = set()
+    early = 0.0
+    for run in runs:
+        if run.state not in RUN_STATES:
+            raise ValueError(f"unknown run state {run.state!r}; expected one of {RUN_STATES}")
+        if run.seed in initial:
+            early += float(run.iterations)
+        if run.state == LIVE:
+            continue
+        ended.setdefault(run.config, set()).add(run.seed)
+        if run.state == EARLY_STOP:
+            if run.seed in initial and run.config != reference:
+                stopped.add(run.config)
+            continue
+        values.setdefault(run.config, {})[run.seed] = float(run.value) if run.state == COMPLETE else math.nan
+    pending = {c for c in configurations
+               if c not in stopped and not set(initial) <= ended.get(c, set())}
+    for config in configurations:
+        values.setdefault(config, {})
+    return Results(reference, initial, values, frozenset(stopped), frozenset(pending), mode,
+                   max_iters=max_iters, early_iterations=early if max_iters is not None else None)
+
+
+def record(verdict: Verdict, spec: DecideSpec, results: Results, sequence: int,
+           labels: Mapping[Hashable, str] | None = None) -> dict[str, Any]:
+    """The decisions taken so far as plain JSON (the experiment's decisions.json); `sequence` grows by one
+    with every change, so a reader orders records without clocks."""
+    labels = labels or {}
+
+    def plain(decision: Decision) -> dict[str, Any]:
+        row = dataclasses.asdict(decision)
+        row["config"] = str(decision.config)
+        row["label"] = labels.get(decision.config, str(decision.config))
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+
+    return {
+        "sequence": int(sequence),
+        "spec": dataclasses.asdict(spec),
+        "reference": str(results.reference),
+        "reference_label": labels.get(results.reference, str(results.reference)),
+        "initial_seeds": list(results.initial_seeds),
+        "done": verdict.done,
+        "family": [str(c) for c in verdict.family],
+        "ranking": [str(c) for c in verdict.ranking],
+        "decisions": {str(c): plain(d) for c, d in verdict.decisions.items()},
+        "wanted": {str(c): list(seeds) for c, seeds in verdict.wanted.items()},
+    }
+
+
+def taken(recorded: Mapping[str, Any] | None) -> dict[str, Decision]:
+    """The final decisions of a record (decisions.json): they stand, whatever a later look would say."""
+    out: dict[str, Decision] = {}
+    for key, row in dict((recorded or {}).get("decisions", {})).items():
+        if not row.get("final"):
+            continue
+        fields = {f.name for f in dataclasses.fields(Decision)}
+        values = {k: (math.nan if v is None else v) for k, v in row.items() if k in fields}
+        out[key] = Decision(**{**values, "config": key})
+    return out
+
+
+def keep_taken(verdict: Verdict, kept: Mapping[str, Decision],
+               recorded_wanted: Mapping[str, Sequence[int]] = ()) -> Verdict:
+    """The verdict with the decisions taken before (a resume) standing: a final decision is never revised
+    and gets no seed beyond those it had; the references keep the seeds their members want."""
+    if not kept:
+        return verdict
+    decisions = dict(verdict.decisions)
+    wanted = dict(verdict.wanted)
+    recorded_wanted = dict(recorded_wanted or {})
+    for config in list(decisions):
+        decision = kept.get(str(config))
+        if decision is None:
+            continue
+        decisions[config] = dataclasses.replace(decision, config=config)
+        if str(config) in recorded_wanted:
+            wanted[config] = tuple(int(s) for s in recorded_wanted[str(config)])
+    for reference in verdict.references:
+        members = [seeds for c, seeds in wanted.items() if c not in verdict.references]
+        wanted[reference] = max([wanted.get(reference, ()), *members], key=len)
+    done = all(d.final for d in decisions.values())
+    return dataclasses.replace(verdict, decisions=decisions, wanted=wanted, done=done)
+
+
 # -- what `plan` needs: the procedure's operating characteristics at a stated seed-to-seed SD -----------
 @dataclass(frozen=True)
 class Characteristics:

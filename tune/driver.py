@@ -95,6 +95,9 @@ def build_scheduler(spec: SweepSpec) -> Any:
         max_t=s.max_t,
         reduction_factor=s.reduction_factor,
         seeds=len(spec.seeds),
+        protected=() if spec.reference is None else (spec.reference.key,),
+        initial_seeds=spec.seeds if spec.decide is not None else None,
+        wait_at_rungs=spec.waits_at_rungs,
     )
 
 
@@ -165,13 +168,13 @@ def build_tuner(
 
     from tune.searchers import build_searcher
 
-    searcher = build_searcher(spec)
+    searcher = build_searcher(spec, experiment_dir(spec))
     tune_config = tune.TuneConfig(
         metric=spec.metric,
         mode=spec.mode,
         scheduler=build_scheduler(spec),
         search_alg=searcher,
-        num_samples=spec.search.num_trials,
+        num_samples=spec.max_trials,
         max_concurrent_trials=spec.max_concurrent_trials,
         trial_name_creator=trial_name_creator,
         trial_dirname_creator=trial_name_creator,

@@ -21,6 +21,10 @@ from cmda.io import parse_yaml, write_text_atomic
 from tune.configuration import ResultLines, read_result_lines, report_iteration, report_max_iters
 
 SWEEP_FILE = "sweep.yaml"
+DECISIONS_FILE = "decisions.jsonl"
+"""The decisions of a `decide:` sweep: one tune.decision.record per change, in sequence order, the file
+rewritten atomically at each (not .json: Ray copies an experiment's *.json files to its staging folder on a
+resume and uploads them back later, which would put a stale copy over newer decisions)."""
 STATE_PREFIX = "experiment_state-"
 RESULT_FILE = "result.json"
 PARAMS_FILE = "params.json"
@@ -273,6 +277,19 @@ class Experiment:
                 "last_result": runtime.get("last_result") or {},
             }
         return out
+
+    def decisions(self) -> list[dict[str, Any]]:
+        """The records of DECISIONS_FILE in sequence order (empty without one; a cut line is skipped)."""
+        try:
+            text = self.read_text(DECISIONS_FILE)
+        except FileNotFoundError:
+            return []
+        rows = [row for row in read_result_lines(text).rows if isinstance(row.get("sequence"), int)]
+        return sorted(rows, key=lambda row: row["sequence"])
+
+    def state_trial_names(self) -> set[str]:
+        """The folder names of the trials Ray's experiment state knows (those a resume continues)."""
+        return set(self._state_trials())
 
     def trials(self) -> list[TrialRecord]:
         """Every trial, started (a folder with params.json) or only in the state file, by folder name."""

@@ -181,11 +181,13 @@ class DecisionLog:
                 text = handle.readall().decode("utf-8", errors="replace")
         except (FileNotFoundError, OSError):
             return []
-        self.entries = [row for row in read_result_lines(text).rows if "milestone" in row and "group" in row]
+        rows = [row for row in read_result_lines(text).rows if "milestone" in row and "group" in row]
+        self.entries = sorted(rows, key=lambda row: row.get("sequence", 0))  # file order = sequence order
         return list(self.entries)
 
     def append(self, entry: dict[str, Any]) -> None:
-        self.entries.append(entry)
+        """Record one decision with the next sequence number (decisions are ordered by it, never by clock)."""
+        self.entries.append({"sequence": len(self.entries) + 1, **entry})
         if self._target is None:
             return
         fs, path = self._target
@@ -476,9 +478,11 @@ def build_scheduler(
     seeds: int = 1,
     protected: Collection[Hashable] = (),
     initial_seeds: Collection[int] | None = None,
+    wait_at_rungs: bool = True,
 ) -> RetryPolicyScheduler:
     """The scheduler a sweep's `scheduler.type` names; `protected`: the references' configuration keys;
-    `initial_seeds`: the sweep's seeds (any other seed is a fresh seed of a decision)."""
+    `initial_seeds`: the sweep's seeds (any other seed is a fresh seed of a decision); `wait_at_rungs`:
+    see GroupASHA (only where the slots hold a configuration's seeds)."""
     if kind == "none":
         return RetryPolicyScheduler()
     group_by = {"asha": "trial", "per_config_asha": "configuration"}[kind]
@@ -493,4 +497,5 @@ def build_scheduler(
         group_size=seeds if group_by == "configuration" else 1,
         protected=protected,
         initial_seeds=initial_seeds,
+        wait_at_rungs=wait_at_rungs,
     )

@@ -312,3 +312,46 @@ def test_launch_groups_start_a_configurations_seeds_together_only_when_all_fit()
     with pytest.raises(ValueError, match="cannot fit 2 slots"):
         run_sweep(per_config(group_size=3), trials, curve, max_iters=8, eval_interval=2, concurrency=2,
                   launch_group=lambda t: t.config["ablation"]["lambda_scale"])
+
+
+class _ExperimentStorage(_Storage):
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.experiment_fs_path = str(path.parent)
+
+
+def test_a_resume_replays_the_recorded_rung_decisions_not_the_timestamps(tmp_path: Path) -> None:
+    """Before the crash a was judged first (kept), then c and b (stopped). result.json's whole-second
+    timestamps put c before a; judged in that order c would be the rung's first arrival and kept. The
+    recorded decisions are applied instead, in their sequence."""
+    scores = {"a": (0.5, 0.7), "b": (0.1, 0.2), "c": (0.3, 0.35)}
+    scales = {"a": 1.0, "b": 9.0, "c": 5.0}
+    first = per_config()
+    ctl = SimController(first)
+    live = {}
+    for name, seed in ((name, seed) for name in "acb" for seed in (0, 1)):
+        live[f"{name}{seed}"] = t = trial(f"{name}{seed}", scales[name], seed)
+        t.storage = _ExperimentStorage(tmp_path / t.trial_id)
+        ctl.add(t)
+    for name in "acb":
+        for seed in (0, 1):
+            report(ctl, live[f"{name}{seed}"], 2, scores[name][seed])
+    assert (tmp_path / "scheduler_decisions.jsonl").is_file()
+    assert [t.status for t in live.values()][2:] == [Trial.TERMINATED] * 4  # c and b stopped at the rung
+    second = per_config()
+    ctl = SimController(second)
+    for name in "acb":
+        for seed in (0, 1):
+            t = trial(f"{name}{seed}", scales[name], seed)
+            stamp = {"c": 100, "a": 101, "b": 101}[name]
+            row = {"iteration": 2, "miou18": scores[name][seed], "timestamp": stamp}
+            write_results(tmp_path / t.trial_id, [row])
+            t.storage = _ExperimentStorage(tmp_path / t.trial_id)
+            t.run_metadata.last_result = {"iteration": 2}
+            t.status = Trial.PENDING if name == "a" else Trial.TERMINATED
+            ctl.add(t)
+    assert second.choose_trial_to_run(ctl) is not None
+    assert second._rungs[2] == first._rungs[2] == pytest.approx([0.6, 0.325, 0.15])
+    stopped = {k: g.stopped_at for k, g in first._groups.items()}
+    assert {k: g.stopped_at for k, g in second._groups.items()} == stopped
+    assert sorted(stopped.values(), key=str) == [2, 2, None]

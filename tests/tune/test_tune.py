@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import sys
 import threading
 import time
@@ -38,7 +39,7 @@ def contract_trainer(config: dict[str, Any], report: Any = None, resume_from: st
     `config["test"]` steers it: `sleep_s` per evaluation, `fail_marker` (raise once, after the 2nd evaluation,
     when the file is absent), `nan_at` (raise the trainer's NonFiniteLossError at that iteration; only while
     the file `nan_marker` is absent, when given), `log` (append every call's start iteration to this file),
-    `slow_by_lambda`.
+    `slow_by_lambda`, `seed_noise` (SD of a seed-to-seed difference added to the quality).
     """
     options = config.get("test", {})
     max_iters, interval = config["train"]["max_iters"], config["train"]["eval_interval"]
@@ -53,6 +54,9 @@ def contract_trainer(config: dict[str, Any], report: Any = None, resume_from: st
             handle.write(f"{config['name']} {start}\n")
     lambdas = config["uda"]["feature_loss"]["lambdas"]
     quality = 0.2 if not lambdas else 1.0 - sum(lambdas.values())
+    if options.get("seed_noise"):
+        draw = random.Random(f"{config['seed']} {sorted(lambdas.items())}").gauss(0, 1)
+        quality += options["seed_noise"] * draw
     train_s = 0.0
     sleep_s = options.get("sleep_s", 0.0) * (1 + 3 * sum(lambdas.values()) * options.get("slow_by_lambda", 0))
     for iteration in range(start + interval, max_iters + 1, interval):
@@ -472,3 +476,52 @@ def test_real_trainer_on_synthetic_data(cluster, tmp_path: Path, synthetic_root:
     from ray.train._internal.storage import _get_ray_train_session_dir
 
     assert not list(Path(_get_ray_train_session_dir()).glob("*/real"))  # the driver's staging copies are gone
+
+
+def decide_sweep(tmp_path: Path, name: str, **overrides: Any) -> Any:
+    """The reference (none, 0.2), a clearly better configuration (fusion_st x1, 0.95) and one as weak as the
+    reference (x16, 0.2) that per-configuration ASHA stops at the rung (iteration 4 of 8); 2 initial seeds,
+    max_seeds 4: one look after 2 fresh seeds."""
+    grid = {"grid": {"variants": ["none", {"variant": "fusion_st", "lambda_scales": [1.0, 16.0]}],
+                     "seeds": [0, 1]}}
+    scheduler = {"type": "per_config_asha", "grace_period": 4, "reduction_factor": 2}
+    path = write_sweep(tmp_path, name, search=grid, scheduler=scheduler, max_concurrent_trials=2,
+                       overrides={"test.seed_noise": 0.01, **overrides},
+                       decide={"effect": 0.1, "max_seeds": 4, "budget": 2.0})
+    return load_sweep(path)
+
+
+def test_a_decide_sweep_runs_to_a_decision_and_a_killed_driver_resumes_without_revising_it(
+        cluster, tmp_path: Path) -> None:
+    """The driver dies at the first report of a fresh seed; `resume` finishes the study. The reference is
+    never stopped, the weak configuration's seeds end together at the rung, fresh seeds go only to the open
+    comparison and its reference, no trial runs twice, and the decisions recorded before the crash stand."""
+    spec = decide_sweep(tmp_path, "decide")
+
+    class AtFreshSeed(InterruptOnce):
+        def on_trial_result(self, iteration, trials, trial, result, **info) -> None:  # noqa: ANN001
+            if trial.config["seed"] >= 2:
+                super().on_trial_result(iteration, trials, trial, result, **info)
+
+    with pytest.raises(Exception, match="driver interrupted"):
+        run(spec, extra_callbacks=[AtFreshSeed(str(tmp_path / "interrupted"), lambda results: True)])
+    exp = Path(experiment_dir(spec))
+    before = [json.loads(line) for line in (exp / "decisions.jsonl").read_text().splitlines()][-1]
+    assert not before["done"] and before["family"]  # fresh seeds were wanted when the driver died
+    resumed = resume_sweep(exp, train_fn=contract_trainer)
+    runs = {(r.config["ablation"]["lambda_scale"], r.config["seed"]): r.metrics["iteration"] for r in resumed}
+    assert len(resumed) == 10 and runs == {
+        (None, 0): 8, (None, 1): 8, (None, 2): 8, (None, 3): 8, (1.0, 0): 8, (1.0, 1): 8, (1.0, 2): 8,
+        (1.0, 3): 8, (16.0, 0): 4, (16.0, 1): 4}, runs
+    history = [json.loads(line) for line in (exp / "decisions.jsonl").read_text().splitlines()]
+    assert [row["sequence"] for row in history] == list(range(1, len(history) + 1))
+    after = history[-1]
+    outcomes = {row["label"]: (row["outcome"], row["final"]) for row in after["decisions"].values()}
+    assert outcomes == {"fusion_st x1": ("better", True), "fusion_st x16": ("stopped", True)}
+    assert after["done"] and after["reference_label"] == "none" and after["sequence"] > before["sequence"]
+    for key, row in before["decisions"].items():
+        if row["final"]:
+            assert after["decisions"][key] == row  # a decision taken before the crash stands
+    for trial_dir in trial_dirs(exp).values():  # paused at the rung and resumed without repeats
+        iterations = [row["iteration"] for row in result_rows(trial_dir)]
+        assert iterations == list(range(2, iterations[-1] + 1, 2))
