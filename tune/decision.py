@@ -653,6 +653,16 @@ def keep_taken(verdict: Verdict, kept: Mapping[str, Decision],
     return dataclasses.replace(verdict, decisions=decisions, wanted=wanted, done=done)
 
 
+def fixed_outcome(*, status_stopped: bool, significant: bool, delta: float, mode: str = "max") -> str:
+    """The decision of a sweep without `decide:` (the seeds it ran, the report's correction): better or
+    worse only where the corrected test rejects, never equivalent (nothing sized the seeds for it)."""
+    if status_stopped:
+        return STOPPED
+    if significant and math.isfinite(delta) and delta != 0:
+        return BETTER if (delta > 0) == (mode == "max") else WORSE
+    return UNDECIDED
+
+
 # -- what `plan` needs: the procedure's operating characteristics at a stated seed-to-seed SD -----------
 @dataclass(frozen=True)
 class Characteristics:

@@ -318,6 +318,12 @@ class Experiment:
                 pass
             if not record.results and meta.get("last_result"):
                 record.results = [meta["last_result"]]
+            elif record.cut_last_line and meta.get("last_result"):
+                # the cut line may be the last report; Ray's state may still hold it
+                last, reached = meta["last_result"], record.iteration
+                if (report_iteration(last) or -1) > (reached if reached is not None else -1):
+                    record.results.append(last)
+                    record.cut_last_line = False
             if self.is_file(name, ERROR_FILE):
                 record.error_file = self.where(name, ERROR_FILE)
                 record.error = error_summary(self.read_text(name, ERROR_FILE))
