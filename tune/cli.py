@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     plan = sub.add_parser("plan", help="trials in launch order, compute and storage, without starting Ray")
     plan.add_argument("sweep_file")
     plan.add_argument("--json", action="store_true", help="print one JSON object")
+    plan.add_argument("--seed-sd", type=float, default=None,
+                      help="paired seed-to-seed SD of the headline metric, for a decide: sweep's power and "
+                      "expected seeds (default: the effect)")
     speed = plan.add_mutually_exclusive_group()
     speed.add_argument("--sec-per-iter", type=float, default=None, help="seconds per trainer iteration")
     speed.add_argument(
@@ -139,7 +142,8 @@ def _plan(args: argparse.Namespace) -> int:
     first = check_trial_configs(spec)[0]  # every trial's config is valid, or the error names it
     if args.measure:
         sec_per_iter = measure_seconds_per_iter(first, threads=int(spec.cpu))
-    plan = make_plan(spec, sec_per_iter=sec_per_iter, ckpt_bytes=checkpoint_bytes(first))
+    plan = make_plan(spec, sec_per_iter=sec_per_iter, ckpt_bytes=checkpoint_bytes(first),
+                     seed_sd=args.seed_sd)
     print(json.dumps(plan.as_json(), indent=1) if args.json else format_plan(plan))
     return 0
 

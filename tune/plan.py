@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from tune.configuration import Configuration, first_evaluation
-from tune.sweep import GridSearch, SweepSpec
+from tune.sweep import GridSearch, SweepError, SweepSpec
 
 SECONDS_PER_HOUR = 3600.0
 
@@ -52,6 +52,12 @@ class Plan:
     checkpoint_bytes: int
     kept_checkpoints_per_trial: int
     checkpoint_storage_bytes: int
+    slots: dict[str, Any] = field(default_factory=dict)
+    """The slot model: `max_concurrent_trials` (None: as many as the cluster fits), `seeds_per_configuration`,
+    `configurations_at_once` (a configuration's seeds start together, only when all fit), `waits_at_rungs`
+    (a seed waits at a rung until its siblings reach it)."""
+    decide: dict[str, Any] | None = None
+    """A `decide:` sweep's design (tune.decision.plan_decision at `seed_sd`), None otherwise."""
     labels: list[str] = field(default_factory=list)
     """Each trial's configuration label, for the text table (not part of the JSON)."""
 
@@ -163,7 +169,48 @@ def _median_step_seconds(config: dict[str, Any], steps: int) -> float:
     return timed[len(timed) // 2]
 
 
-def make_plan(spec: SweepSpec, sec_per_iter: float | None = None, ckpt_bytes: int | None = None) -> Plan:
+def slot_model(spec: SweepSpec) -> dict[str, Any]:
+    seeds = len(spec.seeds)
+    slots = spec.max_concurrent_trials
+    return {"max_concurrent_trials": slots, "seeds_per_configuration": seeds,
+            "configurations_at_once": None if slots is None else max(slots // seeds, 1),
+            "waits_at_rungs": spec.waits_at_rungs}
+
+
+def decide_design(spec: SweepSpec, seed_sd: float | None) -> dict[str, Any] | None:
+    """plan's `decide` object: the decision design at a stated seed-to-seed SD (the paired SD of one
+    seed's configuration-minus-reference difference; default: the effect itself, said so), with the
+    survivors the early phase is expected to leave (rung by rung, 1/reduction_factor each) and the
+    expected compute capped by decide.budget."""
+    from tune.decision import plan_decision
+
+    if spec.decide is None or not isinstance(spec.search, GridSearch):
+        return None
+    assumed = seed_sd is None
+    sd = float(spec.decide.effect if seed_sd is None else seed_sd)
+    if not (math.isfinite(sd) and sd > 0):
+        raise SweepError(f"--seed-sd: expected a number > 0, got {seed_sd}")
+    configurations = len(spec.search.configurations)
+    seeds = len(spec.seeds)
+    rungs = len(decision_points(spec))
+    survivors = max(1, int(round((configurations - 1) / spec.scheduler.reduction_factor ** rungs)))
+    early = configurations * seeds * expected_iterations_per_trial(spec)
+    design = plan_decision(spec.decide, initial=seeds, configurations=configurations, survivors=survivors,
+                           max_iters=spec.max_iters, early_iterations=early, sd=sd,
+                           sd_range=(sd * 0.6, sd * 1.4))
+    grid = configurations * seeds * spec.max_iters
+    cap = spec.decide.budget * grid
+    out = design.as_json()
+    out.update(budget=spec.decide.budget, fit=spec.decide.fit, seed_sd_assumed=assumed,
+               grid_iterations=grid, expected_iterations=round(min(design.expected_iterations, cap)),
+               worst_iterations=round(min(design.worst_iterations, max(cap, early))),
+               expected_share=round(min(design.expected_iterations, cap) / grid, 3),
+               early_iterations=round(early))
+    return out
+
+
+def make_plan(spec: SweepSpec, sec_per_iter: float | None = None, ckpt_bytes: int | None = None,
+              seed_sd: float | None = None) -> Plan:
     from tune.preflight import representative_trials
     from tune.trainable import resolve_trial_config
 
@@ -200,6 +247,8 @@ def make_plan(spec: SweepSpec, sec_per_iter: float | None = None, ckpt_bytes: in
         checkpoint_bytes=int(ckpt_bytes),
         kept_checkpoints_per_trial=kept,
         checkpoint_storage_bytes=int(count * kept * ckpt_bytes),
+        slots=slot_model(spec),
+        decide=decide_design(spec, seed_sd),
         labels=[Configuration.from_params(p).label for p in spec.grid_trials()]
         if isinstance(spec.search, GridSearch) else [],
     )
@@ -247,6 +296,34 @@ def format_plan(plan: Plan) -> str:
             f"({plan.gpus_per_trial:g} GPU per trial) to the end {plan.gpu_hours_to_end:,.1f}, "
             f"expected {plan.gpu_hours_expected:,.1f}"
         )
+    slots = plan.slots
+    if slots:
+        limit = slots["max_concurrent_trials"]
+        at_once = (f"{limit} slots: {slots['configurations_at_once']} configuration(s) at a time"
+                   if limit is not None else "slots: as many trials as the cluster fits")
+        lines.append(f"{at_once}; a configuration's {slots['seeds_per_configuration']} seeds start together"
+                     + ("; a seed waits at a rung for its siblings" if slots["waits_at_rungs"] else ""))
+    if plan.decide is not None:
+        d = plan.decide
+        hours = "" if plan.sec_per_iter is None else (
+            f", {d['expected_iterations'] * plan.sec_per_iter * plan.gpus_per_trial / SECONDS_PER_HOUR:,.1f} "
+            "GPU-hours")
+        sd_note = " (assumed equal to the effect: give --seed-sd)" if d["seed_sd_assumed"] else ""
+        low, high = d["expected_power_range"]
+        lines += [
+            f"decide: effect {d['effect']:g}, power {d['power']:g}, alpha {d['alpha']:g}, max_seeds "
+            f"{d['max_seeds']}, budget {d['budget']:g} of the fixed-seed grid ({d['grid_iterations']:,} "
+            f"iterations), fit {d['fit']}",
+            f"  paired seed-to-seed SD {d['seed_sd']:g}{sd_note}; about {d['survivors']} survivor(s) of the "
+            "early phase get fresh seeds",
+            f"  expected power to find +{d['effect']:g}: {d['expected_power']:.0%} ({high:.0%} to {low:.0%} "
+            f"for SD {d['seed_sd_range'][0]:.2g} to {d['seed_sd_range'][1]:.2g})"
+            + ("" if d["seeds_for_power"] is None else f"; max_seeds {d['seeds_for_power']} reaches "
+               f"{d['power']:.0%}"),
+            f"  expected seeds per survivor {d['expected_seeds']:.1f}; expected iterations "
+            f"{d['expected_iterations']:,} ({d['expected_share']:.0%} of the grid{hours}), worst case "
+            f"{d['worst_iterations']:,}",
+        ]
     lines.append(
         f"kept checkpoints: up to {plan.kept_checkpoints_per_trial} per trial x "
         f"{_size(plan.checkpoint_bytes)} = {_size(plan.checkpoint_storage_bytes)} for {plan.count} trials"

@@ -123,3 +123,31 @@ def test_plan_rejects_a_trial_config_the_trainer_would_reject(tmp_path: Path, ca
     assert main(["plan", str(sweep), "--json"]) == 2
     err = capsys.readouterr().err
     assert "max_iter" in err and str(sweep) in err and "trial none" in err
+
+
+def test_plan_shows_the_decision_design_in_text_and_json(tmp_path: Path, capsys) -> None:
+    raw = yaml.safe_load(STUDY.read_text())
+    raw["base_config"] = str((STUDY.parent / raw["base_config"]).resolve())
+    raw["scheduler"]["type"] = "per_config_asha"
+    raw["max_concurrent_trials"] = 8
+    raw["decide"] = {"effect": 1.0, "power": 0.8, "alpha": 0.05, "max_seeds": 12}
+    sweep = tmp_path / "decide.yaml"
+    sweep.write_text(yaml.safe_dump(raw))
+    assert main(["plan", str(sweep), "--json", "--seed-sd", "0.8", "--sec-per-iter", "0.6"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    decide = plan["decide"]
+    for key in ("effect", "power", "alpha", "max_seeds", "expected_seeds", "expected_iterations",
+                "worst_iterations"):
+        assert key in decide
+    assert decide["seed_sd"] == 0.8 and not decide["seed_sd_assumed"] and decide["budget"] == 1.0
+    assert decide["early_iterations"] == plan["iterations_expected"]  # 75 x 17000
+    assert decide["grid_iterations"] == 75 * 40000
+    assert decide["early_iterations"] < decide["expected_iterations"] <= decide["grid_iterations"]
+    assert 0 < decide["expected_power"] <= 1 and decide["survivors"] == 3  # 24 / 2^3
+    assert plan["slots"] == {"max_concurrent_trials": 8, "seeds_per_configuration": 3,
+                             "configurations_at_once": 2, "waits_at_rungs": True}
+    assert main(["plan", str(sweep)]) == 0
+    text = capsys.readouterr().out
+    assert "decide: effect 1, power 0.8" in text and "assumed equal to the effect" in text
+    assert "8 slots: 2 configuration(s) at a time; a configuration's 3 seeds start together" in text
+    assert main(["plan", str(sweep), "--seed-sd", "-1"]) == 2
