@@ -80,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="start errored trials over from scratch (default: continue from their checkpoint)",
     )
 
+    best = sub.add_parser("best", help="the configuration a decide: study decided is best: its settings and "
+                          "checkpoint")
+    best.add_argument("experiment_dir")
+    best.add_argument("--json", action="store_true", help="print one JSON object")
+
     status = sub.add_parser("status", help="table of trials in an experiment folder (does not start Ray)")
     status.add_argument("experiment_dir")
     return parser
@@ -94,6 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _status(args.experiment_dir)
         if args.command == "plan":
             return _plan(args)
+        if args.command == "best":
+            return _best(args)
         from tune import driver  # imports Ray Tune: only the commands that start Ray pay for it
 
         if args.command == "resume":
@@ -145,6 +152,18 @@ def _plan(args: argparse.Namespace) -> int:
     plan = make_plan(spec, sec_per_iter=sec_per_iter, ckpt_bytes=checkpoint_bytes(first),
                      seed_sd=args.seed_sd)
     print(json.dumps(plan.as_json(), indent=1) if args.json else format_plan(plan))
+    return 0
+
+
+def _best(args: argparse.Namespace) -> int:
+    from tune.best import NothingDecided, best_configuration, format_best
+
+    try:
+        best = best_configuration(args.experiment_dir)
+    except NothingDecided as exc:
+        print(f"cmda-tune: {exc}", file=sys.stderr)
+        return EXIT_TRIAL_ERRORS
+    print(json.dumps(best.as_json(), indent=1) if args.json else format_best(best))
     return 0
 
 

@@ -195,22 +195,19 @@ class DecidingSearcher(GridSearcher):
         """Ray's saved searcher state, brought up to date with the experiment's trials (a trial that ended
         after the state was saved counts as ended), and the decisions recorded before the crash."""
         super().restore(checkpoint_path)
+        from tune.best import experiment_runs
+
         experiment = Experiment(self._location)
-        known = experiment.state_trial_names()
-        for trial in experiment.trials():
-            if trial.dirname not in known:
-                continue  # a folder Ray does not resume (its trial was created after the last state)
-            key = Configuration.from_params(trial.params).key
-            if key not in self._configurations or "seed" not in trial.params:
-                continue
-            run = seed_run(key, int(trial.params["seed"]), status=trial.status, iteration=trial.iteration,
-                           max_iters=self._max_iters, value=trial.last_result.get(self.metric))
-            self._runs[trial.trial_id] = run
-            self._launched.add((key, run.seed))
+        known = experiment.state_trial_names()  # a folder outside it is a trial Ray does not resume
+        records = [trial for trial in experiment.trials() if trial.dirname in known]
+        for trial_id, run in experiment_runs(records, self.metric or "", self._max_iters,
+                                             self._configurations).items():
+            self._runs[trial_id] = run
+            self._launched.add((run.config, run.seed))
             if run.state == LIVE:
-                self._live.add(trial.trial_id)
+                self._live.add(trial_id)
             else:
-                self._live.discard(trial.trial_id)
+                self._live.discard(trial_id)
         grid = [(Configuration.from_params(t).key, int(t["seed"])) for t in self._trials]
         launched = [i for i, pair in enumerate(grid) if pair in self._launched]
         self._next = max(self._next, launched[-1] + 1 if launched else 0)

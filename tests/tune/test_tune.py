@@ -24,7 +24,7 @@ from cluster_helpers import simulated_cluster
 from conftest import write_base_config
 from ray import cloudpickle, tune
 
-from tune.cli import _exit_for
+from tune.cli import _exit_for, main
 from tune.driver import experiment_dir, resume_sweep, run_sweep
 from tune.status import experiment_status, failed_trials
 from tune.sweep import load_sweep
@@ -492,7 +492,7 @@ def decide_sweep(tmp_path: Path, name: str, **overrides: Any) -> Any:
 
 
 def test_a_decide_sweep_runs_to_a_decision_and_a_killed_driver_resumes_without_revising_it(
-        cluster, tmp_path: Path) -> None:
+        cluster, tmp_path: Path, capsys) -> None:
     """The driver dies at the first report of a fresh seed; `resume` finishes the study. The reference is
     never stopped, the weak configuration's seeds end together at the rung, fresh seeds go only to the open
     comparison and its reference, no trial runs twice, and the decisions recorded before the crash stand."""
@@ -508,6 +508,8 @@ def test_a_decide_sweep_runs_to_a_decision_and_a_killed_driver_resumes_without_r
     exp = Path(experiment_dir(spec))
     before = [json.loads(line) for line in (exp / "decisions.jsonl").read_text().splitlines()][-1]
     assert not before["done"] and before["family"]  # fresh seeds were wanted when the driver died
+    assert main(["best", str(exp)]) == 1  # nothing decided yet
+    assert "no configuration is decided better than none yet" in capsys.readouterr().err
     resumed = resume_sweep(exp, train_fn=contract_trainer)
     runs = {(r.config["ablation"]["lambda_scale"], r.config["seed"]): r.metrics["iteration"] for r in resumed}
     assert len(resumed) == 10 and runs == {
@@ -525,3 +527,10 @@ def test_a_decide_sweep_runs_to_a_decision_and_a_killed_driver_resumes_without_r
     for trial_dir in trial_dirs(exp).values():  # paused at the rung and resumed without repeats
         iterations = [row["iteration"] for row in result_rows(trial_dir)]
         assert iterations == list(range(2, iterations[-1] + 1, 2))
+    capsys.readouterr()
+    assert main(["best", str(exp), "--json"]) == 0
+    best = json.loads(capsys.readouterr().out)
+    assert best["label"] == "fusion_st x1" and best["decision"] == "better" and best["delta"] > 0.5
+    assert "uda.feature_loss.lambdas.fusion_st=0.05" in best["settings"]
+    assert "uda.feature_loss.variant=fusion_st" in best["settings"]
+    assert Path(best["checkpoint"]).is_dir() and "fusion_st_x1_s" in best["checkpoint"]
