@@ -355,3 +355,19 @@ def test_a_resume_replays_the_recorded_rung_decisions_not_the_timestamps(tmp_pat
     stopped = {k: g.stopped_at for k, g in first._groups.items()}
     assert {k: g.stopped_at for k, g in second._groups.items()} == stopped
     assert sorted(stopped.values(), key=str) == [2, 2, None]
+
+
+@pytest.mark.parametrize("order", range(6))
+def test_a_configurations_seeds_end_at_one_iteration_whatever_order_reports_arrive_in(order: int) -> None:
+    """Seeds of one configuration train at different speeds (a new draw per case), so their reports reach
+    each rung in every order; waiting at undecided rungs makes every configuration end at one iteration."""
+    rng = random.Random(order)
+    trials = [trial(f"c{c}_s{s}", float(c + 1), s) for c in range(5) for s in range(3)]
+    speed = {t.trial_id: rng.uniform(0.5, 2.0) for t in trials}
+    quality = {t.trial_id: rng.uniform(0.0, 1.0) for t in trials}
+    outcome = run_sweep(per_config(group_size=3), trials, lambda t, i: quality[t.trial_id] * i,
+                        max_iters=8, eval_interval=2, concurrency=6, speed=lambda t: speed[t.trial_id],
+                        launch_group=lambda t: t.config["ablation"]["lambda_scale"])
+    ends = {c: {outcome.last_report[f"c{c}_s{s}"] for s in range(3)} for c in range(5)}
+    assert all(len(e) == 1 for e in ends.values()), ends
+    assert {e.pop() for e in ends.values()} - {8}  # some configuration was stopped at a rung
