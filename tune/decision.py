@@ -7,7 +7,9 @@ anything: the configurations that survived were picked on those very seeds, so t
 reference are biased upwards. The decision therefore rests on FRESH seeds, given only to the survivors (and
 to the reference, which runs each fresh seed once for all comparisons):
 
-- the family is the set of survivors, fixed when the early-stopping phase ends; Bonferroni over it;
+- the family is the survivors ranked by their first-stage paired difference (initial seeds only), cut to
+  the longest prefix whose fresh seeds fit `budget` (the rest: undecided, out of budget); it is fixed when
+  the early-stopping phase ends, from stage-1 data alone; Bonferroni over it;
 - fresh seeds come in whole groups of the initial seeds' size; the first look waits for two groups, then
   one look follows each group; the looks share `alpha` by Bonferroni with O'Brien-Fleming-shaped weights
   (Lan-DeMets spending at the looks' information fractions: little early, most at the last look), so
