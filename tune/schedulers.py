@@ -274,6 +274,7 @@ class GroupASHA(RetryPolicyScheduler):
         past the rung before its group is judged there)."""
         self._replay(tune_controller)
         self._settle(tune_controller)
+        self._stop_paused_of_stopped(tune_controller)
         for status in (Trial.PENDING, Trial.PAUSED):
             for trial in tune_controller.get_trials():
                 if trial.status == status and not self._waiting(trial):
@@ -283,6 +284,7 @@ class GroupASHA(RetryPolicyScheduler):
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
         self._replay(tune_controller)
         self._settle(tune_controller)
+        self._stop_paused_of_stopped(tune_controller)
         if self._fresh(trial):
             return self._at_end(result)
         group = self._group(trial)
@@ -403,6 +405,19 @@ class GroupASHA(RetryPolicyScheduler):
         group.decided.add(milestone)
         if stop:
             group.stopped_at = milestone
+
+    def _stop_paused_of_stopped(self, tune_controller: Any) -> None:
+        """A seed whose group was stopped while Ray was still pausing it (saving its checkpoint) can end
+        up PAUSED after the stop: it is stopped again here, so no seed of a stopped configuration stays
+        paused."""
+        if tune_controller is None or not self._wait:
+            return
+        for group in self._groups.values():
+            if group.stopped_at is None:
+                continue
+            for member in list(group.members.values()):
+                if member.status == Trial.PAUSED:
+                    tune_controller.stop_trial(member)
 
     def _stop_siblings(self, tune_controller: Any, group: _Group, trial: Any) -> None:
         """Stop the other seeds now: waiting for their next report would cost up to one evaluation each."""

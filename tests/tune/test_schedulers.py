@@ -371,3 +371,18 @@ def test_a_configurations_seeds_end_at_one_iteration_whatever_order_reports_arri
     ends = {c: {outcome.last_report[f"c{c}_s{s}"] for s in range(3)} for c in range(5)}
     assert all(len(e) == 1 for e in ends.values()), ends
     assert {e.pop() for e in ends.values()} - {8}  # some configuration was stopped at a rung
+
+
+def test_a_seed_paused_after_its_configuration_was_stopped_is_stopped_again() -> None:
+    """Ray may finish pausing a seed (its checkpoint was being saved) after the group's stop: the next hook
+    stops it, so a stopped configuration never keeps a paused seed."""
+    sched = per_config()
+    ctl = SimController(sched)
+    a0, a1, b0, b1 = (ctl.add(trial(n, s, seed)) for n, s, seed in TWO_CONFIGURATIONS)
+    report(ctl, a0, 2, 0.5)
+    report(ctl, a1, 2, 0.7)
+    assert report(ctl, b0, 2, 0.1) == PAUSE
+    assert report(ctl, b1, 2, 0.2) == STOP and b0.status == Trial.TERMINATED
+    b0.status = Trial.PAUSED  # the late end of Ray's pause
+    sched.choose_trial_to_run(ctl)
+    assert b0.status == Trial.TERMINATED
