@@ -480,13 +480,13 @@ def test_real_trainer_on_synthetic_data(cluster, tmp_path: Path, synthetic_root:
 
 def decide_sweep(tmp_path: Path, name: str, **overrides: Any) -> Any:
     """The reference (none, 0.2), a clearly better configuration (fusion_st x1, 0.95) and one as weak as the
-    reference (x16, 0.2) that per-configuration ASHA stops at the rung (iteration 4 of 8); 2 initial seeds,
+    reference (x16, 0.2) that per-configuration ASHA stops at the rung (iteration 2 of 4); 2 initial seeds,
     max_seeds 4: one look after 2 fresh seeds."""
     grid = {"grid": {"variants": ["none", {"variant": "fusion_st", "lambda_scales": [1.0, 16.0]}],
                      "seeds": [0, 1]}}
-    scheduler = {"type": "per_config_asha", "grace_period": 4, "reduction_factor": 2}
+    scheduler = {"type": "per_config_asha", "grace_period": 2, "reduction_factor": 2}
     path = write_sweep(tmp_path, name, search=grid, scheduler=scheduler, max_concurrent_trials=2,
-                       overrides={"test.seed_noise": 0.01, **overrides},
+                       overrides={"test.seed_noise": 0.01, "train.max_iters": 4, **overrides},
                        decide={"effect": 0.1, "max_seeds": 4, "budget": 2.0})
     return load_sweep(path)
 
@@ -513,8 +513,8 @@ def test_a_decide_sweep_runs_to_a_decision_and_a_killed_driver_resumes_without_r
     resumed = resume_sweep(exp, train_fn=contract_trainer)
     runs = {(r.config["ablation"]["lambda_scale"], r.config["seed"]): r.metrics["iteration"] for r in resumed}
     assert len(resumed) == 10 and runs == {
-        (None, 0): 8, (None, 1): 8, (None, 2): 8, (None, 3): 8, (1.0, 0): 8, (1.0, 1): 8, (1.0, 2): 8,
-        (1.0, 3): 8, (16.0, 0): 4, (16.0, 1): 4}, runs
+        (None, 0): 4, (None, 1): 4, (None, 2): 4, (None, 3): 4, (1.0, 0): 4, (1.0, 1): 4, (1.0, 2): 4,
+        (1.0, 3): 4, (16.0, 0): 2, (16.0, 1): 2}, runs
     history = [json.loads(line) for line in (exp / "decisions.jsonl").read_text().splitlines()]
     assert [row["sequence"] for row in history] == list(range(1, len(history) + 1))
     after = history[-1]
