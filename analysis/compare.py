@@ -310,6 +310,21 @@ def study_decision(loaded: Loaded) -> StudyDecision | None:
     return StudyDecision(verdict, results, spec, names, names.get(reference, str(reference)))
 
 
+def reference_gaps(loaded: Loaded) -> list[str]:
+    """The baseline's seeds without a value at the full budget, in words ("seed 2 errored at 40", ...):
+    the comparisons on those seeds have no pair, so the report says so first and ranks nothing."""
+    trials = loaded.trials
+    mine = trials[trials["variant"] == BASELINE_VARIANT] if len(trials) else trials
+    fates = seed_fates(mine, loaded.setting.metric_label)
+    gaps = []
+    for _, t in mine.iterrows():
+        full = (t["state"] == TERMINATED and pd.notna(t["iterations"]) and pd.notna(t["max_iters"])
+                and t["iterations"] >= t["max_iters"] and not bool(t.get("final_nan", False)))
+        if not full:
+            gaps.append(f"seed {t['seed']} {fates.get((t['config'], t['seed']), 'has no result')}")
+    return gaps
+
+
 def baseline_summary(loaded: Loaded) -> dict[str, float | int | None]:
     """The baseline's mean, SD and seeds at the furthest iteration it reached (what the headline shows)."""
     status = configuration_status(loaded.trials)

@@ -23,6 +23,7 @@ from analysis.compare import (
     comparisons,
     configuration_status,
     ladder,
+    reference_gaps,
     study_decision,
 )
 from analysis.load import Loaded, load
@@ -162,8 +163,9 @@ def build(locations: Locations, out_dir: str | os.PathLike[str], options: Option
     steps = ladder(loaded)
     baseline = baseline_summary(loaded)
     setting = loaded.setting
-    tables = [decision_table(frame, study_decision(loaded), baseline, setting, options),
-              headline_table(frame, baseline, setting, options, effect),
+    gaps = reference_gaps(loaded)
+    tables = [decision_table(frame, study_decision(loaded), baseline, setting, options, gaps),
+              headline_table(frame, baseline, setting, options, effect, gaps),
               stopped_table(frame, setting, options, effect),
               unfinished_table(frame, setting, options)]
     trials_table = trial_table(loaded.trials, setting)

@@ -118,8 +118,8 @@ def _test_sentence(comparisons: pd.DataFrame, options: Options) -> str:
 
 
 def headline_table(comparisons: pd.DataFrame, baseline: dict[str, Any], setting: Setting,
-                   options: Options, effect: float) -> Table:
-    """Configurations that ran to the end, at full budget, the baseline first; the best mean in bold."""
+                   options: Options, effect: float, gaps: list[str] | None = None) -> Table:
+    """Configurations that ran to the end, at full budget, the baseline first; the best by paired Δ bold."""
     metric = setting.metric_label
     rows = comparisons[comparisons["status"] == COMPLETE] if len(comparisons) else comparisons
     header = ["Variant", "λ", "Compared at", f"{metric} (mean ± SD)", *_delta_header(options), "Decision"]
@@ -134,7 +134,7 @@ def headline_table(comparisons: pd.DataFrame, baseline: dict[str, Any], setting:
                       row.get("decision") or DASH])
     frame = pd.DataFrame(cells, columns=header)
     bold = set()
-    reference_complete = bool(baseline) and baseline.get("status") == COMPLETE
+    reference_complete = bool(baseline) and baseline.get("status") == COMPLETE and not gaps
     # the best by its paired difference to the reference (0 for the reference itself), never by raw means
     # over different sets of seeds; no ranking when the reference did not reach the full budget
     deltas = ([0.0] if baseline else []) + rows["delta"].tolist()
@@ -167,7 +167,7 @@ DECISION_WORDS = {BETTER: "better", WORSE: "worse", EQUIVALENT: "equivalent", UN
 
 
 def decision_table(comparisons: pd.DataFrame, study: StudyDecision | None, baseline: dict[str, Any],
-                   setting: Setting, options: Options) -> Table:
+                   setting: Setting, options: Options, gaps: list[str] | None = None) -> Table:
     """The study's answer, first on the page: each configuration decided better, worse or equivalent,
     undecided (out of seeds or budget, or still open), or stopped early, with Δ and its interval."""
     metric = setting.metric_label
@@ -219,6 +219,9 @@ def decision_table(comparisons: pd.DataFrame, study: StudyDecision | None, basel
     if baseline and baseline.get("status") != COMPLETE:
         notes.insert(0, f"The reference did not reach the full budget (it reached {baseline['budget']}): "
                         "nothing is ranked; a missing reference seed leaves its comparisons without pairs.")
+    elif gaps:
+        notes.insert(0, "A reference seed has no value at the full budget (" + "; ".join(gaps) + "): "
+                        "nothing is ranked; the comparisons on that seed have no pair.")
     return Table("Decision", pd.DataFrame(cells, columns=header), caption, notes)
 
 

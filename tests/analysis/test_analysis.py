@@ -478,3 +478,14 @@ def test_a_reference_stopped_early_is_said_at_the_top_and_nothing_is_ranked(tmp_
     result = build(root, tmp_path / "report")
     assert result.tables[0].notes[0].startswith("The reference did not reach the full budget (it reached 40)")
     assert not result.tables[1].bold  # no best without a reference at full budget
+
+
+def test_a_reference_seed_that_failed_is_said_at_the_top_and_nothing_is_ranked(tmp_path):
+    trials = [Trial("none", s, curve(v)) for s, v in BASE.items()]
+    trials[2] = Trial("none", 2, curve(BASE[2][:2]), status="ERROR", error=True)  # failed at 40
+    trials += [Trial("fusion_st", s, curve([12 + s, 24 + s, 30 + s, 34 + s])) for s in range(3)]
+    root = write_experiment(tmp_path / "ref_failed", trials, sweep=STUDY_SWEEP)
+    result = build(root, tmp_path / "report")
+    assert result.tables[0].notes[0].startswith("A reference seed has no value at the full budget (seed 2 "
+                                                "errored at 40)")
+    assert not result.tables[1].bold
