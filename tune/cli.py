@@ -61,9 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
     plan = sub.add_parser("plan", help="trials in launch order, compute and storage, without starting Ray")
     plan.add_argument("sweep_file")
     plan.add_argument("--json", action="store_true", help="print one JSON object")
-    plan.add_argument("--seed-sd", type=float, default=None,
-                      help="paired seed-to-seed SD of the headline metric, for a decide: sweep's power and "
-                      "expected seeds (default: the effect)")
+    spread = plan.add_mutually_exclusive_group()
+    spread.add_argument("--seed-sd", type=float, default=None,
+                        help="paired seed-to-seed SD of the headline metric, for a decide: sweep's power and "
+                        "expected seeds (default: the effect)")
+    spread.add_argument("--from", dest="from_experiment", default=None, metavar="EXPERIMENT",
+                        help="take the paired seed-to-seed SD from an earlier experiment folder (its "
+                        "full-budget values)")
     speed = plan.add_mutually_exclusive_group()
     speed.add_argument("--sec-per-iter", type=float, default=None, help="seconds per trainer iteration")
     speed.add_argument(
@@ -139,7 +143,7 @@ def _status(location: str) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from tune.plan import checkpoint_bytes, format_plan, make_plan, measure_seconds_per_iter
+    from tune.plan import checkpoint_bytes, format_plan, make_plan, measure_seconds_per_iter, seed_sd_from
     from tune.preflight import check_trial_configs
 
     spec = load_sweep(args.sweep_file)
@@ -149,8 +153,11 @@ def _plan(args: argparse.Namespace) -> int:
     first = check_trial_configs(spec)[0]  # every trial's config is valid, or the error names it
     if args.measure:
         sec_per_iter = measure_seconds_per_iter(first, threads=int(spec.cpu))
+    measured = None
+    if args.from_experiment is not None and spec.decide is not None:
+        measured = seed_sd_from(args.from_experiment, spec.metric)
     plan = make_plan(spec, sec_per_iter=sec_per_iter, ckpt_bytes=checkpoint_bytes(first),
-                     seed_sd=args.seed_sd)
+                     seed_sd=args.seed_sd, measured_sd=measured)
     print(json.dumps(plan.as_json(), indent=1) if args.json else format_plan(plan))
     return 0
 

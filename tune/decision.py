@@ -411,19 +411,35 @@ def _residual_sd(results: Results, configs: Sequence[Hashable]) -> float:
         mine = results.values.get(c, {})
         rows += [(c, (setting, s), float(mine[s])) for s in results.initial_seeds
                  if s in mine and math.isfinite(float(mine[s]))]
+    return _two_way_paired_sd(rows)[0]
+
+
+def paired_seed_sd(values: Mapping[Hashable, Mapping[int, float]]) -> tuple[float, int]:
+    """(paired seed-to-seed SD, its degrees of freedom) of an earlier study's full-budget values (per
+    configuration, per seed; non-finite values left out): what `cmda-tune plan --from` plans with. The seed
+    effect every configuration shares is removed as the decision removes it; (NaN, 0) without residual
+    degrees of freedom (no configuration with two seeds besides another on the same seeds)."""
+    rows = [(c, s, float(v)) for c, by_seed in values.items() for s, v in by_seed.items()
+            if math.isfinite(float(v))]
+    return _two_way_paired_sd(rows)
+
+
+def _two_way_paired_sd(rows: Sequence[tuple[Hashable, Hashable, float]]) -> tuple[float, int]:
+    """sqrt(2) x the residual SD of the least-squares fit `value ~ block + seed` over rows (block, seed,
+    value), with the residual degrees of freedom; (NaN, 0) when there are none."""
+    if not rows:
+        return math.nan, 0
     blocks = list(dict.fromkeys(b for b, _, _ in rows))
     seeds = list(dict.fromkeys(s for _, s, _ in rows))
-    if not rows:
-        return math.nan
     design = np.zeros((len(rows), len(blocks) + len(seeds)))
     for r, (b, s, _) in enumerate(rows):
         design[r, blocks.index(b)] = design[r, len(blocks) + seeds.index(s)] = 1.0
     values = np.array([v for _, _, v in rows])
     df = len(rows) - int(np.linalg.matrix_rank(design))
     if df <= 0:
-        return math.nan
+        return math.nan, 0
     residuals = values - design @ (np.linalg.pinv(design) @ values)
-    return math.sqrt(2 * float(residuals @ residuals) / df)
+    return math.sqrt(2 * float(residuals @ residuals) / df), df
 
 
 @functools.lru_cache(maxsize=256)

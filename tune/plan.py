@@ -177,31 +177,83 @@ def slot_model(spec: SweepSpec) -> dict[str, Any]:
             "waits_at_rungs": spec.waits_at_rungs}
 
 
-def decide_design(spec: SweepSpec, seed_sd: float | None) -> dict[str, Any] | None:
-    """plan's `decide` object: the decision design at a stated seed-to-seed SD (the paired SD of one
-    seed's configuration-minus-reference difference; default: the effect itself, said so), with the
-    survivors the early phase is expected to leave (rung by rung, 1/reduction_factor each) and the
-    expected compute capped by decide.budget."""
+@dataclass(frozen=True)
+class MeasuredSD:
+    """A paired seed-to-seed SD measured in an earlier experiment (`plan --from`)."""
+
+    sd: float
+    dof: int
+    source: str  # the experiment's location
+
+    def interval(self) -> tuple[float, float]:
+        """The 95% interval of the SD from its degrees of freedom (chi-square)."""
+        from scipy import stats
+
+        return (self.sd * math.sqrt(self.dof / stats.chi2.ppf(0.975, self.dof)),
+                self.sd * math.sqrt(self.dof / stats.chi2.ppf(0.025, self.dof)))
+
+
+def seed_sd_from(location: str, metric: str) -> MeasuredSD:
+    """The paired seed-to-seed SD of `metric` in an earlier experiment: every configuration's full-budget
+    values (stopped and failed seeds left out), the seed effect shared by all configurations removed as the
+    decision removes it (tune.decision.paired_seed_sd). Its sweep.yaml says which metric and budget."""
+    from pathlib import Path
+
+    from tune.best import experiment_runs
+    from tune.decision import COMPLETE, paired_seed_sd
+    from tune.experiment import SWEEP_FILE, ExperimentError, open_experiment
+    from tune.sweep import parse_sweep
+
+    experiment = open_experiment(location)
+    raw = experiment.sweep()
+    if raw is None:
+        raise ExperimentError(f"--from {experiment.location}: no {SWEEP_FILE} in it, so its metric and "
+                              "budget are unknown")
+    earlier = parse_sweep(raw, Path(experiment.where(SWEEP_FILE)))
+    if earlier.metric != metric:
+        raise SweepError(f"--from {experiment.location}: it measured {earlier.metric}, this sweep decides on "
+                         f"{metric}")
+    values: dict[str, dict[int, float]] = {}
+    for run in experiment_runs(experiment.trials(), earlier.metric, earlier.max_iters).values():
+        if run.state == COMPLETE and math.isfinite(run.value):
+            values.setdefault(str(run.config), {})[run.seed] = run.value
+    sd, dof = paired_seed_sd(values)
+    if dof == 0 or not sd > 0:
+        raise SweepError(f"--from {experiment.location}: too few seeds reached the full budget to measure a "
+                         "seed-to-seed SD (it needs two configurations with at least two common seeds); "
+                         "give --seed-sd instead")
+    return MeasuredSD(sd, dof, experiment.location)
+
+
+def decide_design(spec: SweepSpec, seed_sd: float | None,
+                  measured: MeasuredSD | None = None) -> dict[str, Any] | None:
+    """plan's `decide` object: the decision design at a seed-to-seed SD (the paired SD of one seed's
+    configuration-minus-reference difference): `measured` in an earlier experiment (its range: the 95%
+    interval from its degrees of freedom), else `seed_sd` as stated (range x0.6 to x1.4), else the
+    effect itself, said so; with the survivors the early phase is expected to leave (rung by rung,
+    1/reduction_factor each) and the expected compute capped by decide.budget."""
     from tune.decision import plan_decision
 
     if spec.decide is None or not isinstance(spec.search, GridSearch):
         return None
-    assumed = seed_sd is None
-    sd = float(spec.decide.effect if seed_sd is None else seed_sd)
+    assumed = seed_sd is None and measured is None
+    sd = float(measured.sd if measured is not None else spec.decide.effect if seed_sd is None else seed_sd)
     if not (math.isfinite(sd) and sd > 0):
         raise SweepError(f"--seed-sd: expected a number > 0, got {seed_sd}")
+    sd_range = measured.interval() if measured is not None else (sd * 0.6, sd * 1.4)
     configurations = len(spec.search.configurations)
     seeds = len(spec.seeds)
     rungs = len(decision_points(spec))
     survivors = max(1, int(round((configurations - 1) / spec.scheduler.reduction_factor ** rungs)))
     early = configurations * seeds * expected_iterations_per_trial(spec)
     design = plan_decision(spec.decide, initial=seeds, configurations=configurations, survivors=survivors,
-                           max_iters=spec.max_iters, early_iterations=early, sd=sd,
-                           sd_range=(sd * 0.6, sd * 1.4))
+                           max_iters=spec.max_iters, early_iterations=early, sd=sd, sd_range=sd_range)
     grid = configurations * seeds * spec.max_iters
     cap = spec.decide.budget * grid
     out = design.as_json()
     out.update(budget=spec.decide.budget, fit=spec.decide.fit, seed_sd_assumed=assumed,
+               seed_sd_from=None if measured is None else measured.source,
+               seed_sd_dof=None if measured is None else measured.dof,
                grid_iterations=grid, expected_iterations=round(min(design.expected_iterations, cap)),
                worst_iterations=round(min(design.worst_iterations, max(cap, early))),
                expected_share=round(min(design.expected_iterations, cap) / grid, 3),
@@ -210,7 +262,7 @@ def decide_design(spec: SweepSpec, seed_sd: float | None) -> dict[str, Any] | No
 
 
 def make_plan(spec: SweepSpec, sec_per_iter: float | None = None, ckpt_bytes: int | None = None,
-              seed_sd: float | None = None) -> Plan:
+              seed_sd: float | None = None, measured_sd: MeasuredSD | None = None) -> Plan:
     from tune.preflight import representative_trials
     from tune.trainable import resolve_trial_config
 
@@ -248,7 +300,7 @@ def make_plan(spec: SweepSpec, sec_per_iter: float | None = None, ckpt_bytes: in
         kept_checkpoints_per_trial=kept,
         checkpoint_storage_bytes=int(count * kept * ckpt_bytes),
         slots=slot_model(spec),
-        decide=decide_design(spec, seed_sd),
+        decide=decide_design(spec, seed_sd, measured_sd),
         labels=[Configuration.from_params(p).label for p in spec.grid_trials()]
         if isinstance(spec.search, GridSearch) else [],
     )
@@ -308,14 +360,16 @@ def format_plan(plan: Plan) -> str:
         hours = "" if plan.sec_per_iter is None else (
             f", {d['expected_iterations'] * plan.sec_per_iter * plan.gpus_per_trial / SECONDS_PER_HOUR:,.1f} "
             "GPU-hours")
-        sd_note = " (assumed equal to the effect: give --seed-sd)" if d["seed_sd_assumed"] else ""
+        sd_note = (" (assumed equal to the effect: give --seed-sd or --from)" if d["seed_sd_assumed"] else
+                   f" (measured in {d['seed_sd_from']}, {d['seed_sd_dof']} degrees of freedom)"
+                   if d.get("seed_sd_from") else "")
         low, high = d["expected_power_range"]
         lines += [
             f"decide: effect {d['effect']:g}, power {d['power']:g}, alpha {d['alpha']:g}, max_seeds "
             f"{d['max_seeds']}, budget {d['budget']:g} of the fixed-seed grid ({d['grid_iterations']:,} "
             f"iterations), fit {d['fit']}",
-            f"  paired seed-to-seed SD {d['seed_sd']:g}{sd_note}; about {d['survivors']} survivor(s) of the "
-            "early phase get fresh seeds",
+            f"  paired seed-to-seed SD {d['seed_sd']:.3g}{sd_note}; about {d['survivors']} survivor(s) of "
+            "the early phase get fresh seeds",
             f"  expected power to find +{d['effect']:g}: {d['expected_power']:.0%} ({high:.0%} to {low:.0%} "
             f"for SD {d['seed_sd_range'][0]:.2g} to {d['seed_sd_range'][1]:.2g})"
             + ("" if d["seeds_for_power"] is None else f"; max_seeds {d['seeds_for_power']} reaches "
