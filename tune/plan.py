@@ -54,7 +54,8 @@ class Plan:
     checkpoint_storage_bytes: int
     slots: dict[str, Any] = field(default_factory=dict)
     """The slot model: `max_concurrent_trials` (None: as many as the cluster fits), `seeds_per_configuration`,
-    `configurations_at_once` (a configuration's seeds start together, only when all fit), `waits_at_rungs`
+    `configurations_at_once` (a configuration's seeds start together, only when all fit), `seeds_together`
+    (the slots hold a configuration's seeds; without, its first seeds run ahead unjudged), `waits_at_rungs`
     (a seed waits at a rung until its siblings reach it)."""
     decide: dict[str, Any] | None = None
     """A `decide:` sweep's design (tune.decision.plan_decision at `seed_sd`), None otherwise."""
@@ -174,7 +175,7 @@ def slot_model(spec: SweepSpec) -> dict[str, Any]:
     slots = spec.max_concurrent_trials
     return {"max_concurrent_trials": slots, "seeds_per_configuration": seeds,
             "configurations_at_once": None if slots is None else max(slots // seeds, 1),
-            "waits_at_rungs": spec.waits_at_rungs}
+            "seeds_together": slots is None or slots >= seeds, "waits_at_rungs": spec.waits_at_rungs}
 
 
 @dataclass(frozen=True)
@@ -353,8 +354,14 @@ def format_plan(plan: Plan) -> str:
         limit = slots["max_concurrent_trials"]
         at_once = (f"{limit} slots: {slots['configurations_at_once']} configuration(s) at a time"
                    if limit is not None else "slots: as many trials as the cluster fits")
-        lines.append(f"{at_once}; a configuration's {slots['seeds_per_configuration']} seeds start together"
-                     + ("; a seed waits at a rung for its siblings" if slots["waits_at_rungs"] else ""))
+        seeds = slots["seeds_per_configuration"]
+        if slots.get("seeds_together", True):
+            lines.append(f"{at_once}; a configuration's {seeds} seeds start together"
+                         + ("; a seed waits at a rung for its siblings" if slots["waits_at_rungs"] else ""))
+        else:
+            lines.append(f"{limit} slots for {seeds} seeds: a configuration's seeds cannot run together, so "
+                         "the first ones train past each rung before the last is judged there (more compute "
+                         f"than expected below; give max_concurrent_trials >= {seeds})")
     if plan.decide is not None:
         d = plan.decide
         hours = "" if plan.sec_per_iter is None else (

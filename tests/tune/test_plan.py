@@ -146,12 +146,22 @@ def test_plan_shows_the_decision_design_in_text_and_json(tmp_path: Path, capsys)
     assert decide["early_iterations"] < decide["expected_iterations"] <= decide["grid_iterations"]
     assert 0 < decide["expected_power"] <= 1 and decide["survivors"] == 3  # 24 / 2^3
     assert plan["slots"] == {"max_concurrent_trials": 8, "seeds_per_configuration": 3,
-                             "configurations_at_once": 2, "waits_at_rungs": True}
+                             "configurations_at_once": 2, "seeds_together": True, "waits_at_rungs": True}
     assert main(["plan", str(sweep)]) == 0
     text = capsys.readouterr().out
     assert "decide: effect 1, power 0.8" in text and "assumed equal to the effect" in text
     assert "8 slots: 2 configuration(s) at a time; a configuration's 3 seeds start together" in text
     assert main(["plan", str(sweep), "--seed-sd", "-1"]) == 2
+    del raw["decide"]
+    raw["max_concurrent_trials"] = 2  # fewer slots than seeds: said, not hidden
+    sweep.write_text(yaml.safe_dump(raw))
+    capsys.readouterr()
+    assert main(["plan", str(sweep), "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert not plan["slots"]["seeds_together"] and not plan["slots"]["waits_at_rungs"]
+    assert plan["decide"] is None
+    assert main(["plan", str(sweep)]) == 0
+    assert "2 slots for 3 seeds: a configuration's seeds cannot run together" in capsys.readouterr().out
 
 
 def write_earlier_experiment(root: Path, values: dict[tuple[str, float], list[float | None]]) -> Path:
