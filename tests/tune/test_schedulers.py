@@ -386,3 +386,26 @@ def test_a_seed_paused_after_its_configuration_was_stopped_is_stopped_again() ->
     b0.status = Trial.PAUSED  # the late end of Ray's pause
     sched.choose_trial_to_run(ctl)
     assert b0.status == Trial.TERMINATED
+
+
+def test_a_paused_seed_stopped_with_its_configuration_is_marked_for_the_experiment_state() -> None:
+    """Ray writes only marked trials into the experiment state, and stopping a trial without an actor (paused
+    at a rung) does not mark it: the state file kept PAUSED for stopped configurations' seeds. The
+    scheduler marks every paused or pending trial it stops; a running one Ray marks itself."""
+
+    class MarkingController(SimController):
+        def __init__(self, scheduler: GroupASHA) -> None:
+            super().__init__(scheduler)
+            self.marked: list[str] = []
+
+        def _mark_trial_to_checkpoint(self, trial: SimTrial) -> None:
+            self.marked.append(trial.trial_id)
+
+    sched = per_config()
+    ctl = MarkingController(sched)
+    a0, a1, b0, b1 = (ctl.add(trial(n, s, seed)) for n, s, seed in TWO_CONFIGURATIONS)
+    report(ctl, a0, 2, 0.5)
+    report(ctl, a1, 2, 0.7)
+    assert report(ctl, b0, 2, 0.1) == PAUSE and b0.status == Trial.PAUSED
+    assert report(ctl, b1, 2, 0.2) == STOP
+    assert b0.status == Trial.TERMINATED and ctl.marked == ["b0"]

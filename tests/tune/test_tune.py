@@ -39,7 +39,8 @@ def contract_trainer(config: dict[str, Any], report: Any = None, resume_from: st
     `config["test"]` steers it: `sleep_s` per evaluation, `fail_marker` (raise once, after the 2nd evaluation,
     when the file is absent), `nan_at` (raise the trainer's NonFiniteLossError at that iteration; only while
     the file `nan_marker` is absent, when given), `log` (append every call's start iteration to this file),
-    `slow_by_lambda`, `seed_noise` (SD of a seed-to-seed difference added to the quality).
+    `slow_by_lambda`, `slow_by_seed` (seed s sleeps 1 + s x this as long), `seed_noise` (SD of a seed-to-seed
+    difference added to the quality).
     """
     options = config.get("test", {})
     max_iters, interval = config["train"]["max_iters"], config["train"]["eval_interval"]
@@ -59,6 +60,7 @@ def contract_trainer(config: dict[str, Any], report: Any = None, resume_from: st
         quality += options["seed_noise"] * draw
     train_s = 0.0
     sleep_s = options.get("sleep_s", 0.0) * (1 + 3 * sum(lambdas.values()) * options.get("slow_by_lambda", 0))
+    sleep_s *= 1 + config["seed"] * options.get("slow_by_seed", 0)
     for iteration in range(start + interval, max_iters + 1, interval):
         time.sleep(sleep_s)
         train_s += sleep_s
@@ -527,6 +529,10 @@ def test_a_decide_sweep_runs_to_a_decision_and_a_killed_driver_resumes_without_r
     for trial_dir in trial_dirs(exp).values():  # paused at the rung and resumed without repeats
         iterations = [row["iteration"] for row in result_rows(trial_dir)]
         assert iterations == list(range(2, iterations[-1] + 1, 2))
+    from tune.experiment import open_experiment
+
+    states = {t.dirname: t.status for t in open_experiment(exp).trials()}
+    assert set(states.values()) == {"TERMINATED"}, states  # no seed of a stopped configuration left PAUSED
     capsys.readouterr()
     assert main(["best", str(exp), "--json"]) == 0
     best = json.loads(capsys.readouterr().out)
@@ -534,3 +540,37 @@ def test_a_decide_sweep_runs_to_a_decision_and_a_killed_driver_resumes_without_r
     assert "uda.feature_loss.lambdas.fusion_st=0.05" in best["settings"]
     assert "uda.feature_loss.variant=fusion_st" in best["settings"]
     assert Path(best["checkpoint"]).is_dir() and "fusion_st_x1_s" in best["checkpoint"]
+
+
+def test_a_slow_weak_reference_judged_after_a_stronger_configuration_is_never_stopped(
+        cluster, tmp_path: Path) -> None:
+    """Real Ray, per-configuration ASHA at rung 2 of 4, two seeds each, four trials at a time: the reference
+    (`reference:` fusion_st x16, quality 0.2, slow) reaches the rung after fusion_st x1 (0.95, fast), below
+    the rung's cutoff, and runs to the end; fusion_st x12 (0.4) is stopped there. Seed 1 runs slower, so
+    x12's seed 0 is already paused at the rung when the stop comes: the experiment state must say it was
+    stopped (Ray leaves a stopped paused trial PAUSED in its state file unless the scheduler marks it)."""
+    grid = {"grid": {"variants": [{"variant": "fusion_st", "lambda_scales": [1.0, 16.0, 12.0]}],
+                     "seeds": [0, 1]}}
+    scheduler = {"type": "per_config_asha", "grace_period": 2, "reduction_factor": 2}
+    spec = load_sweep(write_sweep(
+        tmp_path, "protected", search=grid, scheduler=scheduler, max_concurrent_trials=4,
+        resources={"cpu": 0.5}, reference={"variant": "fusion_st", "lambda_scale": 16.0},
+        overrides={"train.max_iters": 4, "test.sleep_s": 0.1, "test.slow_by_lambda": 10,
+                   "test.slow_by_seed": 2}))
+    assert spec.reference is not None and spec.launch_order()[0].key == spec.reference.key
+    grid_result = run(spec)
+    reached = {(r.config["ablation"]["lambda_scale"], r.config["seed"]): r.metrics["iteration"]
+               for r in grid_result}
+    assert reached == {(1.0, 0): 4, (1.0, 1): 4, (16.0, 0): 4, (16.0, 1): 4, (12.0, 0): 2, (12.0, 1): 2}
+    exp = Path(experiment_dir(spec))
+    log = [json.loads(line) for line in (exp / "scheduler_decisions.jsonl").read_text().splitlines()]
+    at_rung = {row["configuration"]: row for row in log if row["milestone"] == 2}
+    keys = {c.lambda_scale: c.key for c in spec.launch_order()}
+    reference, strong, weak = at_rung[keys[16.0]], at_rung[keys[1.0]], at_rung[keys[12.0]]
+    assert strong["sequence"] < reference["sequence"]  # judged after a stronger configuration ...
+    assert reference["score"] < weak["score"] < strong["score"]  # ... and below the weak one, stopped there
+    assert weak["stopped"] and not reference["stopped"] and not strong["stopped"]
+    from tune.experiment import open_experiment
+
+    states = {t.dirname: t.status for t in open_experiment(exp).trials()}
+    assert set(states.values()) == {"TERMINATED"}, states
