@@ -364,9 +364,12 @@ def format_plan(plan: Plan) -> str:
                          f"than expected below; give max_concurrent_trials >= {seeds})")
     if plan.decide is not None:
         d = plan.decide
-        hours = "" if plan.sec_per_iter is None else (
-            f", {d['expected_iterations'] * plan.sec_per_iter * plan.gpus_per_trial / SECONDS_PER_HOUR:,.1f} "
-            "GPU-hours")
+        def hours(iterations: float) -> str:
+            if plan.sec_per_iter is None:
+                return ""
+            gpu_hours = iterations * plan.sec_per_iter * plan.gpus_per_trial / SECONDS_PER_HOUR
+            return f", {gpu_hours:,.1f} GPU-hours"
+
         sd_note = (" (assumed equal to the effect: give --seed-sd or --from)" if d["seed_sd_assumed"] else
                    f" (measured in {d['seed_sd_from']}, {d['seed_sd_dof']} degrees of freedom)"
                    if d.get("seed_sd_from") else "")
@@ -381,9 +384,11 @@ def format_plan(plan: Plan) -> str:
             f"for SD {d['seed_sd_range'][0]:.2g} to {d['seed_sd_range'][1]:.2g})"
             + ("" if d["seeds_for_power"] is None else f"; max_seeds {d['seeds_for_power']} reaches "
                f"{d['power']:.0%}"),
-            f"  expected seeds per survivor {d['expected_seeds']:.1f}; expected iterations "
-            f"{d['expected_iterations']:,} ({d['expected_share']:.0%} of the grid{hours}), worst case "
-            f"{d['worst_iterations']:,}",
+            f"  seeds per survivor: expected {d['expected_seeds']:.1f}, worst case {d['max_seeds']} (the "
+            f"reference too); iterations: expected {d['expected_iterations']:,} "
+            f"({d['expected_share']:.0%} of the grid{hours(d['expected_iterations'])}), worst case "
+            f"{d['worst_iterations']:,}"
+            f"{hours(d['worst_iterations'])}",
         ]
     lines.append(
         f"kept checkpoints: up to {plan.kept_checkpoints_per_trial} per trial x "

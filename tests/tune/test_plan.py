@@ -147,9 +147,12 @@ def test_plan_shows_the_decision_design_in_text_and_json(tmp_path: Path, capsys)
     assert 0 < decide["expected_power"] <= 1 and decide["survivors"] == 3  # 24 / 2^3
     assert plan["slots"] == {"max_concurrent_trials": 8, "seeds_per_configuration": 3,
                              "configurations_at_once": 2, "seeds_together": True, "waits_at_rungs": True}
-    assert main(["plan", str(sweep)]) == 0
+    assert main(["plan", str(sweep), "--sec-per-iter", "0.6"]) == 0
     text = capsys.readouterr().out
     assert "decide: effect 1, power 0.8" in text and "assumed equal to the effect" in text
+    worst = decide["worst_iterations"]
+    assert "worst case 12 (the reference too)" in text
+    assert f"worst case {worst:,}, {worst * 0.6 / 3600:,.1f} GPU-hours" in text
     assert "8 slots: 2 configuration(s) at a time; a configuration's 3 seeds start together" in text
     assert main(["plan", str(sweep), "--seed-sd", "-1"]) == 2
     del raw["decide"]
