@@ -28,13 +28,25 @@ import pandas as pd
 from analysis.load import PARAM_PREFIX, Loaded
 from analysis.stats import adjust_p_values, mean_ci, paired_test
 from tune.configuration import BASELINE_VARIANT
+from tune.decision import (
+    DecideSpec,
+    Decision,
+    Results,
+    Verdict,
+    collect,
+    decide,
+    fixed_outcome,
+    keep_taken,
+    seed_run,
+    taken,
+)
 from tune.experiment import ERROR, TERMINATED
 
 COMPLETE, STOPPED, RUNNING, ERRORED, NO_RESULTS = "complete", "stopped", "running", "errored", "no results"
 CSV_COLUMNS = ("variant", "lambda", "budget", "delta", "ci_low", "ci_high", "n_pairs", "p_value",
                "p_adjusted", "stopped_at")
 """The columns `comparisons.csv` promises, in this order (more follow them)."""
-EXTRA_COLUMNS = ("config", "status", "lambda_scale", "reached", "max_iters", "mean", "sd", "n",
+EXTRA_COLUMNS = ("decision", "config", "status", "lambda_scale", "reached", "max_iters", "mean", "sd", "n",
                  "baseline_mean", "sd_diff", "significant", "note", "rank_at_stop", "rung_size",
                  "survivors_low", "survivors_high")
 """What follows them (then one `lambda/<term>` column per term of the experiment and one `param/<key>`
@@ -116,13 +128,19 @@ def _seed_row(values: pd.DataFrame, config: str) -> pd.DataFrame:
         pd.DataFrame(columns=values.columns))
 
 
-def seed_fates(trials: pd.DataFrame) -> dict[tuple[str, object], str]:
-    """(config, seed) -> how that seed's trial ended, in words ("stopped at 20", "errored at 40", ...)."""
+def seed_fates(trials: pd.DataFrame, metric: str = "the metric") -> dict[tuple[str, object], str]:
+    """(config, seed) -> how that seed's trial ended, in words ("stopped at 20", "errored at 40", ...): a
+    last report without a value and a result file cut short are named as what they are."""
     fates = {}
     for _, trial in trials.iterrows():
         reached = trial["iterations"]
         at = f" at {int(reached)}" if pd.notna(reached) else ""
-        if trial["state"] == ERROR:
+        if bool(trial.get("cut_last_line", False)) and trial["state"] != ERROR:
+            fate = (f"reported up to {int(reached)}; its next report was cut short in result.json (lost), "
+                    "so where it ended is unknown" if at else "has only a report cut short in result.json")
+        elif bool(trial.get("final_nan", False)) and trial["state"] == TERMINATED and at:
+            fate = f"ended at {int(reached)} with a NaN {metric} (no value to compare)"
+        elif trial["state"] == ERROR:
             fate = f"errored{at}" if at else "errored before its first report"
         elif trial["stopped_early"]:
             fate = f"was stopped{at}"
@@ -190,7 +208,7 @@ def comparisons(loaded: Loaded, options: Options = Options()) -> pd.DataFrame:
     values = seed_values(loaded)
     references = reference_configurations(status)
     terms = [c for c in trials.columns if c.startswith(("lambda/", PARAM_PREFIX))]
-    fates = seed_fates(trials)
+    fates = seed_fates(trials, loaded.setting.metric_label)
     rows = []
     for config, info in status.iterrows():
         if info["variant"] == BASELINE_VARIANT:
@@ -247,7 +265,78 @@ def comparisons(loaded: Loaded, options: Options = Options()) -> pd.DataFrame:
     for column in INTEGER_COLUMNS:
         if column in frame:
             frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("Int64")
-    return frame.reset_index(drop=True)
+    frame = frame.reset_index(drop=True)
+    study = study_decision(loaded)
+    if study is not None:
+        frame["decision"] = [study.outcome_of(c) for c in frame["config"]]
+    else:
+        frame["decision"] = [fixed_outcome(status_stopped=r["status"] == STOPPED,
+                                           significant=bool(r["significant"]), delta=float(r["delta"]),
+                                           mode=loaded.setting.mode) for _, r in frame.iterrows()]
+    return frame
+
+
+@dataclass(frozen=True)
+class StudyDecision:
+    """A `decide:` sweep's decisions, taken by tune.decision on the experiment's trials (the decisions the
+    sweep recorded stand), keyed by the configurations' names."""
+
+    verdict: Verdict
+    results: Results
+    spec: DecideSpec
+    names: dict[str, str]  # Configuration.key -> the name the analysis gives it
+    reference: str  # its name
+
+    def outcome_of(self, name: str) -> str:
+        decision = self.decision_of(name)
+        return decision.outcome if decision is not None else ""
+
+    def decision_of(self, name: str) -> Decision | None:
+        keys = {v: k for k, v in self.names.items()}
+        return self.verdict.decisions.get(keys.get(name))
+
+
+def study_decision(loaded: Loaded) -> StudyDecision | None:
+    """The decisions of a `decide:` sweep from its trials (None for a sweep without one)."""
+    if loaded.decide is None or not len(loaded.trials) or "config_key" not in loaded.trials:
+        return None
+    fields = {f for f in DecideSpec.__dataclass_fields__}
+    try:
+        spec = DecideSpec(**{k: v for k, v in loaded.decide.items() if k in fields})
+    except (TypeError, ValueError):
+        return None
+    trials = loaded.trials.dropna(subset=["seed"])
+    names = dict(zip(trials["config_key"], trials["config"]))
+    runs = []
+    for _, t in trials.iterrows():
+        value = math.nan if bool(t.get("final_nan", False)) or pd.isna(t["final"]) else float(t["final"])
+        iteration = None if pd.isna(t["iterations"]) else float(t["iterations"])
+        max_iters = None if pd.isna(t["max_iters"]) else float(t["max_iters"])
+        runs.append(seed_run(t["config_key"], int(t["seed"]), status=str(t["state"]), iteration=iteration,
+                             max_iters=max_iters, value=value))
+    reference = loaded.reference_key or ""
+    initial = loaded.initial_seeds or tuple(sorted({int(s) for s in trials["seed"]}))
+    max_iters = loaded.setting.max_iters
+    results = collect(runs, configurations=list(names), reference=reference, initial_seeds=initial,
+                      mode=loaded.setting.mode, max_iters=int(max_iters) if max_iters else None)
+    recorded = loaded.recorded or {}
+    verdict = keep_taken(decide(results, spec), taken(recorded), recorded.get("wanted", {}))
+    return StudyDecision(verdict, results, spec, names, names.get(reference, str(reference)))
+
+
+def reference_gaps(loaded: Loaded) -> list[str]:
+    """The baseline's seeds without a value at the full budget, in words ("seed 2 errored at 40", ...):
+    the comparisons on those seeds have no pair, so the report says so first and ranks nothing."""
+    trials = loaded.trials
+    mine = trials[trials["variant"] == BASELINE_VARIANT] if len(trials) else trials
+    fates = seed_fates(mine, loaded.setting.metric_label)
+    gaps = []
+    for _, t in mine.iterrows():
+        full = (t["state"] == TERMINATED and pd.notna(t["iterations"]) and pd.notna(t["max_iters"])
+                and t["iterations"] >= t["max_iters"] and not bool(t.get("final_nan", False)))
+        if not full:
+            gaps.append(f"seed {t['seed']} {fates.get((t['config'], t['seed']), 'has no result')}")
+    return gaps
 
 
 def baseline_summary(loaded: Loaded) -> dict[str, float | int | None]:

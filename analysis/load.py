@@ -60,6 +60,14 @@ class Loaded:
     missing: list[str] = field(default_factory=list)
     documents: list[tuple[str, str]] = field(default_factory=list)
     """(title, text) of the files the report embeds: each sweep.yaml and one resolved trainer config."""
+    decide: dict[str, Any] | None = None
+    """The sweep's `decide:` section (of the first experiment that has one)."""
+    reference_key: str | None = None
+    """Configuration.key of the sweep's reference (`reference:`, default the baseline)."""
+    initial_seeds: tuple[int, ...] = ()
+    """The grid's seeds (those the early-stopping phase ran)."""
+    recorded: dict[str, Any] | None = None
+    """The latest record of the sweep's decisions (decisions.jsonl), None without one."""
 
 
 def _number(value: Any) -> float | None:
@@ -164,6 +172,8 @@ def _load_one(location: str, gpus: float, prefix: bool) -> dict[str, Any]:
         sign = -1.0 if setting.mode == "min" else 1.0
         best = max(values, key=lambda rv: sign * rv[1]) if values else None
         final = values[-1][1] if values else None
+        last_value = _number(record.last_result.get(setting.metric)) if record.results else None
+        final_nan = bool(record.results) and (last_value is None or math.isnan(last_value))
         wall = _number(record.last_result.get("time_total_s"))
         trials.append({
             "experiment": name,
@@ -176,7 +186,9 @@ def _load_one(location: str, gpus: float, prefix: bool) -> dict[str, Any]:
             "started": record.started,
             "iterations": iteration,
             "max_iters": max_iters,
-            "stopped_early": stopped_early(state, iteration, max_iters),
+            "stopped_early": stopped_early(state, iteration, max_iters) and not record.cut_last_line,
+            "final_nan": final_nan,
+            "cut_last_line": record.cut_last_line,
             "final": final,
             "best": best[1] if best else None,
             "best_iteration": report_iteration(best[0]) if best else None,
@@ -206,8 +218,14 @@ def _load_one(location: str, gpus: float, prefix: bool) -> dict[str, Any]:
     if without_log:
         missing.append(f"{experiment.location}: {without_log} trial(s) have no trainer log (log.csv); "
                        "their loss curves come from the evaluation reports only")
+    try:
+        history_of_decisions = experiment.decisions()
+    except ExperimentError as error:
+        missing.append(f"{error}; the decisions are taken again from the trials")
+        history_of_decisions = []
     return {"setting": setting, "trials": trials, "history": history, "logs": logs, "missing": missing,
-            "documents": documents, "location": experiment.location}
+            "documents": documents, "location": experiment.location, "sweep": sweep,
+            "recorded": history_of_decisions[-1] if history_of_decisions else None}
 
 
 def load(locations: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], gpus: float = 0.0) -> Loaded:
@@ -228,7 +246,8 @@ def load(locations: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], g
     for row in rows:
         configuration: Configuration = row.pop("configuration")
         lambdas = dict(configuration.lambdas)
-        row.update({"config": names[configuration.key], "variant": configuration.variant,
+        row.update({"config": names[configuration.key], "config_key": configuration.key,
+                    "variant": configuration.variant,
                     "lambda": configuration.lambda_label, "lambda_scale": configuration.lambda_scale,
                     "lambdas": json.dumps(lambdas, sort_keys=True)})
         row.update({f"lambda/{term}": lambdas.get(term) for term in terms})
@@ -254,7 +273,34 @@ def load(locations: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], g
                            f"({', '.join(group['trial'])}); their mean is used")
     if not len(history):
         missing.insert(0, "no trial has reported a result yet: there is nothing to compare")
+    sweeps = [part["sweep"] for part in parts if isinstance(part.get("sweep"), dict)]
+    decide = next((dict(sw["decide"]) for sw in sweeps if isinstance(sw.get("decide"), dict)), None)
     return Loaded(trials=trials, history=history, train_log=train_log, setting=setting,
                   locations=[part["location"] for part in parts],
                   missing=list(setting.notes) + missing,
-                  documents=[d for part in parts for d in part["documents"]])
+                  documents=[d for part in parts for d in part["documents"]],
+                  decide=decide, reference_key=_reference_key(sweeps[0] if sweeps else None),
+                  initial_seeds=_grid_seeds(sweeps[0] if sweeps else None),
+                  recorded=next((part["recorded"] for part in parts if part.get("recorded")), None))
+
+
+def _grid_seeds(sweep: dict[str, Any] | None) -> tuple[int, ...]:
+    seeds = ((sweep or {}).get("search") or {}).get("grid", {}) or {}
+    seeds = seeds.get("seeds", [0]) if isinstance(seeds, dict) else [0]
+    return tuple(int(s) for s in seeds if isinstance(s, int))
+
+
+def _reference_key(sweep: dict[str, Any] | None) -> str:
+    """The key of the sweep's reference: `reference:` (a variant name or {variant, lambda_scale, lambdas}),
+    default the baseline."""
+    from tune.sweep import make_configuration
+
+    entry = (sweep or {}).get("reference")
+    if isinstance(entry, str):
+        entry = {"variant": entry}
+    if not isinstance(entry, dict) or "variant" not in entry:
+        return Configuration(BASELINE_VARIANT).key
+    try:
+        return make_configuration(str(entry["variant"]), entry.get("lambda_scale"), entry.get("lambdas")).key
+    except (KeyError, ValueError):
+        return Configuration(BASELINE_VARIANT).key

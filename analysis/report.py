@@ -17,11 +17,20 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import figures
-from analysis.compare import Options, baseline_summary, comparisons, configuration_status, ladder
+from analysis.compare import (
+    Options,
+    baseline_summary,
+    comparisons,
+    configuration_status,
+    ladder,
+    reference_gaps,
+    study_decision,
+)
 from analysis.load import Loaded, load
 from analysis.stats import CORRECTION_NAMES
 from analysis.tables import (
     Table,
+    decision_table,
     headline_table,
     stopped_table,
     to_html,
@@ -158,7 +167,9 @@ def build(locations: Locations, out_dir: str | os.PathLike[str], options: Option
     steps = ladder(loaded)
     baseline = baseline_summary(loaded)
     setting = loaded.setting
-    tables = [headline_table(frame, baseline, setting, options, effect),
+    gaps = reference_gaps(loaded)
+    tables = [decision_table(frame, study_decision(loaded), baseline, setting, options, gaps),
+              headline_table(frame, baseline, setting, options, effect, gaps),
               stopped_table(frame, setting, options, effect),
               unfinished_table(frame, setting, options)]
     trials_table = trial_table(loaded.trials, setting)
@@ -176,7 +187,7 @@ def build(locations: Locations, out_dir: str | os.PathLike[str], options: Option
     if loaded.missing:
         markdown.append("### What is missing and why\n\n" + "".join(f"- {m}\n" for m in loaded.missing))
     write_text_atomic(out / "ablation.md", "\n".join(markdown))
-    write_text_atomic(out / "ablation.tex", "\n".join(to_latex(t) for t in tables[:2] if not t.empty))
+    write_text_atomic(out / "ablation.tex", "\n".join(to_latex(t) for t in tables[:3] if not t.empty))
 
     colors = figures.variant_colors(loaded.trials["variant"].dropna().unique())
     fig_dir = out / "figures"
@@ -201,11 +212,12 @@ def build(locations: Locations, out_dir: str | os.PathLike[str], options: Option
     sources = ", ".join(loaded.locations)
     sections = [f"<h1>CMDA feature-alignment ablation</h1><p>{html.escape(sources)}</p>"
                 f"<p>{html.escape(summary)}</p>"]
+    sections.append(f"<h2>{html.escape(tables[0].title)}</h2>{to_html(tables[0])}")  # the answer first
     if loaded.missing:
         items = "".join(f"<li>{html.escape(m)}</li>" for m in loaded.missing)
         sections.append(f"<h2>What is missing and why</h2><ul class='missing'>{items}</ul>")
-    for table in tables:
-        if not table.empty or table is tables[0]:
+    for table in tables[1:]:
+        if not table.empty or table is tables[1]:
             sections.append(f"<h2>{html.escape(table.title)}</h2>{to_html(table)}")
     for name, title in FIGURES.items():
         png = fig_dir / f"{name}.png"

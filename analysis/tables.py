@@ -15,11 +15,12 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.compare import COMPLETE, STOPPED, Options
+from analysis.compare import COMPLETE, STOPPED, Options, StudyDecision
 from analysis.load import PARAM_PREFIX
 from analysis.setting import Setting
 from analysis.stats import CORRECTION_NAMES, PowerNote, power_note
 from tune.configuration import BASELINE_VARIANT
+from tune.decision import BETTER, EQUIVALENT, OUT_OF_BUDGET, OUT_OF_SEEDS, UNDECIDED, WORSE
 from tune.experiment import ERROR, PAUSED, PENDING, RUNNING, TERMINATED
 
 DASH = "–"
@@ -132,32 +133,37 @@ def _test_sentence(comparisons: pd.DataFrame, options: Options) -> str:
 
 
 def headline_table(comparisons: pd.DataFrame, baseline: dict[str, Any], setting: Setting,
-                   options: Options, effect: float) -> Table:
-    """Configurations that ran to the end, at full budget, the baseline first; the best mean in bold."""
+                   options: Options, effect: float, gaps: list[str] | None = None) -> Table:
+    """Configurations that ran to the end, at full budget, the baseline first; the best by paired Δ bold."""
     metric = setting.metric_label
     rows = comparisons[comparisons["status"] == COMPLETE] if len(comparisons) else comparisons
     params = param_columns(comparisons)
     header = ["Variant", "λ", *_param_header(params), "Compared at", f"{metric} (mean ± SD)",
-              *_delta_header(options)]
+              *_delta_header(options), "Decision"]
     cells = []
     if baseline:
         mean = fmt_mean(baseline["mean"], baseline["sd"], baseline["n"])
         cells.append([BASELINE_VARIANT, DASH, *_param_cells(baseline, params),
-                      fmt_int(baseline["budget"]), mean, "(baseline)", DASH, DASH, DASH])
+                      fmt_int(baseline["budget"]), mean, "(baseline)", DASH, DASH, DASH, "(reference)"])
     for _, row in rows.iterrows():
         cells.append([row["variant"], row["lambda"] or DASH, *_param_cells(row, params),
-                      fmt_int(row["budget"]), fmt_mean(row["mean"], row["sd"], row["n"]), *_delta_cells(row)])
+                      fmt_int(row["budget"]), fmt_mean(row["mean"], row["sd"], row["n"]), *_delta_cells(row),
+                      row.get("decision") or DASH])
     frame = pd.DataFrame(cells, columns=header)
-    means = ([baseline["mean"]] if baseline else []) + rows["mean"].tolist()
     bold = set()
-    mean_column = header[3 + len(params)]
-    if means and any(not missing(m) for m in means):
-        pick = min if setting.mode == "min" else max
-        best = pick(m for m in means if not missing(m))
-        bold = {(i, mean_column) for i, m in enumerate(means) if m == best}
+    reference_complete = bool(baseline) and baseline.get("status") == COMPLETE and not gaps
+    # the best by its paired difference to the reference (0 for the reference itself), never by raw means
+    # over different sets of seeds; no ranking when the reference did not reach the full budget
+    deltas = ([0.0] if baseline else []) + rows["delta"].tolist()
+    if reference_complete and any(not missing(d) for d in deltas):
+        sign = -1.0 if setting.mode == "min" else 1.0
+        best = max(sign * d for d in deltas if not missing(d))
+        column = header[4 + len(params)] if best > 0 else header[3 + len(params)]
+        bold = {(i, column) for i, d in enumerate(deltas) if not missing(d) and sign * d == best}
     budget = f"{setting.max_iters} iterations" if setting.max_iters else "their last iteration"
     caption = (f"Configurations that ran to the end ({budget}), each compared with the baseline at the "
-               f"largest iteration both reached, paired by seed. " + _test_sentence(comparisons, options))
+               f"largest iteration both reached, paired by seed; in bold the best by that paired difference "
+               f"(the baseline when none is better). " + _test_sentence(comparisons, options))
     if setting.mode == "min":
         caption += f" Lower {metric} is better."
     if setting.reference is not None:
@@ -175,6 +181,69 @@ def headline_table(comparisons: pd.DataFrame, baseline: dict[str, Any], setting:
     if len(rows):
         notes.append(_power(rows, comparisons, setting, options, effect).text)
     return Table("Configurations that ran to the end", frame, caption, notes, bold)
+
+
+DECISION_WORDS = {BETTER: "better", WORSE: "worse", EQUIVALENT: "equivalent", UNDECIDED: "undecided",
+                  STOPPED: "stopped early"}
+
+
+def decision_table(comparisons: pd.DataFrame, study: StudyDecision | None, baseline: dict[str, Any],
+                   setting: Setting, options: Options, gaps: list[str] | None = None) -> Table:
+    """The study's answer, first on the page: each configuration decided better, worse or equivalent,
+    undecided (out of seeds or budget, or still open), or stopped early, with Δ and its interval."""
+    metric = setting.metric_label
+    header = ["Configuration", "Decision", "Δ vs reference [interval]", "Level", "Fresh seeds", "Why"]
+    cells = []
+    notes = []
+    if study is not None:
+        spec = study.spec
+        for config, decision in study.verdict.decisions.items():
+            name = study.names.get(config, str(config))
+            outcome = DECISION_WORDS.get(decision.outcome, decision.outcome)
+            if decision.outcome == UNDECIDED:
+                outcome += f" ({decision.reason})" if decision.reason else " (still open)"
+            interval = DASH
+            if not missing(decision.delta):
+                interval = fmt(decision.delta, signed=True)
+                if not missing(decision.low):
+                    interval += f" [{fmt(decision.low, signed=True)}, {fmt(decision.high, signed=True)}]"
+            why = {OUT_OF_SEEDS: f"max_seeds {spec.max_seeds} reached",
+                   OUT_OF_BUDGET: f"decide.budget {spec.budget:g} spent on better-ranked survivors",
+                   }.get(decision.reason, "")
+            if decision.look:
+                looked = f"look {decision.look}, p (adjusted) {fmt_p(decision.p_adjusted)}"
+                why = f"{looked}; {why}" if why else looked
+            level = DASH if missing(decision.level) else f"{decision.level:.1%}"
+            cells.append([name, outcome, interval, level, fmt_int(decision.seeds) if decision.seeds else DASH,
+                          why or DASH])
+        caption = (
+            f"Decided on fresh seeds against {study.reference} (decide: effect {spec.effect:g} {metric}, "
+            f"power {spec.power:g}, family-wise alpha {spec.alpha:g}, max_seeds {spec.max_seeds}, "
+            f"budget {spec.budget:g} of the fixed-seed grid). Better/worse: the interval at the level "
+            "shown (Bonferroni over the family and the looks) excludes 0; equivalent: the TOST interval "
+            f"lies within ±{spec.effect:g}; the family-wise error of these claims is at most "
+            f"{spec.alpha:g} (docs/ARCHITECTURE.md). Undecided (out of seeds): max_seeds was reached; "
+            "(out of budget): ranked below the survivors the budget confirms; (still open): more seeds "
+            "are wanted. The initial seeds' numbers, which selected the survivors, are in the tables "
+            "below and decide nothing.")
+        if not study.verdict.done:
+            notes.append("The study is not finished: some decisions are still open.")
+    else:
+        for _, row in comparisons.iterrows():
+            outcome = DECISION_WORDS.get(row["decision"], row["decision"])
+            cells.append([row["config"], outcome, fmt_delta(row), f"{1 - options.alpha:.0%}", DASH,
+                          f"at {fmt_int(row['budget'])}" if not missing(row["budget"]) else DASH])
+        caption = (f"This sweep had no decide: section. Better/worse: significant after the "
+                   f"{_correction(options)} correction on the seeds it ran; nothing is called equivalent, "
+                   "since no seed count was sized for it. Add decide: to the sweep file to run the study "
+                   "until each comparison is decided.")
+    if baseline and baseline.get("status") != COMPLETE:
+        notes.insert(0, f"The reference did not reach the full budget (it reached {baseline['budget']}): "
+                        "nothing is ranked; a missing reference seed leaves its comparisons without pairs.")
+    elif gaps:
+        notes.insert(0, "A reference seed has no value at the full budget (" + "; ".join(gaps) + "): "
+                        "nothing is ranked; the comparisons on that seed have no pair.")
+    return Table("Decision", pd.DataFrame(cells, columns=header), caption, notes)
 
 
 def stopped_table(comparisons: pd.DataFrame, setting: Setting, options: Options, effect: float) -> Table:

@@ -27,6 +27,7 @@ index): the same studies feed both designs.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import multiprocessing
 import sys
@@ -52,6 +53,7 @@ from tune.configuration import Configuration  # noqa: E402
 from tune.decision import (  # noqa: E402
     BETTER,
     EQUIVALENT,
+    OUT_OF_BUDGET,
     WORSE,
     DecideSpec,
     Results,
@@ -66,7 +68,7 @@ SEEDS, EVAL, MAX_ITERS, GRACE, RF, TAU = 3, 4000, 40000, 8000, 2, 8000
 EFFECTS = (0.0,) * 20 + (1.0, -1.0, -2.0, -3.0)
 CONFIGS = len(EFFECTS) + 1  # the reference is configuration 0
 SEED_SD, PERSISTENT = 0.7, 0.8
-SPEC = DecideSpec(effect=1.0, power=0.8, alpha=0.05, max_seeds=12)
+SPEC = DecideSpec(effect=1.0, power=0.8, alpha=0.05, max_seeds=12, budget=1.0)
 FRESH_DRAWN = 12  # fresh seeds drawn per configuration: enough for max_seeds up to 15
 GRID = CONFIGS * SEEDS * MAX_ITERS  # the fixed 3-seed full grid: 3.0 M iterations
 UNLIMITED = 10**6
@@ -141,7 +143,7 @@ class EarlyPhase:
 def early_phase(study: Study, *, protect: bool, together: bool, slots: int, rf: float = RF) -> EarlyPhase:
     scheduler = GroupASHA(metric="miou18", mode="max", grace_period=GRACE, max_t=MAX_ITERS,
                           reduction_factor=rf, group_by="configuration", group_size=SEEDS,
-                          protected={REFERENCE} if protect else ())
+                          protected={REFERENCE} if protect else (), wait_at_rungs=together)
     history: dict[tuple[int, int], dict[int, float]] = {}
 
     def curve(trial: SimTrial, iteration: int) -> float:
@@ -188,7 +190,8 @@ def new_design(study: Study, phase: EarlyPhase, spec: DecideSpec = SPEC) -> dict
     stopped = frozenset(c for c in range(1, CONFIGS) if c not in alive)
     fresh_trials = 0
     while True:
-        results = Results(0, tuple(range(SEEDS)), values, stopped=stopped)
+        results = Results(0, tuple(range(SEEDS)), values, stopped=stopped, max_iters=MAX_ITERS,
+                          early_iterations=phase.iterations)
         verdict = decide(results, spec)
         launch = verdict.fresh_wanted(results)
         if not launch:
@@ -209,10 +212,12 @@ def new_design(study: Study, phase: EarlyPhase, spec: DecideSpec = SPEC) -> dict
         "equivalent_null": np.mean([outcome[c] == EQUIVALENT for c in verdict.family
                                     if study.effects[c] == 0]) if any(
             study.effects[c] == 0 for c in verdict.family) else math.nan,
-        "decision_coverage": covered, "survivors": len(verdict.family),
+        "decision_coverage": covered, "survivors": len(verdict.ranking), "family": len(verdict.family),
         "compute": (phase.iterations + fresh_trials * MAX_ITERS) / GRID,
         "early_compute": phase.iterations / GRID, "fresh_trials": fresh_trials,
         "undecided": sum(outcome[c] == "undecided" for c in verdict.family),
+        "out_of_budget": sum(decisions[c].reason == OUT_OF_BUDGET for c in range(1, CONFIGS)),
+        "plus_out_of_budget": decisions[plus].reason == OUT_OF_BUDGET,
     }
 
 
@@ -299,8 +304,9 @@ def interval_alone(replicate: int, sd_index: int, sd: float) -> tuple[float, flo
     return float(np.mean(boot)), float(np.mean(tint))
 
 
-def replicate(args: tuple[int, int]) -> dict[str, Any]:
-    replicate_index, sd_index = args
+def replicate(args: tuple[int, int, str]) -> dict[str, Any]:
+    replicate_index, sd_index, fit = args
+    spec = dataclasses.replace(SPEC, fit=fit)
     sd = SDS[sd_index]
     study = Study.draw(replicate_index, sd_index, sd)
     out: dict[str, Any] = {"sd": sd}
@@ -309,7 +315,7 @@ def replicate(args: tuple[int, int]) -> dict[str, Any]:
             continue
         new_phase = early_phase(study, protect=True, together=True, slots=slots)
         today_phase = early_phase(study, protect=False, together=False, slots=slots)
-        out[("new", slots)] = new_design(study, new_phase)
+        out[("new", slots)] = new_design(study, new_phase, spec)
         if slots == MAIN_SLOTS:
             out[("new", slots)]["initial_coverage"] = initial_coverage(study, new_phase)
         out[("today", slots)] = todays_design(study, today_phase) if slots == MAIN_SLOTS else {
@@ -379,8 +385,14 @@ def table(results: list[dict[str, Any]], replicates: int) -> str:
     equivalent = np.nanmean([n["equivalent_null"] for n in new])
     lines.append(f"| fresh trials (mean, reference included) | {fresh:.1f} | – |")
     lines.append(f"| null survivors decided equivalent | {equivalent:.1%} | – |")
+    lines.append(f"| survivors confirmed on fresh seeds within the budget (mean per study) | "
+                 f"{np.mean([n['family'] for n in new]):.2f} | – |")
     lines.append(f"| survivors left undecided at max_seeds (mean per study) | "
                  f"{np.mean([n['undecided'] for n in new]):.2f} | – |")
+    lines.append(f"| survivors left undecided, out of budget (mean per study) | "
+                 f"{np.mean([n['out_of_budget'] for n in new]):.2f} | – |")
+    lines.append(f"| the +1.0 configuration undecided, out of budget | "
+                 f"{_share([n['plus_out_of_budget'] for n in new])} | – |")
     for slots in SLOTS:
         name = "unlimited" if slots == UNLIMITED else str(slots)
         lines.append(f"| configurations whose seeds ended at different iterations, {name} slots (mean per "
@@ -410,7 +422,7 @@ def alternative(args: tuple[int, int, int, float, int]) -> dict[str, Any]:
     replicate_index, max_seeds, rf, spread, sd_index = args
     study = Study.draw(replicate_index, sd_index, SDS[sd_index], spread)
     phase = early_phase(study, protect=True, together=True, slots=MAIN_SLOTS, rf=rf)
-    spec = DecideSpec(effect=SPEC.effect, power=SPEC.power, alpha=SPEC.alpha, max_seeds=max_seeds)
+    spec = dataclasses.replace(SPEC, max_seeds=max_seeds)
     return {"key": (max_seeds, rf, spread, sd_index), **new_design(study, phase, spec)}
 
 
@@ -466,10 +478,12 @@ def main() -> int:
                         help="also the trade-off table: max_seeds, the reduction factor, unequal noise")
     parser.add_argument("--error-replicates", type=int, default=0,
                         help="also the error rows of the new design alone on this many replicates per SD")
+    parser.add_argument("--fit", choices=("worst", "expected"), default="worst",
+                        help="decide.fit: how the confirmed survivors are fitted into decide.budget")
     args = parser.parse_args()
     replicates = 40 if args.quick else args.replicates
     start = time.time()
-    jobs = [(r, i) for i in range(len(SDS)) for r in range(replicates)]
+    jobs = [(r, i, args.fit) for i in range(len(SDS)) for r in range(replicates)]
     print(table(_run(replicate, jobs, args.workers), replicates))
     if args.alternatives:
         jobs = [(r, m, rf, spread, 1) for m, rf, spread in ALTERNATIVES for r in range(replicates)]
@@ -478,7 +492,8 @@ def main() -> int:
         spec = (SPEC.max_seeds, RF, 0.0)
         jobs = [(r, *spec, i) for i in range(len(SDS)) for r in range(args.error_replicates)]
         print("\n" + error_table(_run(alternative, jobs, args.workers), args.error_replicates))
-    print(f"\n({time.time() - start:.0f} s, {args.workers} worker(s))")
+    print(f"\n(decide.fit {args.fit}, budget {SPEC.budget}; {time.time() - start:.0f} s, {args.workers} "
+          "worker(s))")
     return 0
 
 

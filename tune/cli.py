@@ -70,6 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--json", action="store_true", help="print one JSON object")
     plan.add_argument("--gpus", type=int, default=None, metavar="N",
                       help="the cluster's GPUs: print the concurrency (trials at once) and wall-clock time")
+    spread = plan.add_mutually_exclusive_group()
+    spread.add_argument("--seed-sd", type=float, default=None,
+                        help="paired seed-to-seed SD of the headline metric, for a decide: sweep's power and "
+                        "expected seeds (default: the effect)")
+    spread.add_argument("--from", dest="from_experiment", default=None, metavar="EXPERIMENT",
+                        help="take the paired seed-to-seed SD from an earlier experiment folder (its "
+                        "full-budget values)")
     speed = plan.add_mutually_exclusive_group()
     speed.add_argument("--sec-per-iter", type=float, default=None, help="seconds per trainer iteration")
     speed.add_argument(
@@ -98,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     clean.add_argument("experiment_dir")
     clean.add_argument("--address", default=None,
                        help="the Ray cluster the sweep ran on (default: this machine only, without Ray)")
+    best = sub.add_parser("best", help="the configuration a decide: study decided is best: its settings and "
+                          "checkpoint")
+    best.add_argument("experiment_dir")
+    best.add_argument("--json", action="store_true", help="print one JSON object")
 
     status = sub.add_parser("status", help="table of trials in an experiment folder (does not start Ray)")
     status.add_argument("experiment_dir")
@@ -115,6 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _plan(args)
         if args.command == "clean":
             return _clean(args)
+        if args.command == "best":
+            return _best(args)
         from tune import driver  # imports Ray Tune: only the commands that start Ray pay for it
 
         if args.command == "resume":
@@ -183,7 +196,14 @@ def _status(location: str) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from tune.plan import checkpoint_bytes, format_plan, make_plan, measure_seconds_per_iter, memory_budget
+    from tune.plan import (
+        checkpoint_bytes,
+        format_plan,
+        make_plan,
+        measure_seconds_per_iter,
+        memory_budget,
+        seed_sd_from,
+    )
     from tune.preflight import check_trial_configs, sweep_warnings
 
     spec = load_sweep(args.sweep_file)
@@ -197,9 +217,25 @@ def _plan(args: argparse.Namespace) -> int:
     if args.measure:
         sec_per_iter = measure_seconds_per_iter(first, threads=int(spec.cpu))
     memory = memory_budget(first) if args.memory else None
+    measured = None
+    if args.from_experiment is not None and spec.decide is not None:
+        measured = seed_sd_from(args.from_experiment, spec.metric)
     plan = make_plan(spec, sec_per_iter=sec_per_iter, ckpt_bytes=checkpoint_bytes(first), memory=memory,
-                     gpus=args.gpus, warnings=sweep_warnings(spec, configs))
+                     gpus=args.gpus, warnings=sweep_warnings(spec, configs), seed_sd=args.seed_sd,
+                     measured_sd=measured)
     print(json.dumps(plan.as_json(), indent=1) if args.json else format_plan(plan))
+    return 0
+
+
+def _best(args: argparse.Namespace) -> int:
+    from tune.best import NothingDecided, best_configuration, format_best
+
+    try:
+        best = best_configuration(args.experiment_dir)
+    except NothingDecided as exc:
+        print(f"cmda-tune: {exc}", file=sys.stderr)
+        return EXIT_TRIAL_ERRORS
+    print(json.dumps(best.as_json(), indent=1) if args.json else format_best(best))
     return 0
 
 

@@ -1,7 +1,8 @@
 """The demo's sweep half: synthetic data, then the demo sweep on CPU, resumed if its folder exists.
 
-Every feature-alignment variant at the L2 study's lambdas (the fork's values) on two seeds, with
-per-configuration ASHA deciding on the mean over both seeds. The trials are short and the data synthetic: the
+The baseline and four feature-alignment variants at the L2 study's lambdas (the fork's values) on two seeds,
+per-configuration ASHA deciding on the mean over both seeds, then `decide:` adding fresh seeds until the
+study ends in a decision (configs/sweeps/demo.yaml). The trials are short and the data synthetic: the
 demo shows the pipeline, the storage discipline and the statistics, not which variant wins on real data.
 `make demo` runs the repository's `demo.py`, which runs this and then the analysis report: tune never imports
 the analysis, so the two are composed above both (docs/ARCHITECTURE.md, tune).

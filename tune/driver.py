@@ -104,6 +104,9 @@ def build_scheduler(spec: SweepSpec) -> Any:
         max_t=s.max_t,
         reduction_factor=s.reduction_factor,
         seeds=len(spec.seeds),
+        protected=() if spec.reference is None else (spec.reference.key,),
+        initial_seeds=spec.seeds if spec.decide is not None else None,
+        wait_at_rungs=spec.waits_at_rungs,
     )
 
 
@@ -160,13 +163,13 @@ def build_tuner(
 
     from tune.searchers import build_searcher
 
-    searcher = build_searcher(spec)
+    searcher = build_searcher(spec, experiment_dir(spec))
     tune_config = tune.TuneConfig(
         metric=spec.metric,
         mode=spec.mode,
         scheduler=build_scheduler(spec),
         search_alg=searcher,
-        num_samples=spec.search.num_trials,
+        num_samples=spec.max_trials,
         max_concurrent_trials=spec.max_concurrent_trials,
         trial_name_creator=trial_name_creator,
         trial_dirname_creator=trial_name_creator,
@@ -284,6 +287,11 @@ def settle_concurrency(spec: SweepSpec, *, autoscaling: bool) -> SweepSpec:
         kinds=capacity.cluster_node_kinds(autoscaling), cluster_gpus=spec.cluster_gpus)
     limit = "no limit on" if resolved.trials is None else f"up to {resolved.trials}"
     print(f"cmda-tune: max_concurrent_trials: auto: {limit} trials at once ({resolved.reason})")
+    seeds = len(spec.seeds)
+    if spec.decide is not None and resolved.trials is not None and resolved.trials < seeds:
+        raise SweepError(f"{spec.path}: field 'max_concurrent_trials': auto gives {resolved.trials} trial(s) "
+                         f"at once here, and decide: runs a configuration's {seeds} seeds together; use a "
+                         f"cluster with at least {seeds} trial slots or fewer seeds")
     return dataclasses.replace(spec, max_concurrent_trials=resolved.trials)
 
 

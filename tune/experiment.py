@@ -21,6 +21,10 @@ from cmda.io import parse_yaml, write_text_atomic
 from tune.configuration import ResultLines, read_result_lines, report_iteration, report_max_iters
 
 SWEEP_FILE = "sweep.yaml"
+DECISIONS_FILE = "decisions.jsonl"
+"""The decisions of a `decide:` sweep: one tune.decision.record per change, in sequence order, the file
+rewritten atomically at each (not .json: Ray copies an experiment's *.json files to its staging folder on a
+resume and uploads them back later, which would put a stale copy over newer decisions)."""
 STATE_PREFIX = "experiment_state-"
 RESULT_FILE = "result.json"
 PARAMS_FILE = "params.json"
@@ -109,6 +113,21 @@ def error_message(text: str, max_lines: int = MESSAGE_LINES, max_chars: int = ME
 def error_summary(text: str) -> str:
     """The first line of `error_message`: the exception line a person needs in a table."""
     return error_message(text).split("\n", 1)[0]
+
+
+def write_file(fs: Any, path: str, text: str, where: str | None = None) -> None:
+    """Write a small text file through a pyarrow filesystem: atomically (rename) on a local one; an object
+    PUT (s3://, gs://) is atomic by itself."""
+    import pyarrow.fs as pafs
+
+    if isinstance(fs, pafs.LocalFileSystem):
+        write_text_atomic(path, text)
+        return
+    try:
+        with fs.open_output_stream(path) as stream:
+            stream.write(text.encode("utf-8"))
+    except OSError as error:
+        raise ExperimentError(f"{where or path}: cannot write: {error}") from error
 
 
 @dataclass
@@ -233,14 +252,7 @@ class Experiment:
 
     def write_text(self, text: str, *parts: str) -> str:
         """Write a small file into the experiment (atomically on local storage; an object PUT is atomic)."""
-        if not is_uri(self.location):
-            write_text_atomic(self._path(*parts), text)
-        else:
-            try:
-                with self.fs.open_output_stream(self._path(*parts)) as stream:
-                    stream.write(text.encode("utf-8"))
-            except OSError as error:
-                raise ExperimentError(f"{self.where(*parts)}: cannot write: {error}") from error
+        write_file(self.fs, self._path(*parts), text, self.where(*parts))
         return self.where(*parts)
 
     def remove_file(self, *parts: str) -> None:
@@ -316,6 +328,19 @@ class Experiment:
             }
         return out
 
+    def decisions(self) -> list[dict[str, Any]]:
+        """The records of DECISIONS_FILE in sequence order (empty without one; a cut line is skipped)."""
+        try:
+            text = self.read_text(DECISIONS_FILE)
+        except FileNotFoundError:
+            return []
+        rows = [row for row in read_result_lines(text).rows if isinstance(row.get("sequence"), int)]
+        return sorted(rows, key=lambda row: row["sequence"])
+
+    def state_trial_names(self) -> set[str]:
+        """The folder names of the trials Ray's experiment state knows (those a resume continues)."""
+        return set(self._state_trials())
+
     def trials(self) -> list[TrialRecord]:
         """Every trial, started (a folder with params.json) or only in the state file, by folder name."""
         known = self._state_trials()
@@ -343,6 +368,12 @@ class Experiment:
                 pass
             if not record.results and meta.get("last_result"):
                 record.results = [meta["last_result"]]
+            elif record.cut_last_line and meta.get("last_result"):
+                # the cut line may be the last report; Ray's state may still hold it
+                last, reached = meta["last_result"], record.iteration
+                if (report_iteration(last) or -1) > (reached if reached is not None else -1):
+                    record.results.append(last)
+                    record.cut_last_line = False
             if self.is_file(name, ERROR_FILE):
                 record.error_file = self.where(name, ERROR_FILE)
                 record.error = error_summary(self.read_text(name, ERROR_FILE))

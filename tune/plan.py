@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from tune.configuration import Configuration, first_evaluation
-from tune.sweep import GridSearch, SweepSpec
+from tune.sweep import GridSearch, SweepError, SweepSpec
 
 SECONDS_PER_HOUR = 3600.0
 
@@ -69,6 +69,13 @@ class Plan:
     over the concurrent slots (ideal packing)."""
     warnings: list[str] = field(default_factory=list)
     """What `sweep` would refuse or warn about (missing data, unwritable storage, mis-aligned rungs)."""
+    slots: dict[str, Any] = field(default_factory=dict)
+    """The slot model: `max_concurrent_trials` (None: as many as the cluster fits), `seeds_per_configuration`,
+    `configurations_at_once` (a configuration's seeds start together, only when all fit), `seeds_together`
+    (the slots hold a configuration's seeds; without, its first seeds run ahead unjudged), `waits_at_rungs`
+    (a seed waits at a rung until its siblings reach it)."""
+    decide: dict[str, Any] | None = None
+    """A `decide:` sweep's design (tune.decision.plan_decision at `seed_sd`), None otherwise."""
     labels: list[str] = field(default_factory=list)
     """Each trial's configuration label, for the text table (not part of the JSON)."""
     space_lines: list[str] = field(default_factory=list)
@@ -194,6 +201,99 @@ def _median_step_seconds(config: dict[str, Any], steps: int) -> float:
     return timed[len(timed) // 2]
 
 
+def slot_model(spec: SweepSpec, slots: int | None) -> dict[str, Any]:
+    """How the trials share `slots` (the concurrency: plan_concurrency; None: as many as the cluster fits,
+    which `max_concurrent_trials: auto` rounds to whole configurations)."""
+    seeds = len(spec.seeds)
+    return {"max_concurrent_trials": slots, "seeds_per_configuration": seeds,
+            "configurations_at_once": None if slots is None else max(slots // seeds, 1),
+            "seeds_together": slots is None or slots >= seeds, "waits_at_rungs": spec.waits_at_rungs}
+
+
+@dataclass(frozen=True)
+class MeasuredSD:
+    """A paired seed-to-seed SD measured in an earlier experiment (`plan --from`)."""
+
+    sd: float
+    dof: int
+    source: str  # the experiment's location
+
+    def interval(self) -> tuple[float, float]:
+        """The 95% interval of the SD from its degrees of freedom (chi-square)."""
+        from scipy import stats
+
+        return (self.sd * math.sqrt(self.dof / stats.chi2.ppf(0.975, self.dof)),
+                self.sd * math.sqrt(self.dof / stats.chi2.ppf(0.025, self.dof)))
+
+
+def seed_sd_from(location: str, metric: str) -> MeasuredSD:
+    """The paired seed-to-seed SD of `metric` in an earlier experiment: every configuration's full-budget
+    values (stopped and failed seeds left out), the seed effect shared by all configurations removed as the
+    decision removes it (tune.decision.paired_seed_sd). Its sweep.yaml says which metric and budget."""
+    from pathlib import Path
+
+    from tune.best import experiment_runs
+    from tune.decision import COMPLETE, paired_seed_sd
+    from tune.experiment import SWEEP_FILE, ExperimentError, open_experiment
+    from tune.sweep import parse_sweep
+
+    experiment = open_experiment(location)
+    raw = experiment.sweep()
+    if raw is None:
+        raise ExperimentError(f"--from {experiment.location}: no {SWEEP_FILE} in it, so its metric and "
+                              "budget are unknown")
+    earlier = parse_sweep(raw, Path(experiment.where(SWEEP_FILE)))
+    if earlier.metric != metric:
+        raise SweepError(f"--from {experiment.location}: it measured {earlier.metric}, this sweep decides on "
+                         f"{metric}")
+    values: dict[str, dict[int, float]] = {}
+    for run in experiment_runs(experiment.trials(), earlier.metric, earlier.max_iters).values():
+        if run.state == COMPLETE and math.isfinite(run.value):
+            values.setdefault(str(run.config), {})[run.seed] = run.value
+    sd, dof = paired_seed_sd(values)
+    if dof == 0 or not sd > 0:
+        raise SweepError(f"--from {experiment.location}: too few seeds reached the full budget to measure a "
+                         "seed-to-seed SD (it needs two configurations with at least two common seeds); "
+                         "give --seed-sd instead")
+    return MeasuredSD(sd, dof, experiment.location)
+
+
+def decide_design(spec: SweepSpec, seed_sd: float | None,
+                  measured: MeasuredSD | None = None) -> dict[str, Any] | None:
+    """plan's `decide` object: the decision design at a seed-to-seed SD (the paired SD of one seed's
+    configuration-minus-reference difference): `measured` in an earlier experiment (its range: the 95%
+    interval from its degrees of freedom), else `seed_sd` as stated (range x0.6 to x1.4), else the
+    effect itself, said so; with the survivors the early phase is expected to leave (rung by rung,
+    1/reduction_factor each) and the expected compute capped by decide.budget."""
+    from tune.decision import plan_decision
+
+    if spec.decide is None or not isinstance(spec.search, GridSearch):
+        return None
+    assumed = seed_sd is None and measured is None
+    sd = float(measured.sd if measured is not None else spec.decide.effect if seed_sd is None else seed_sd)
+    if not (math.isfinite(sd) and sd > 0):
+        raise SweepError(f"--seed-sd: expected a number > 0, got {seed_sd}")
+    sd_range = measured.interval() if measured is not None else (sd * 0.6, sd * 1.4)
+    configurations = len(spec.search.configurations)
+    seeds = len(spec.seeds)
+    rungs = len(decision_points(spec))
+    survivors = max(1, int(round((configurations - 1) / spec.scheduler.reduction_factor ** rungs)))
+    early = configurations * seeds * expected_iterations_per_trial(spec)
+    design = plan_decision(spec.decide, initial=seeds, configurations=configurations, survivors=survivors,
+                           max_iters=spec.max_iters, early_iterations=early, sd=sd, sd_range=sd_range)
+    grid = configurations * seeds * spec.max_iters
+    cap = spec.decide.budget * grid
+    out = design.as_json()
+    out.update(budget=spec.decide.budget, fit=spec.decide.fit, seed_sd_assumed=assumed,
+               seed_sd_from=None if measured is None else measured.source,
+               seed_sd_dof=None if measured is None else measured.dof,
+               grid_iterations=grid, expected_iterations=round(min(design.expected_iterations, cap)),
+               worst_iterations=round(min(design.worst_iterations, max(cap, early))),
+               expected_share=round(min(design.expected_iterations, cap) / grid, 3),
+               early_iterations=round(early))
+    return out
+
+
 def plan_concurrency(spec: SweepSpec, gpus: int | None) -> int | None:
     """Trials at once on a cluster of `gpus` GPUs (tune.capacity), or the sweep's own number."""
     from tune.capacity import AUTO, resolve, slots_from_gpus
@@ -216,6 +316,8 @@ def make_plan(
     memory: dict[str, Any] | None = None,
     gpus: int | None = None,
     warnings: list[str] | None = None,
+    seed_sd: float | None = None,
+    measured_sd: MeasuredSD | None = None,
 ) -> Plan:
     from tune.preflight import representative_trials
     from tune.trainable import resolve_trial_config
@@ -267,6 +369,8 @@ def make_plan(
         wall_hours_to_end=wall_to_end,
         wall_hours_expected=wall_expected,
         warnings=list(warnings or []),
+        slots=slot_model(spec, concurrency),
+        decide=decide_design(spec, seed_sd, measured_sd),
         labels=[Configuration.from_params(p).label for p in spec.grid_trials()]
         if isinstance(spec.search, GridSearch) else [],
     )
@@ -324,6 +428,47 @@ def format_plan(plan: Plan) -> str:
         lines.append(f"concurrency: {plan.concurrency} trials at once{on}{wall}")
     elif plan.gpus is None:
         lines.append("concurrency: as many trials as the cluster holds (give --gpus N for the number)")
+    slots = plan.slots
+    if slots:
+        limit = slots["max_concurrent_trials"]
+        at_once = (f"{limit} slots: {slots['configurations_at_once']} configuration(s) at a time"
+                   if limit is not None else "slots: as many trials as the cluster fits")
+        seeds = slots["seeds_per_configuration"]
+        if slots.get("seeds_together", True):
+            lines.append(f"{at_once}; a configuration's {seeds} seeds start together"
+                         + ("; a seed waits at a rung for its siblings" if slots["waits_at_rungs"] else ""))
+        else:
+            lines.append(f"{limit} slots for {seeds} seeds: a configuration's seeds cannot run together, so "
+                         "the first ones train past each rung before the last is judged there (more compute "
+                         f"than expected below; give max_concurrent_trials >= {seeds})")
+    if plan.decide is not None:
+        d = plan.decide
+        def hours(iterations: float) -> str:
+            if plan.sec_per_iter is None:
+                return ""
+            gpu_hours = iterations * plan.sec_per_iter * plan.gpus_per_trial / SECONDS_PER_HOUR
+            return f", {gpu_hours:,.1f} GPU-hours"
+
+        sd_note = (" (assumed equal to the effect: give --seed-sd or --from)" if d["seed_sd_assumed"] else
+                   f" (measured in {d['seed_sd_from']}, {d['seed_sd_dof']} degrees of freedom)"
+                   if d.get("seed_sd_from") else "")
+        low, high = d["expected_power_range"]
+        lines += [
+            f"decide: effect {d['effect']:g}, power {d['power']:g}, alpha {d['alpha']:g}, max_seeds "
+            f"{d['max_seeds']}, budget {d['budget']:g} of the fixed-seed grid ({d['grid_iterations']:,} "
+            f"iterations), fit {d['fit']}",
+            f"  paired seed-to-seed SD {d['seed_sd']:.3g}{sd_note}; about {d['survivors']} survivor(s) of "
+            "the early phase get fresh seeds",
+            f"  expected power to find +{d['effect']:g}: {d['expected_power']:.0%} ({high:.0%} to {low:.0%} "
+            f"for SD {d['seed_sd_range'][0]:.2g} to {d['seed_sd_range'][1]:.2g})"
+            + ("" if d["seeds_for_power"] is None else f"; max_seeds {d['seeds_for_power']} reaches "
+               f"{d['power']:.0%}"),
+            f"  seeds per survivor: expected {d['expected_seeds']:.1f}, worst case {d['max_seeds']} (the "
+            f"reference too); iterations: expected {d['expected_iterations']:,} "
+            f"({d['expected_share']:.0%} of the grid{hours(d['expected_iterations'])}), worst case "
+            f"{d['worst_iterations']:,}"
+            f"{hours(d['worst_iterations'])}",
+        ]
     lines.append(
         f"kept checkpoints: up to {plan.kept_checkpoints_per_trial} per trial x "
         f"{_size(plan.checkpoint_bytes)} = {_size(plan.checkpoint_storage_bytes)} for {plan.count} trials"

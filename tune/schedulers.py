@@ -4,10 +4,8 @@ Ray's ASHAScheduler judges trials one by one, so it stops single unlucky seeds a
 mean over seeds; `GroupASHA` judges a configuration's seeds together (their mean at a rung, once every live
 seed reached it) and stops them together; `protected` configurations (the reference every comparison is made
 against) are never stopped, though their scores still count at each rung. Every scheduler here also ends a
-deterministic failure instead of retrying it, and rebuilds its state after `cmda-tune resume` (Ray does
-not save scheduler state, Ray issue 30838): the rung decisions taken before the crash are read back from
-the experiment's record of them (`DECISIONS_FILE`, written at each decision), so that a resume never revises
-them; only rungs still undecided are replayed from result.json. The rules one by one:
+deterministic failure instead of retrying it, and rebuilds its rung records from result.json after
+`cmda-tune resume` (Ray does not save scheduler state, Ray issue 30838). The rules one by one:
 docs/ARCHITECTURE.md (tune, scheduling).
 """
 
@@ -25,14 +23,14 @@ import numpy as np
 from ray.tune.experiment import Trial
 from ray.tune.schedulers.trial_scheduler import FIFOScheduler, TrialScheduler
 
-from cmda.io import write_text_atomic
 from tune.configuration import Configuration, Ladder, read_result_lines
+from tune.experiment import ExperimentError, write_file
 
 log = logging.getLogger(__name__)
 DETERMINISTIC_MARKER = "DeterministicTrialError"
 LIVE = (Trial.PENDING, Trial.RUNNING, Trial.PAUSED)
-DECISIONS_FILE = "scheduler_decisions.json"
-"""The rung decisions in the order they were taken: [{"group", "rung", "score", "stopped"}, ...]."""
+DECISIONS_FILE = "scheduler_decisions.jsonl"
+"""The rung decisions of a sweep, in the experiment folder (`DecisionLog`)."""
 
 
 def last_failure_text(trial: Any) -> str:
@@ -48,46 +46,6 @@ def is_deterministic_failure(trial: Any) -> bool:
     return DETERMINISTIC_MARKER in last_failure_text(trial)
 
 
-def _experiment_of(trial: Any) -> tuple[Any, str] | None:
-    """(pyarrow filesystem, experiment folder) of a trial, wherever the experiment is now (a resumed
-    experiment may have moved); None for a trial without storage (simulations)."""
-    storage = getattr(trial, "storage", None)
-    if storage is None:
-        return None
-    return storage.storage_filesystem, str(storage.experiment_fs_path).rstrip("/")
-
-
-def read_decisions(where: tuple[Any, str]) -> list[dict[str, Any]]:
-    """The recorded decisions; [] when there is no record (a new sweep, or one from before the record)."""
-    fs, folder = where
-    try:
-        with fs.open_input_stream(f"{folder}/{DECISIONS_FILE}") as handle:
-            data = json.loads(handle.readall().decode("utf-8"))
-    except FileNotFoundError:
-        return []
-    except (OSError, ValueError) as error:  # unreadable: fall back to replaying result.json
-        log.warning("%s/%s unreadable (%s): the rungs are replayed from the results", folder, DECISIONS_FILE,
-                    error)
-        return []
-    return [entry for entry in data if isinstance(entry, dict)] if isinstance(data, list) else []
-
-
-def write_decisions(where: tuple[Any, str], decisions: list[dict[str, Any]]) -> None:
-    """Write the whole record (atomically on a local or mounted path; an object PUT is atomic)."""
-    import pyarrow.fs as pafs
-
-    fs, folder = where
-    text = json.dumps(decisions, indent=0) + "\n"
-    try:
-        if isinstance(fs, pafs.LocalFileSystem):
-            write_text_atomic(f"{folder}/{DECISIONS_FILE}", text)
-        else:
-            with fs.open_output_stream(f"{folder}/{DECISIONS_FILE}") as stream:
-                stream.write(text.encode("utf-8"))
-    except OSError as error:  # the sweep goes on; a resume would replay this rung from the results
-        log.warning("could not record a scheduler decision in %s: %s", folder, error)
-
-
 def trial_history(trial: Any) -> list[dict[str, Any]]:
     """The results a trial reported before a restore, in file order, read from its result.json in storage
     (any pyarrow filesystem: local, NFS, s3://, gs://). A line cut by a crash is skipped."""
@@ -101,6 +59,21 @@ def trial_history(trial: Any) -> list[dict[str, Any]]:
     except (FileNotFoundError, OSError):
         return []
     return list(read_result_lines(text).rows)
+
+
+def stop_trial(tune_controller: Any, trial: Any) -> None:
+    """Stop a trial through Ray and make sure the experiment state records it.
+
+    Ray (2.60) writes a trial's status into the experiment state only for trials it marked for the next
+    snapshot; stopping a trial without a running actor (PAUSED at a rung, or PENDING) sets TERMINATED in
+    memory but returns before marking it, so the state file (what `cmda-tune status`, the report and a
+    resume read) kept PAUSED for seeds of stopped configurations (seen in `make demo`). Marking it here
+    closes that gap; a controller without the method (tests' stand-ins) is left as it is."""
+    idle = trial.status in (Trial.PAUSED, Trial.PENDING)
+    tune_controller.stop_trial(trial)
+    mark = getattr(tune_controller, "_mark_trial_to_checkpoint", None)
+    if idle and callable(mark):
+        mark(trial)
 
 
 class RetryPolicyScheduler(FIFOScheduler):
@@ -178,7 +151,7 @@ class RetryPolicyScheduler(FIFOScheduler):
 
 @dataclass
 class _Group:
-    """Bookkeeping of one group (a configuration's seeds, or a single trial)."""
+    """Bookkeeping of one group (a configuration's initial seeds, or a single trial)."""
 
     members: dict[str, Any] = field(default_factory=dict)  # trial_id -> Trial
     scores: dict[float, dict[str, float]] = field(default_factory=dict)  # milestone -> trial_id -> score
@@ -186,10 +159,69 @@ class _Group:
     failed: set[str] = field(default_factory=set)
     stopped_at: float | None = None
     protected: bool = False  # never stopped (the reference of the comparisons)
+    configuration: str = ""  # Configuration.key of its trials
+    key: Hashable = ""  # its key among the scheduler's groups
+
+
+class DecisionLog:
+    """The rung decisions of one sweep, in the order they were taken, kept in the experiment folder
+    (`DECISIONS_FILE`, one JSON object per line, the whole file replaced atomically at every decision).
+
+    Ray does not save scheduler state; replaying results after a resume would take the decisions again in
+    whatever order the replay sees them, against the failures known at the end. The log makes the replay
+    exact: the decisions taken before a crash are applied as they were. The file is located through any
+    trial's storage (Ray's StorageContext: local folder, NFS or bucket)."""
+
+    def __init__(self) -> None:
+        self.entries: list[dict[str, Any]] = []
+        self._target: tuple[Any, str] | None = None
+
+    def bind(self, trial: Any) -> bool:
+        """Find the experiment folder from a trial (once); False when the trial has no storage (tests)."""
+        if self._target is None:
+            storage = getattr(trial, "storage", None)
+            folder = getattr(storage, "experiment_fs_path", None)
+            if folder is None:
+                return False
+            self._target = (storage.storage_filesystem, f"{folder}/{DECISIONS_FILE}")
+        return True
+
+    def read(self) -> list[dict[str, Any]]:
+        """The decisions recorded before (empty without a file); a line cut by a crash is skipped."""
+        if self._target is None:
+            return []
+        fs, path = self._target
+        try:
+            with fs.open_input_stream(path) as handle:
+                text = handle.readall().decode("utf-8", errors="replace")
+        except (FileNotFoundError, OSError):
+            return []
+        rows = [row for row in read_result_lines(text).rows if "milestone" in row and "group" in row]
+        self.entries = sorted(rows, key=lambda row: row.get("sequence", 0))  # file order = sequence order
+        return list(self.entries)
+
+    def append(self, entry: dict[str, Any]) -> None:
+        """Record one decision with the next sequence number (decisions are ordered by it, never by clock)."""
+        self.entries.append({"sequence": len(self.entries) + 1, **entry})
+        if self._target is None:
+            return
+        fs, path = self._target
+        text = "".join(json.dumps(row, allow_nan=True) + "\n" for row in self.entries)
+        try:
+            write_file(fs, path, text)
+        except (OSError, ExperimentError) as error:  # the sweep goes on; a replay would fall back on results
+            log.warning("could not record the scheduler's decision in %s: %s", path, error)
 
 
 class GroupASHA(RetryPolicyScheduler):
-    """Stopping ASHA over groups of trials (see module doc); `group_by` is "trial" or "configuration"."""
+    """Stopping ASHA over groups of trials (see module doc); `group_by` is "trial" or "configuration".
+
+    `initial_seeds`: the seeds the groups are made of (None: every seed); a trial of another seed is a fresh
+    seed of a decision (tune.decision): it is never judged at a rung, never stopped, and runs to max_t.
+    `wait_at_rungs` (per configuration only): a seed that reaches a rung its group has not decided yet is
+    paused there (Ray checkpoints and stops it; it resumes from its checkpoint when the group continues),
+    so every seed of a configuration ends at the same iteration whatever order their reports arrive in.
+    """
 
     def __init__(
         self,
@@ -203,6 +235,9 @@ class GroupASHA(RetryPolicyScheduler):
         group_by: str = "configuration",
         group_size: int = 1,
         protected: Collection[Hashable] = (),
+        initial_seeds: Collection[int] | None = None,
+        wait_at_rungs: bool = True,
+        decision_log: DecisionLog | None = None,
     ) -> None:
         ladder = Ladder(grace_period, reduction_factor, max_t)  # raises ValueError for an impossible one
         if group_by not in ("trial", "configuration"):
@@ -216,13 +251,13 @@ class GroupASHA(RetryPolicyScheduler):
         self._max_t, self._rf = max_t, reduction_factor
         self._group_by, self._group_size = group_by, group_size
         self._protected = frozenset(protected)  # configuration keys (Configuration.key)
+        self._initial = None if initial_seeds is None else frozenset(int(s) for s in initial_seeds)
+        self._wait = wait_at_rungs and group_by == "configuration"
+        self._log = decision_log if decision_log is not None else DecisionLog()
         self.milestones: list[float] = list(ladder.milestones)
         self._groups: dict[Hashable, _Group] = {}
         self._rungs: dict[float, list[float]] = {m: [] for m in self.milestones}
         self._to_replay: dict[str, Any] = {}
-        self._where: tuple[Any, str] | None = None  # the experiment folder, known from the first trial
-        self._decisions: list[dict[str, Any]] = []  # taken so far (restored ones first), in order
-        self._restored: dict[str, list[dict[str, Any]]] = {}  # group key -> its recorded decisions
 
     # -- Ray's hooks ------------------------------------------------------------------------------------
 
@@ -236,8 +271,9 @@ class GroupASHA(RetryPolicyScheduler):
         return True
 
     def _on_add(self, tune_controller: Any, trial: Any) -> None:
-        if self._where is None:
-            self._restore_decisions(trial)
+        self._log.bind(trial)
+        if self._fresh(trial):
+            return
         group = self._group(trial)
         known = trial.trial_id in group.members
         group.members[trial.trial_id] = trial
@@ -246,15 +282,26 @@ class GroupASHA(RetryPolicyScheduler):
         if trial.status == Trial.ERROR:
             self._mark_failed(tune_controller, trial)  # restored with its error kept (resume without errored)
         elif group.stopped_at is not None and trial.status in LIVE:
-            tune_controller.stop_trial(trial)  # e.g. a retried sibling of an already stopped configuration
+            stop_trial(tune_controller, trial)  # e.g. a retried sibling of an already stopped configuration
 
     def choose_trial_to_run(self, tune_controller: Any) -> Any:
+        """FIFO over the trials that may run: a seed waiting at an undecided rung does not (it would train
+        past the rung before its group is judged there)."""
         self._replay(tune_controller)
-        return super().choose_trial_to_run(tune_controller)
+        self._settle(tune_controller)
+        self._stop_paused_of_stopped(tune_controller)
+        for status in (Trial.PENDING, Trial.PAUSED):
+            for trial in tune_controller.get_trials():
+                if trial.status == status and not self._waiting(trial):
+                    return trial
+        return None
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
         self._replay(tune_controller)
         self._settle(tune_controller)
+        self._stop_paused_of_stopped(tune_controller)
+        if self._fresh(trial):
+            return self._at_end(result)
         group = self._group(trial)
         group.members.setdefault(trial.trial_id, trial)
         if group.stopped_at is not None:
@@ -262,29 +309,50 @@ class GroupASHA(RetryPolicyScheduler):
         if self._record(trial, result) and self._decide(group):
             self._stop_siblings(tune_controller, group, trial)
             return TrialScheduler.STOP
-        if result.get(self._time_attr, -math.inf) >= self._max_t:
+        if self._at_end(result) == TrialScheduler.STOP:
             return TrialScheduler.STOP
+        if self._waiting(trial):
+            return TrialScheduler.PAUSE
         return TrialScheduler.CONTINUE
 
     def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> None:
         self._replay(tune_controller)
         self._settle(tune_controller)
+        if self._fresh(trial):
+            return
         group = self._group(trial)
         if group.stopped_at is None and self._record(trial, result) and self._decide(group):
             self._stop_siblings(tune_controller, group, trial)
 
     def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
+        if self._fresh(trial):
+            return
         group = self._group(trial)
         if group.stopped_at is None:  # removed without our decision: it will never report again
             self._mark_failed(tune_controller, trial)
 
     def _on_permanent_failure(self, tune_controller: Any, trial: Any) -> None:
+        if self._fresh(trial):
+            return
         group = self._group(trial)
         group.failed.add(trial.trial_id)
         if group.stopped_at is None and self._decide(group):
             self._stop_siblings(tune_controller, group, trial)
 
     # -- the rule ---------------------------------------------------------------------------------------
+
+    def _fresh(self, trial: Any) -> bool:
+        """A fresh seed of a decision: not one of the groups' initial seeds."""
+        if self._initial is None:
+            return False
+        try:
+            return int(trial.config.get("seed")) not in self._initial
+        except (TypeError, ValueError):
+            return False
+
+    def _at_end(self, result: dict[str, Any]) -> str:
+        return TrialScheduler.STOP if result.get(self._time_attr, -math.inf) >= self._max_t else (
+            TrialScheduler.CONTINUE)
 
     def _key(self, trial: Any) -> Hashable:
         if self._group_by == "trial":
@@ -295,11 +363,8 @@ class GroupASHA(RetryPolicyScheduler):
         key = self._key(trial)
         if key not in self._groups:
             configuration = Configuration.from_params(trial.config).key
-            group = self._groups[key] = _Group(protected=configuration in self._protected)
-            for entry in self._restored.pop(str(key), []):  # taken before a crash: never revised
-                group.decided.add(entry["rung"])
-                if entry["stopped"]:
-                    group.stopped_at = entry["rung"]
+            self._groups[key] = _Group(protected=configuration in self._protected,
+                                       configuration=configuration, key=key)
         return self._groups[key]
 
     def _score(self, result: dict[str, Any]) -> float:
@@ -319,6 +384,16 @@ class GroupASHA(RetryPolicyScheduler):
                 recorded = True
         return recorded
 
+    def _waiting(self, trial: Any) -> bool:
+        """The trial reached a rung its (live) group has not decided yet: it must not train on."""
+        if not self._wait or self._fresh(trial):
+            return False
+        group = self._groups.get(self._key(trial))
+        if group is None or group.stopped_at is not None or trial.trial_id in group.failed:
+            return False
+        return any(trial.trial_id in group.scores.get(m, {}) and m not in group.decided
+                   for m in self.milestones)
+
     def _decide(self, group: _Group) -> bool:
         """Judge every rung whose live members have all reported; True when the group is stopped."""
         live = self._group_size - len(group.failed)
@@ -332,22 +407,32 @@ class GroupASHA(RetryPolicyScheduler):
             score = float(np.mean(values)) if all(math.isfinite(v) for v in values) else -math.inf
             finite = [v for v in self._rungs[milestone] if math.isfinite(v)]
             cutoff = float(np.percentile(finite, (1 - 1 / self._rf) * 100)) if finite else None
-            self._rungs[milestone].append(score)
-            group.decided.add(milestone)
-            weak = score < cutoff if cutoff is not None else False
-            stopped = cutoff is not None and not group.protected and (weak or not math.isfinite(score))
-            self._note(group, milestone, score, stopped)
-            if stopped:
-                group.stopped_at = milestone
+            stop = cutoff is not None and not group.protected and (score < cutoff or not math.isfinite(score))
+            self._log.append({"group": group.key, "configuration": group.configuration,
+                              "milestone": milestone, "score": score, "stopped": stop})
+            self._apply(group, milestone, score, stop)
+            if stop:
                 return True
         return False
 
-    def _note(self, group: _Group, milestone: float, score: float, stopped: bool) -> None:
-        """Add a decision to the experiment's record (see module doc)."""
-        key = next((k for k, g in self._groups.items() if g is group), None)
-        self._decisions.append({"group": str(key), "rung": milestone, "score": score, "stopped": stopped})
-        if self._where is not None:
-            write_decisions(self._where, self._decisions)
+    def _apply(self, group: _Group, milestone: float, score: float, stop: bool) -> None:
+        self._rungs[milestone].append(score)
+        group.decided.add(milestone)
+        if stop:
+            group.stopped_at = milestone
+
+    def _stop_paused_of_stopped(self, tune_controller: Any) -> None:
+        """A seed whose group was stopped while Ray was still pausing it (saving its checkpoint) can end
+        up PAUSED after the stop: it is stopped again here, so no seed of a stopped configuration stays
+        paused."""
+        if tune_controller is None or not self._wait:
+            return
+        for group in self._groups.values():
+            if group.stopped_at is None:
+                continue
+            for member in list(group.members.values()):
+                if member.status == Trial.PAUSED:
+                    stop_trial(tune_controller, member)
 
     def _stop_siblings(self, tune_controller: Any, group: _Group, trial: Any) -> None:
         """Stop the other seeds now: waiting for their next report would cost up to one evaluation each."""
@@ -355,26 +440,9 @@ class GroupASHA(RetryPolicyScheduler):
             return
         for sibling in list(group.members.values()):
             if sibling is not trial and sibling.trial_id not in group.failed and sibling.status in LIVE:
-                tune_controller.stop_trial(sibling)
+                stop_trial(tune_controller, sibling)
 
     # -- rebuilding state after a restore ---------------------------------------------------------------
-
-    def _restore_decisions(self, trial: Any) -> None:
-        """Read the decisions taken before a crash: the rungs' scores in the order they were judged, and each
-        group's decided rungs (applied as its group is created), so that no replay revises them."""
-        self._where = _experiment_of(trial)
-        if self._where is None:
-            return
-        for entry in read_decisions(self._where):
-            rung, score = entry.get("rung"), entry.get("score")
-            if rung not in self._rungs or not isinstance(score, (int, float)):
-                continue  # not a rung of this ladder (the sweep cannot change on resume; be safe anyway)
-            self._rungs[rung].append(float(score))
-            self._restored.setdefault(str(entry.get("group")), []).append(
-                {"rung": rung, "stopped": bool(entry.get("stopped"))})
-            self._decisions.append(entry)
-        if self._decisions:
-            log.info("%d scheduler decisions restored from %s", len(self._decisions), DECISIONS_FILE)
 
     @staticmethod
     def _has_history(trial: Any) -> bool:
@@ -382,23 +450,38 @@ class GroupASHA(RetryPolicyScheduler):
         return bool(metadata is not None and metadata.last_result)
 
     def _replay(self, tune_controller: Any) -> None:
-        """Feed the restored trials' earlier results through the rule: they restore each trial's scores;
-        the rungs decided before the crash keep their recorded decisions (`_restore_decisions`), only the
-        others (an experiment without the record) are judged here, in the order the results arrived."""
+        """After a restore: apply the decisions recorded before the crash in their order, then record the
+        restored trials' scores from result.json (a rung still open waits for its other seeds as before).
+        Without a record (an experiment from before the log), the results are judged in timestamp order."""
         if not self._to_replay:
             return
         trials, self._to_replay = list(self._to_replay.values()), {}
+        recorded = self._log.read()
+        for entry in recorded:
+            key = entry["group"]
+            group = self._groups.setdefault(key, _Group(
+                protected=entry.get("configuration") in self._protected,
+                configuration=str(entry.get("configuration", "")), key=key))
+            milestone = float(entry["milestone"])
+            if milestone in self._rungs and milestone not in group.decided and group.stopped_at is None:
+                self._apply(group, milestone, float(entry["score"]), bool(entry["stopped"]))
         rows = [(row, trial) for trial in trials for row in trial_history(trial)]
         rows.sort(key=lambda pair: (pair[0].get("timestamp", 0), pair[0].get("time_total_s", 0.0)))
         for row, trial in rows:
             group = self._group(trial)
-            if group.stopped_at is None and self._record(trial, row):
+            if group.stopped_at is None and self._record(trial, row) and not recorded:
+                self._decide(group)
+        for key in sorted(self._groups, key=str):
+            group = self._groups[key]
+            if group.stopped_at is None:
                 self._decide(group)
         stopped = [g for g in self._groups.values() if g.stopped_at is not None]
         log.info(
-            "scheduler state rebuilt from %d restored trials (%d results); %d groups stopped",
+            "scheduler state rebuilt from %d restored trials (%d results, %d recorded decisions); "
+            "%d groups stopped",
             len(trials),
             len(rows),
+            len(recorded),
             len(stopped),
         )
         for group in stopped:
@@ -423,8 +506,13 @@ def build_scheduler(
     max_t: int = 1,
     reduction_factor: float = 2.0,
     seeds: int = 1,
+    protected: Collection[Hashable] = (),
+    initial_seeds: Collection[int] | None = None,
+    wait_at_rungs: bool = True,
 ) -> RetryPolicyScheduler:
-    """The scheduler a sweep's `scheduler.type` names."""
+    """The scheduler a sweep's `scheduler.type` names; `protected`: the references' configuration keys;
+    `initial_seeds`: the sweep's seeds (any other seed is a fresh seed of a decision); `wait_at_rungs`:
+    see GroupASHA (only where the slots hold a configuration's seeds)."""
     if kind == "none":
         return RetryPolicyScheduler()
     group_by = {"asha": "trial", "per_config_asha": "configuration"}[kind]
@@ -437,5 +525,7 @@ def build_scheduler(
         reduction_factor=reduction_factor,
         group_by=group_by,
         group_size=seeds if group_by == "configuration" else 1,
+        protected=protected,
+        initial_seeds=initial_seeds,
+        wait_at_rungs=wait_at_rungs,
     )
-

@@ -6,9 +6,10 @@ per trial and per configuration, in Ray's grid order and in configuration-major 
 
 `SimController` implements the part of Ray's TuneController a scheduler may call (`get_trials`,
 `stop_trial`, `_set_trial_status`, `search_alg`) with Ray's semantics: stopping a RUNNING trial calls the
-scheduler's `on_trial_complete`, a PENDING one `on_trial_remove`. `run_sweep` plays a whole sweep: at most
-`concurrency` trials run, pending trials start in the scheduler's choice order, every trial advances at its
-own speed and reports its metric every `eval_interval` iterations.
+scheduler's `on_trial_complete`, a PENDING or PAUSED one `on_trial_remove`; PAUSE parks a trial. `run_sweep`
+plays a whole sweep: at most `concurrency` trials are live (running or paused, as Ray's concurrency limit
+counts them), pending and paused trials (re)start in the scheduler's choice order, every trial advances at
+its own speed and reports its metric every `eval_interval` iterations.
 """
 
 from __future__ import annotations
@@ -100,6 +101,8 @@ class SimController:
         decision = self.scheduler.on_trial_result(self, trial, dict(result))
         if decision == TrialScheduler.STOP:
             self.stop_trial(trial)
+        elif decision == TrialScheduler.PAUSE:
+            trial.status = Trial.PAUSED  # Ray saves its checkpoint; it resumes from there when chosen
         return decision
 
     def finish(self, trial: SimTrial) -> None:
@@ -162,11 +165,30 @@ def run_sweep(
     started: dict[str, float] = {}
     ended: dict[str, float] = {}
     last_report: dict[str, int] = {}
+    paused_at: dict[str, float] = {}
+    idle: dict[str, float] = {}  # time spent paused (no training)
     now, tie = 0.0, 0
     pace = speed or (lambda trial: 1.0)
 
     def running() -> int:
-        return sum(t.status == Trial.RUNNING for t in controller.trials)
+        return sum(t.status in (Trial.RUNNING, Trial.PAUSED) for t in controller.trials)
+
+    def start(chosen: SimTrial) -> None:
+        nonlocal tie
+        chosen.status = Trial.RUNNING
+        started.setdefault(chosen.trial_id, now)
+        paused_at.pop(chosen.trial_id, None)
+        tie += 1
+        iteration = last_report.get(chosen.trial_id, 0) + eval_interval
+        heapq.heappush(events, (now + eval_interval / pace(chosen), tie, chosen, iteration))
+
+    def resume_paused() -> None:
+        while any(t.status == Trial.PAUSED for t in controller.trials):
+            chosen = scheduler.choose_trial_to_run(controller)
+            if chosen is None or chosen.status != Trial.PAUSED:
+                return
+            idle[chosen.trial_id] = idle.get(chosen.trial_id, 0.0) + now - paused_at[chosen.trial_id]
+            start(chosen)
 
     def next_launch() -> list[SimTrial]:
         if launch_group is None:
@@ -175,7 +197,7 @@ def run_sweep(
         return list(itertools.takewhile(lambda t: launch_group(t) == key, queue))
 
     def fill() -> None:
-        nonlocal tie
+        resume_paused()
         while queue:
             group = next_launch()
             if len(group) > concurrency:
@@ -189,15 +211,16 @@ def run_sweep(
                 chosen = scheduler.choose_trial_to_run(controller)
                 if chosen is None:
                     continue
-                chosen.status = Trial.RUNNING
-                started[chosen.trial_id] = now
-                tie += 1
-                heapq.heappush(events, (now + eval_interval / pace(chosen), tie, chosen, eval_interval))
+                start(chosen)
 
     def close_ended() -> None:
         for trial in controller.trials:
-            if trial.trial_id in started and trial.trial_id not in ended and trial.status != Trial.RUNNING:
+            if trial.status == Trial.PAUSED:
+                paused_at.setdefault(trial.trial_id, now)
+            elif trial.trial_id in started and trial.trial_id not in ended and trial.status != Trial.RUNNING:
                 ended[trial.trial_id] = now
+                if trial.trial_id in paused_at:  # stopped while paused: it trained until it paused
+                    idle[trial.trial_id] = idle.get(trial.trial_id, 0.0) + now - paused_at.pop(trial.trial_id)
 
     fill()
     while events:
@@ -207,14 +230,20 @@ def run_sweep(
         last_report[trial.trial_id] = iteration
         result = {ITERATION: iteration, MAX_ITERS: max_iters, metric: curve(trial, iteration)}
         decision = controller.report(trial, result)
-        if decision != TrialScheduler.STOP and iteration < max_iters:
+        if decision == TrialScheduler.PAUSE:
+            pass
+        elif decision != TrialScheduler.STOP and iteration < max_iters:
             tie += 1
             heapq.heappush(events, (now + eval_interval / pace(trial), tie, trial, iteration + eval_interval))
         elif decision != TrialScheduler.STOP:
             controller.finish(trial)
         close_ended()
         fill()
-    iterations = {t: (ended.get(t, now) - started[t]) * pace(_by_id(controller, t)) for t in started}
+    stalled = [t.trial_id for t in (*controller.trials, *queue) if t.status == Trial.PAUSED or t in queue]
+    if stalled:  # e.g. seeds waiting at a rung for siblings that cannot start: every slot holds a waiting one
+        raise RuntimeError(f"the sweep stalled with {len(stalled)} trials waiting: {', '.join(stalled[:5])}")
+    iterations = {t: (ended.get(t, now) - started[t] - idle.get(t, 0.0)) * pace(_by_id(controller, t))
+                  for t in started}
     return SweepOutcome(iterations, last_report, now)
 
 

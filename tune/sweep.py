@@ -28,6 +28,7 @@ from cmda.overrides import apply_overrides, dotted_get
 from cmda.uda.variant_names import VARIANT_NAMES
 from cmda.validation import StrictModel, validate, whole_number
 from tune.configuration import BASELINE_VARIANT, Configuration, Ladder, round_value
+from tune.decision import DecideSpec
 from tune.space import EMPTY, Space, SpaceError, parse_space
 
 ASHA_TYPES = ("asha", "per_config_asha")
@@ -228,6 +229,27 @@ class CheckpointSection(StrictModel):
     """Best checkpoints kept by the sweep's metric; the latest is always kept besides them."""
 
 
+class ReferenceEntry(StrictModel):
+    """The configuration every other one is compared with: a variant of the grid, with its lambda scale
+    (or explicit lambdas) where the grid has that variant at several."""
+
+    variant: str
+    lambda_scale: float | None = None
+    lambdas: dict[str, float] | None = None
+
+
+class DecideSection(StrictModel):
+    """`decide:` (tune.decision.DecideSpec): run the study until each comparison with the reference is
+    decided better, worse or equivalent, or its seeds or the budget run out."""
+
+    effect: float
+    power: float = 0.8
+    alpha: float = 0.05
+    max_seeds: int = 12
+    budget: float = 1.0
+    fit: Literal["worst", "expected"] = "worst"
+
+
 class SweepFile(StrictModel):
     name: str | None = None
     base_config: str
@@ -244,10 +266,18 @@ class SweepFile(StrictModel):
     callbacks: dict[Literal[CALLBACK_TYPES], dict[str, Any] | bool] = Field(default_factory=dict)  # type: ignore[valid-type]
     path_map: dict[str, str] = Field(default_factory=dict)
     """Driver folder -> the folder the cluster's nodes mount it at (tune.paths)."""
+    reference: ReferenceEntry | None = None
+    """Default: variant none (the baseline), when the grid has it."""
+    decide: DecideSection | None = None
     # Resolved values, written into the experiment folder's sweep.yaml; when given they must agree.
     metric: str | None = None
     mode: Literal["max", "min"] | None = None
     target: str | None = None
+
+    @field_validator("reference", mode="before")
+    @classmethod
+    def _reference_name(cls, value: Any) -> Any:
+        return _entry_from_name(value)
 
     @field_validator("name")
     @classmethod
@@ -369,10 +399,28 @@ class SweepSpec:
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
     autoscaling: bool = False
     cluster_gpus: int | None = None
+    reference: Configuration | None = None
+    """What every configuration is compared with: never stopped by a scheduler, its seeds launched first."""
+    decide: DecideSpec | None = None
 
     @property
     def seeds(self) -> tuple[int, ...]:
         return self.search.seeds
+
+    @property
+    def waits_at_rungs(self) -> bool:
+        """Per-configuration ASHA holds a seed at a rung until its siblings reach it (so every seed of a
+        configuration ends at one iteration); only possible when the slots hold a configuration's seeds."""
+        slots = self.max_concurrent_trials  # `auto` is resolved in whole configurations (tune.capacity)
+        holds_seeds = not isinstance(slots, int) or slots >= len(self.seeds)
+        return self.scheduler.type == "per_config_asha" and holds_seeds
+
+    @property
+    def max_trials(self) -> int:
+        """Every trial the sweep may create: with `decide:`, every configuration at max_seeds."""
+        if self.decide is not None and isinstance(self.search, GridSearch):
+            return len(self.search.configurations) * max(self.decide.max_seeds, len(self.seeds))
+        return self.search.num_trials
 
     def common_params(self) -> dict[str, Any]:
         """Entries every trial shares: the base config, the overrides and the backbone (informative)."""
@@ -390,7 +438,15 @@ class SweepSpec:
         (so its seeds reach each rung together and per-configuration decisions never wait long)."""
         if not isinstance(self.search, GridSearch):
             raise TypeError("the trials of an Optuna sweep are sampled at run time")
-        return [self.trial_params(c, s) for c in self.search.configurations for s in self.search.seeds]
+        return [self.trial_params(c, s) for c in self.launch_order() for s in self.search.seeds]
+
+    def launch_order(self) -> tuple[Configuration, ...]:
+        """The grid's configurations, the reference first (its seeds are needed by every comparison)."""
+        if not isinstance(self.search, GridSearch):
+            raise TypeError("the trials of an Optuna sweep are sampled at run time")
+        configurations = self.search.configurations
+        first = None if self.reference is None else self.reference.key
+        return tuple(sorted(configurations, key=lambda c: c.key != first))
 
 
 def _fail(path: Path, fieldname: str, message: str) -> SweepError:
@@ -602,6 +658,8 @@ def parse_sweep(raw: Any, path: Path) -> SweepSpec:
     mode = (
         _agreeing(path, "scheduler.mode", model.scheduler.mode, ("mode", model.mode)) or model.mode or "max"
     )
+    reference = _reference(path, model.reference, search)
+    decide = _decide(path, model, search, reference)
     return SweepSpec(
         path=path,
         name=model.name or path.stem,
@@ -626,7 +684,74 @@ def parse_sweep(raw: Any, path: Path) -> SweepSpec:
         raw=dict(raw),
         autoscaling=model.resources.autoscaling,
         cluster_gpus=model.resources.cluster_gpus,
+        reference=reference,
+        decide=decide,
     )
+
+
+def _reference(
+    path: Path, entry: ReferenceEntry | None, search: GridSearch | OptunaSearch
+) -> Configuration | None:
+    """The grid's configuration the sweep file's `reference:` names (default: the baseline, if there)."""
+    if entry is None:
+        if isinstance(search, GridSearch):
+            return next((c for c in search.configurations if c.variant == BASELINE_VARIANT), None)
+        baseline = BASELINE_VARIANT in search.variants
+        return make_configuration(BASELINE_VARIANT, None, None) if baseline else None
+    _check_variant(path, "reference.variant", entry.variant)
+    if entry.lambda_scale is not None and entry.lambdas is not None:
+        raise _fail(path, "reference", "give either lambda_scale or explicit lambdas, not both")
+    if not isinstance(search, GridSearch):
+        raise _fail(path, "reference", "a reference other than the default needs a grid search")
+    matches = [c for c in search.configurations if c.variant == entry.variant]
+    if entry.lambdas is not None or entry.lambda_scale is not None:
+        try:
+            wanted = make_configuration(entry.variant, entry.lambda_scale, entry.lambdas)
+        except KeyError as exc:
+            raise _fail(path, "reference.lambdas", str(exc.args[0])) from None
+        matches = [c for c in matches if c.key == wanted.key]
+    if not matches:
+        named = " ".join(str(part) for part in (entry.variant, entry.lambda_scale or entry.lambdas) if part)
+        raise _fail(path, "reference", f"{named} is not a configuration of search.grid; valid: "
+                    f"{[c.label for c in search.configurations]}")
+    if len(matches) > 1:
+        raise _fail(path, "reference", f"the grid has {entry.variant} at {len(matches)} settings "
+                    f"({', '.join(c.label for c in matches)}); name one with lambda_scale or lambdas")
+    return matches[0]
+
+
+def _decide(path: Path, model: SweepFile, search: GridSearch | OptunaSearch,
+            reference: Configuration | None) -> DecideSpec | None:
+    """The `decide:` section checked against the rest of the sweep (tune.decision's rules need a grid, a
+    reference in it, whole groups of initial seeds and a scheduler that judges configurations on their
+    mean over seeds)."""
+    if model.decide is None:
+        return None
+    section = model.decide
+    try:
+        spec = DecideSpec(**section.model_dump())
+    except ValueError as exc:
+        raise _fail(path, "decide", str(exc).removeprefix("decide: ")) from None
+    if not isinstance(search, GridSearch):
+        raise _fail(path, "decide", "needs search.grid (fresh seeds are added to the grid's configurations)")
+    if reference is None:
+        raise _fail(path, "reference", "decide: compares every configuration with a reference; add variant "
+                    "none to search.grid.variants or name one with reference:")
+    if len(search.configurations) < 2:
+        raise _fail(path, "search.grid.variants", "decide: needs a configuration besides the reference")
+    try:
+        spec.check_initial(len(search.seeds))
+    except ValueError as exc:
+        raise _fail(path, "decide.max_seeds" if len(search.seeds) >= 2 else "search.grid.seeds",
+                    str(exc).removeprefix("decide: ")) from None
+    if model.scheduler.type == "asha":
+        raise _fail(path, "scheduler.type", "decide: needs per_config_asha or none: plain asha stops "
+                    "single seeds, which biases the residuals the decision pools (docs/ARCHITECTURE.md)")
+    slots = model.max_concurrent_trials  # `auto`: checked once the driver knows the cluster (tune.driver)
+    if isinstance(slots, int) and slots < len(search.seeds):
+        raise _fail(path, "max_concurrent_trials", f"decide: a configuration's {len(search.seeds)} seeds run "
+                    f"together; give at least {len(search.seeds)} slots")
+    return spec
 
 
 def _path_map(path: Path, raw: dict[str, str]) -> dict[str, str]:

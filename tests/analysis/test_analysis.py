@@ -102,7 +102,8 @@ def test_plain_asha_compares_the_seeds_that_reached_the_budget_and_says_so(tmp_p
     assert row["note"] == "paired on 1 of 3 seeds at 80: seed 1 was stopped at 20; seed 2 was stopped at 20"
     table = headline_table(comparisons(loaded), {}, loaded.setting, Options(), effect=1.0)
     text = to_markdown(table)
-    assert "| fusion_st | x1 | 80 | **34.00 (n=1)** | +4.00 | 1 | – | – |" in text
+    # no baseline summary given: nothing to rank against, so nothing in bold
+    assert "| fusion_st | x1 | 80 | 34.00 (n=1) | +4.00 | 1 | – | – | undecided |" in text
     assert "paired on 1 of 3 seeds" in text and "nan" not in text.lower()
     assert "there are no p-values" in text  # the power note for a table without spread
 
@@ -131,7 +132,7 @@ def test_the_marker_is_only_on_what_survives_correction(report):
     text = report.markdown
     significant = rows(report.comparisons)["fusion_st x1"]
     assert significant["significant"] and significant["p_value"] < 0.05 / 4
-    assert "| fusion_st | x1 | 80 | **34.00 ± 0.90 (n=3)** | +4.00 [+3.75, +4.25] * |" in text
+    assert "| fusion_st | x1 | 80 | 34.00 ± 0.90 (n=3) | **+4.00 [+3.75, +4.25] *** |" in text  # by paired Δ
     # rgb_st+event_st has p < 0.05 uncorrected, but not after Holm over 4 comparisons: no marker
     rgb = rows(report.comparisons)["rgb_st+event_st x1"]
     assert rgb["p_value"] < 0.05 < rgb["p_adjusted"] and not rgb["significant"]
@@ -266,7 +267,7 @@ def test_report_page_is_readable(report):
     assert "60.05" not in text  # mit_b0 on 80 iterations is not the published setting
     latex = (report.index.parent / "ablation.tex").read_text()
     assert all(rule in latex for rule in (r"\toprule", r"\midrule", r"\bottomrule"))
-    assert r"fusion\_st & x1 & 80 & \textbf{34.00 $\pm$ 0.90 (n=3)}" in latex
+    assert r"fusion\_st & x1 & 80 & 34.00 $\pm$ 0.90 (n=3) & \textbf{+4.00" in latex
 
 
 # -- the setting comes from the experiment ----------------------------------------------------------------
@@ -435,7 +436,7 @@ def test_a_search_space_is_grouped_labelled_and_plotted_by_its_keys(tmp_path):
     assert list(frame["config"]) == ["fusion_st x1 optim.lr=0.00012", "fusion_st x1 optim.lr=6e-05"]
     assert frame["delta"].tolist() == pytest.approx([2.0, 2.0])  # against its own lr's baseline, not +7/-3
     assert sorted(frame["param/optim.lr"]) == [6e-5, 1.2e-4]
-    headline = report.tables[0].frame
+    headline = report.tables[1].frame  # after the decision section
     assert "optim.lr" in headline.columns and set(headline["optim.lr"]) == {"6e-05", "0.00012"}
     trial_rows = pd.read_csv(tmp_path / "out" / "trials.csv")
     assert trial_rows["param/optim.lr"].nunique() == 2 and trial_rows["config"].nunique() == 4
@@ -445,3 +446,71 @@ def test_a_search_space_is_grouped_labelled_and_plotted_by_its_keys(tmp_path):
     assert fusion["mean"].tolist() == pytest.approx([np.mean([32, 31]), np.mean([37, 36])])
     assert (tmp_path / "out" / "figures" / "params.png").is_file()
     assert "optim.lr" in report.markdown
+
+
+def test_a_nan_final_metric_and_a_cut_last_line_are_named_as_what_they_are(tmp_path):
+    """Seed 1's last report (at 80) has NaN; seed 2's result.json ends in a report cut short after 60 and
+    Ray's state has nothing newer: neither is 'finished at 80' nor 'stopped at 60' (60 is not a rung)."""
+    trials = [Trial("none", s, curve(v)) for s, v in BASE.items()]
+    trials += [Trial("fusion_st", 0, curve([12, 24, 30, 34])),
+               Trial("fusion_st", 1, {20: 13.0, 40: 25.0, 60: 31.0, 80: math.nan}),
+               Trial("fusion_st", 2, curve([12.5, 24.5, 30.5]))]
+    trials[-1].extra_lines = ['{"iteration": 80, "miou1']
+    root = write_experiment(tmp_path / "odd", trials, sweep=STUDY_SWEEP)
+    loaded = load(root)
+    row = comparisons(loaded).iloc[0]
+    assert (row["status"], row["budget"], row["n_pairs"]) == ("complete", 80, 1)
+    assert "seed 1 ended at 80 with a NaN mIoU18 (no value to compare)" in row["note"]
+    assert ("seed 2 reported up to 60; its next report was cut short in result.json (lost), so where it "
+            "ended is unknown") in row["note"]
+    assert "finished at 80" not in row["note"] and "stopped at 60" not in row["note"]
+    trial = loaded.trials.set_index("seed").loc[2]
+    assert not trial[trial["variant"] == "fusion_st"]["stopped_early"].any()
+
+
+DECIDE_SWEEP = STUDY_SWEEP + """search: {grid: {variants: [none, fusion_st, src_rgb_event], seeds: [0, 1, 2]}}
+decide: {effect: 1.0, max_seeds: 6, budget: 2.0}
+"""
+
+
+def test_the_decision_of_a_decide_sweep_is_the_reports_first_section_and_a_column(tmp_path):
+    """Initial seeds 0-2, one wave of fresh seeds 3-5 for the survivor and the reference: fusion_st is +4
+    better on the fresh seeds; src_rgb_event was stopped at the first rung."""
+    noise = [0.3, -0.2, 0.1, -0.3, 0.2, 0.0]
+    trials = [Trial("none", s, {20: 10 + n, 40: 20 + n, 60: 25 + n, 80: 30 + n}) for s, n in enumerate(noise)]
+    trials += [Trial("fusion_st", s, {20: 12 + n, 40: 24 + n, 60: 30 + n, 80: 34 + n + noise[5 - s] / 2})
+               for s, n in enumerate(noise)]
+    trials += [Trial("src_rgb_event", s, {20: 5.0 + noise[s]}) for s in range(3)]
+    root = write_experiment(tmp_path / "decide", trials, sweep=DECIDE_SWEEP)
+    out = tmp_path / "report"
+    result = build(root, out)
+    first = result.tables[0]
+    assert first.title == "Decision"
+    rows = dict(zip(first.frame["Configuration"], first.frame["Decision"]))
+    assert rows == {"fusion_st x1": "better", "src_rgb_event x1": "stopped early"}
+    with (out / "comparisons.csv").open() as handle:
+        decisions = {r["config"]: r["decision"] for r in csv.DictReader(handle)}
+    assert decisions == {"fusion_st x1": "better", "src_rgb_event x1": "stopped"}
+    page = page_text(result.index)
+    assert page.index("Decision") < page.index("Configurations that ran to the end")
+    assert "Decided on fresh seeds against none" in page
+
+
+def test_a_reference_stopped_early_is_said_at_the_top_and_nothing_is_ranked(tmp_path):
+    trials = [Trial("none", s, curve(v[:2])) for s, v in BASE.items()]  # the baseline stopped at 40
+    trials += [Trial("fusion_st", s, curve([12 + s, 24 + s, 30 + s, 34 + s])) for s in range(3)]
+    root = write_experiment(tmp_path / "ref_stopped", trials, sweep=STUDY_SWEEP)
+    result = build(root, tmp_path / "report")
+    assert result.tables[0].notes[0].startswith("The reference did not reach the full budget (it reached 40)")
+    assert not result.tables[1].bold  # no best without a reference at full budget
+
+
+def test_a_reference_seed_that_failed_is_said_at_the_top_and_nothing_is_ranked(tmp_path):
+    trials = [Trial("none", s, curve(v)) for s, v in BASE.items()]
+    trials[2] = Trial("none", 2, curve(BASE[2][:2]), status="ERROR", error=True)  # failed at 40
+    trials += [Trial("fusion_st", s, curve([12 + s, 24 + s, 30 + s, 34 + s])) for s in range(3)]
+    root = write_experiment(tmp_path / "ref_failed", trials, sweep=STUDY_SWEEP)
+    result = build(root, tmp_path / "report")
+    assert result.tables[0].notes[0].startswith("A reference seed has no value at the full budget (seed 2 "
+                                                "errored at 40)")
+    assert not result.tables[1].bold

@@ -16,6 +16,7 @@ from scipy import stats
 from tune.decision import (
     BETTER,
     EQUIVALENT,
+    OUT_OF_BUDGET,
     STOPPED,
     UNDECIDED,
     WORSE,
@@ -124,7 +125,7 @@ def test_clear_cases_are_decided_at_the_first_look_on_fresh_seeds():
     got = {c: (d.outcome, d.final, d.look, d.seeds) for c, d in verdict.decisions.items()}
     assert got == {"up": (BETTER, True, 1, 6), "down": (WORSE, True, 1, 6), "same": (EQUIVALENT, True, 1, 6),
                    "weak": (STOPPED, True, 0, 0)}
-    assert verdict.family == ("up", "down", "same") and verdict.done
+    assert verdict.family == ("up", "same", "down") and verdict.done  # best first-stage Δ first
     up = verdict.decisions["up"]
     assert up.low > 0 and up.level == pytest.approx(1 - SPEC.spending(3)[0] / 3)
     assert up.p_adjusted == pytest.approx(up.p_value * 3 * 0.05 / SPEC.spending(3)[0])
@@ -173,15 +174,40 @@ def test_decided_configurations_stop_getting_seeds_and_the_reference_runs_each_s
     assert decide(results, SPEC).decisions["up"] == verdict.decisions["up"]
 
 
-def test_nothing_is_decided_before_the_early_stopping_phase_ends_but_survivors_get_their_first_wave():
+def test_nothing_is_decided_and_no_fresh_seed_wanted_before_the_early_stopping_phase_ends():
+    """The family (ranked survivors that fit the budget) is fixed only when every configuration has left
+    the early phase: a fresh seed launched before would let a late survivor change who gets seeds."""
     results = truncated(study({"a": 2.0, "b": 0.0}, pending=("late",)), {"ref": 9, "a": 9, "b": 9})
     verdict = decide(results, SPEC)
     assert all(not d.final for d in verdict.decisions.values()) and not verdict.done
-    assert verdict.family == ("a", "b")
-    assert verdict.wanted == {"ref": tuple(range(9)), "a": tuple(range(9)), "b": tuple(range(9)),
-                              "late": INITIAL}
-    early = truncated(study({"a": 2.0, "b": 0.0}, pending=("late",)), {})
-    assert decide(early, SPEC).fresh_wanted(early) == {c: tuple(range(3, 9)) for c in ("ref", "a", "b")}
+    assert verdict.family == ()
+    assert verdict.wanted == {"ref": INITIAL, "a": INITIAL, "b": INITIAL, "late": INITIAL}
+    assert verdict.fresh_wanted(results) == {}
+    ended = truncated(study({"a": 2.0, "b": 0.0}), {})
+    assert decide(ended, SPEC).fresh_wanted(ended) == {c: tuple(range(3, 9)) for c in ("ref", "a", "b")}
+
+
+def test_the_budget_confirms_the_best_ranked_survivors_that_fit_and_reports_the_rest_out_of_budget():
+    """4 configurations x 3 seeds x 1 iteration = a grid of 12; the early phase spent all of it. A budget of
+    2.5 grids leaves 18: one member and the reference at 9 fresh seeds each (the worst case), so only the
+    best first-stage survivor is confirmed; the ranking uses the initial seeds only."""
+    full = study({"a": 0.5, "b": 2.0, "c": -1.0})
+    spec = DecideSpec(effect=1.0, max_seeds=12, budget=2.5)
+
+    def priced(results: Results) -> Results:
+        return Results("ref", INITIAL, results.values, mode="max", max_iters=1, early_iterations=12.0)
+
+    early = priced(truncated(full, {}))
+    verdict = decide(early, spec)
+    assert verdict.ranking == ("b", "a", "c") and verdict.family == ("b",)
+    for config in ("a", "c"):
+        decision = verdict.decisions[config]
+        assert (decision.outcome, decision.final, decision.reason) == (UNDECIDED, True, OUT_OF_BUDGET)
+    assert verdict.fresh_wanted(early) == {"ref": tuple(range(3, 9)), "b": tuple(range(3, 9))}
+    assert verdict.fresh_count(INITIAL) == 12  # first look: 6 for b, 6 for the reference
+    done = decide(priced(truncated(full, {"ref": 9, "b": 9})), spec)
+    assert done.decisions["b"].outcome == BETTER and done.done
+    assert decide(priced(truncated(full, {})), DecideSpec(effect=1.0, budget=1.0)).family == ()
 
 
 def test_a_look_waits_for_every_seed_of_its_wave_and_a_failed_seed_is_left_out():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -181,3 +182,111 @@ def test_plan_warns_about_what_sweep_would_refuse(tmp_path: Path, capsys) -> Non
     assert f"warning: {path}: field 'overrides.data.target.root'" in out and "nowhere does not exist" in out
     assert "field 'storage_path': cannot write" in out
     assert "rung(s) at iteration 8000, 16000, 32000 are no multiple of train.eval_interval=3000" in out
+
+
+def test_plan_shows_the_decision_design_in_text_and_json(tmp_path: Path, capsys) -> None:
+    raw = yaml.safe_load(STUDY.read_text())
+    raw["base_config"] = str((STUDY.parent / raw["base_config"]).resolve())
+    raw["scheduler"]["type"] = "per_config_asha"
+    raw["max_concurrent_trials"] = 8
+    raw["decide"] = {"effect": 1.0, "power": 0.8, "alpha": 0.05, "max_seeds": 12}
+    sweep = tmp_path / "decide.yaml"
+    sweep.write_text(yaml.safe_dump(raw))
+    assert main(["plan", str(sweep), "--json", "--seed-sd", "0.8", "--sec-per-iter", "0.6"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    decide = plan["decide"]
+    for key in ("effect", "power", "alpha", "max_seeds", "expected_seeds", "expected_iterations",
+                "worst_iterations"):
+        assert key in decide
+    assert decide["seed_sd"] == 0.8 and not decide["seed_sd_assumed"] and decide["budget"] == 1.0
+    assert decide["early_iterations"] == plan["iterations_expected"]  # 75 x 17000
+    assert decide["grid_iterations"] == 75 * 40000
+    assert decide["early_iterations"] < decide["expected_iterations"] <= decide["grid_iterations"]
+    assert 0 < decide["expected_power"] <= 1 and decide["survivors"] == 3  # 24 / 2^3
+    assert plan["slots"] == {"max_concurrent_trials": 8, "seeds_per_configuration": 3,
+                             "configurations_at_once": 2, "seeds_together": True, "waits_at_rungs": True}
+    assert main(["plan", str(sweep), "--sec-per-iter", "0.6"]) == 0
+    text = capsys.readouterr().out
+    assert "decide: effect 1, power 0.8" in text and "assumed equal to the effect" in text
+    worst = decide["worst_iterations"]
+    assert "worst case 12 (the reference too)" in text
+    assert f"worst case {worst:,}, {worst * 0.6 / 3600:,.1f} GPU-hours" in text
+    assert "8 slots: 2 configuration(s) at a time; a configuration's 3 seeds start together" in text
+    assert main(["plan", str(sweep), "--seed-sd", "-1"]) == 2
+    del raw["decide"]
+    raw["max_concurrent_trials"] = 2  # fewer slots than seeds: said, not hidden
+    sweep.write_text(yaml.safe_dump(raw))
+    capsys.readouterr()
+    assert main(["plan", str(sweep), "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert not plan["slots"]["seeds_together"] and not plan["slots"]["waits_at_rungs"]
+    assert plan["decide"] is None
+    assert main(["plan", str(sweep)]) == 0
+    assert "2 slots for 3 seeds: a configuration's seeds cannot run together" in capsys.readouterr().out
+
+
+def write_earlier_experiment(root: Path, values: dict[tuple[str, float], list[float | None]]) -> Path:
+    """A finished study in Ray's layout: per (variant, lambda) the final miou18 of seeds 0, 1, ... at the full
+    budget (None: stopped at the first rung; NaN: ended without a value), and the study's sweep.yaml."""
+    raw = yaml.safe_load(STUDY.read_text())
+    raw["base_config"] = str((STUDY.parent / raw["base_config"]).resolve())
+    root.mkdir(parents=True)
+    (root / "sweep.yaml").write_text(yaml.safe_dump(raw))
+    data = []
+    for (variant, lam), finals in values.items():
+        for seed, final in enumerate(finals):
+            name = f"{variant}_{lam:g}_s{seed}"
+            params = {"ablation": {"variant": variant, "lambda_scale": None,
+                                   "lambdas": {} if variant == "none" else {"fusion_st": lam}}, "seed": seed}
+            data.append([json.dumps({"trial_id": name, "status": "TERMINATED", "relative_logdir": name,
+                                     "config": params}), json.dumps({"num_failures": 0, "last_result": {}})])
+            (root / name).mkdir()
+            (root / name / "params.json").write_text(json.dumps(params))
+            reports = [(8000, 10.0)] + ([] if final is None else [(40000, final)])
+            (root / name / "result.json").write_text("".join(
+                json.dumps({"iteration": it, "max_iters": 40000, "miou18": v}) + "\n" for it, v in reports))
+    (root / "experiment_state-2026-12-01_10-00-00.json").write_text(json.dumps({"trial_data": data}))
+    return root
+
+
+def test_plan_takes_the_seed_sd_from_an_earlier_experiment(tmp_path: Path, capsys) -> None:
+    """--from: the paired SD of the full-budget values with the shared seed effect removed; stopped seeds,
+    NaN values and configurations on one seed left out."""
+    finals = {("none", 0.0): [30.0, 29.0, 31.0], ("fusion_st", 0.05): [34.0, 33.1, 34.9],
+              ("fusion_st", 0.1): [30.5, 29.0, float("nan")], ("fusion_st", 0.5): [None, None, None],
+              ("fusion_st", 0.2): [31.0, None, None]}
+    earlier = write_earlier_experiment(tmp_path / "earlier", finals)
+    full = np.array([[30.0, 29.0, 31.0], [34.0, 33.1, 34.9]])  # what counts: two configurations x 3 seeds,
+    # plus fusion_st 0.1 on seeds 0 and 1 (fusion_st 0.2's one seed adds no degree of freedom)
+    rows = [("none", s, v) for s, v in enumerate(full[0])] + [("a", s, v) for s, v in enumerate(full[1])]
+    rows += [("b", 0, 30.5), ("b", 1, 29.0)]
+    blocks, seeds = ["none", "a", "b"], [0, 1, 2]
+    design = np.array([[b == x for x in blocks] + [s == y for y in seeds] for b, s, _ in rows], dtype=float)
+    y = np.array([v for _, _, v in rows])
+    residuals = y - design @ np.linalg.lstsq(design, y, rcond=None)[0]
+    dof = len(rows) - 5
+    expected = float(np.sqrt(2 * residuals @ residuals / dof))
+    assert dof == 3 and expected > 0
+
+    raw = yaml.safe_load(STUDY.read_text())
+    raw["base_config"] = str((STUDY.parent / raw["base_config"]).resolve())
+    raw["scheduler"]["type"] = "per_config_asha"
+    raw["decide"] = {"effect": 1.0, "max_seeds": 12}
+    sweep = tmp_path / "decide.yaml"
+    sweep.write_text(yaml.safe_dump(raw))
+    assert main(["plan", str(sweep), "--json", "--from", str(earlier)]) == 0
+    decide = json.loads(capsys.readouterr().out)["decide"]
+    assert decide["seed_sd"] == pytest.approx(expected) and decide["seed_sd_dof"] == 3
+    assert decide["seed_sd_from"] == str(earlier) and not decide["seed_sd_assumed"]
+    low, high = decide["seed_sd_range"]  # the 95% chi-square interval at 3 degrees of freedom
+    assert low == pytest.approx(expected * 0.56649, rel=1e-4)
+    assert high == pytest.approx(expected * 3.72855, rel=1e-4)
+    assert decide["expected_power_range"][0] <= decide["expected_power"] <= decide["expected_power_range"][1]
+    assert main(["plan", str(sweep), "--from", str(earlier)]) == 0
+    assert f"(measured in {earlier}, 3 degrees of freedom)" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # one or the other (argparse's usage error, exit 2)
+        main(["plan", str(sweep), "--from", str(earlier), "--seed-sd", "0.8"])
+    capsys.readouterr()
+    lone = write_earlier_experiment(tmp_path / "lone", {("none", 0.0): [30.0], ("fusion_st", 0.05): [31.0]})
+    assert main(["plan", str(sweep), "--from", str(lone)]) == 2
+    assert "too few seeds reached the full budget" in capsys.readouterr().err

@@ -7,6 +7,7 @@ import json
 import math
 import random
 from pathlib import Path
+from types import SimpleNamespace
 
 import pyarrow.fs
 import pytest
@@ -17,15 +18,14 @@ from s3_server import s3_bucket  # noqa: F401 - the fixture
 from tune.configuration import Configuration
 from tune.schedulers import (
     DECISIONS_FILE,
+    DecisionLog,
     GroupASHA,
     RetryPolicyScheduler,
     build_scheduler,
-    read_decisions,
-    write_decisions,
 )
 from tune.simulation import SimController, SimTrial, run_sweep, saturating_curve
 
-GO, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
+GO, STOP, PAUSE = TrialScheduler.CONTINUE, TrialScheduler.STOP, TrialScheduler.PAUSE
 
 
 TWO_CONFIGURATIONS = (("a0", 1.0, 0), ("a1", 1.0, 1), ("b0", 9.0, 0), ("b1", 9.0, 1))
@@ -70,13 +70,16 @@ def test_per_config_decides_on_the_mean_over_seeds_and_stops_siblings_at_once() 
     assert sched.milestones == [2, 4]
     ctl = SimController(sched)
     a0, a1, b0, b1 = (ctl.add(trial(n, s, seed)) for n, s, seed in TWO_CONFIGURATIONS)
-    assert report(ctl, a0, 2, 0.5) == GO and report(ctl, a1, 2, 0.7) == GO  # first at the rung: kept
-    assert report(ctl, b0, 2, 0.1) == GO  # Ray's ASHA would stop b0 alone here; we wait for its sibling
-    assert report(ctl, b0, 4, 0.1) == GO  # ...which may lag behind: b0 trains on meanwhile
+    assert report(ctl, a0, 2, 0.5) == PAUSE  # its sibling has not reached the rung: it waits there
+    assert sched.choose_trial_to_run(ctl) is not a0  # a waiting seed is not resumed
+    assert report(ctl, a1, 2, 0.7) == GO  # first at the rung: kept
+    a1.status = b0.status = b1.status = Trial.RUNNING
+    assert sched.choose_trial_to_run(ctl) is a0  # the rung is decided: a0 may go on
+    assert report(ctl, b0, 2, 0.1) == PAUSE  # Ray's ASHA would stop b0 alone here; we wait for its sibling
     assert report(ctl, b1, 2, 0.2) == STOP  # mean 0.15 < cutoff 0.6: the whole configuration stops
     assert b1.status == b0.status == Trial.TERMINATED
     assert ctl.stopped_by_scheduler == ["b0", "b1"]  # b0 stopped at once (within b1's decision)
-    assert report(ctl, a0, 4, 0.8) == GO and report(ctl, a1, 4, 0.8) == GO
+    assert report(ctl, a0, 4, 0.8) == PAUSE and report(ctl, a1, 4, 0.8) == GO
     assert report(ctl, a0, 8, 0.9) == STOP  # max_t
     assert "2 configurations, 1 stopped" in sched.debug_string()
 
@@ -133,8 +136,7 @@ def test_a_rung_waiting_on_a_seed_that_failed_for_good_is_decided() -> None:
     a0, a1, b0, b1 = (ctl.add(trial(n, s, seed)) for n, s, seed in TWO_CONFIGURATIONS)
     report(ctl, a0, 2, 0.5)
     report(ctl, a1, 2, 0.7)
-    assert report(ctl, b0, 2, 0.1) == GO  # waits for b1
-    assert report(ctl, b0, 4, 0.1) == GO
+    assert report(ctl, b0, 2, 0.1) == PAUSE  # waits for b1
     ctl.fail(b1, retry=False)  # b1 is gone for good: b's rung 2 is decided over b0 alone, at once
     assert b0.status == Trial.TERMINATED and "b0" in ctl.stopped_by_scheduler
 
@@ -160,14 +162,15 @@ def test_the_protected_reference_is_never_stopped_but_still_ranks_the_others() -
         ctl = SimController(sched)
         good, bad, refs = ([ctl.add(trial(f"{name}{seed}", scale, seed)) for seed in range(size)]
                            for name, scale in (("good", 1.0), ("bad", 2.0), ("r", None)))
-        assert [report(ctl, t, 2, 0.9) for t in good] == [GO] * size
-        for ref in refs:  # far below the cutoff: any other configuration would stop here
-            assert report(ctl, ref, 2, 0.1) == GO
+        waits = [PAUSE] * (size - 1)  # a configuration's earlier seeds wait at the rung for the last
+        assert [report(ctl, t, 2, 0.9) for t in good] == [*waits, GO]
+        # far below the cutoff: any other configuration would stop here
+        assert [report(ctl, ref, 2, 0.1) for ref in refs] == [*waits, GO]
         # the reference's 0.1 counts at the rung (cutoff 0.5): bad's 0.2 is stopped
         assert [report(ctl, t, 2, 0.2) for t in bad][-1] == STOP
-        for ref in refs:
-            assert report(ctl, ref, 4, 0.0) == GO and report(ctl, ref, 6, 0.0) == GO
-            assert report(ctl, ref, 8, 0.0) == STOP  # max_t: it ran to the end
+        assert [report(ctl, ref, 4, 0.0) for ref in refs] == [*waits, GO]  # the last rung
+        assert [report(ctl, ref, 6, 0.0) for ref in refs] == [GO] * size  # not a rung: no waiting
+        assert [report(ctl, ref, 8, 0.0) for ref in refs] == [STOP] * size  # max_t: it ran to the end
         assert ", 1 stopped" in sched.debug_string()  # bad only, never the reference
 
 
@@ -270,16 +273,16 @@ def test_a_resume_keeps_the_decisions_taken_before_the_crash(tmp_path: Path) -> 
             made.append(t)
         return made
 
-    before = per_config()
+    before = per_config(wait_at_rungs=False)  # each seed judged as it arrives: the order matters
     ctl = SimController(before)
     a0, a1, b0, b1 = (ctl.add(t) for t in trials(restored=False))
     assert all(report(ctl, t, 2, miou[t.trial_id]) == GO for t in (b0, b1, a0, a1))
     assert before._rungs[2] == [pytest.approx(0.525), pytest.approx(0.6)]
-    recorded = json.loads((experiment / DECISIONS_FILE).read_text())
-    assert [(d["rung"], d["stopped"]) for d in recorded] == [(2, False), (2, False)]
+    recorded = _recorded(experiment)
+    assert [(d["milestone"], d["stopped"]) for d in recorded] == [(2, False), (2, False)]
 
     def resume() -> tuple[GroupASHA, list[SimTrial]]:
-        sched = per_config()
+        sched = per_config(wait_at_rungs=False)
         ctl = SimController(sched)
         restored = [ctl.add(t) for t in trials(restored=True)]
         sched.choose_trial_to_run(ctl)  # the first hook after a restore replays the results
@@ -288,21 +291,30 @@ def test_a_resume_keeps_the_decisions_taken_before_the_crash(tmp_path: Path) -> 
     after, restored = resume()
     assert after._rungs[2] == before._rungs[2]  # the same record, in the order it was judged
     assert [t.status for t in restored] == [Trial.PENDING] * 4  # b is not revised into a stop
-    assert len(json.loads((experiment / DECISIONS_FILE).read_text())) == 2  # nothing judged twice
+    assert len(_recorded(experiment)) == 2  # nothing judged twice
 
     (experiment / DECISIONS_FILE).unlink()  # an experiment without the record: the replay by time...
     replayed, restored = resume()
     assert [t.status for t in restored] == [Trial.PENDING] * 2 + [Trial.TERMINATED] * 2  # ...revises b
 
 
+def _recorded(experiment: Path) -> list[dict]:
+    return [json.loads(line) for line in (experiment / DECISIONS_FILE).read_text().splitlines()]
+
+
 def test_the_decision_record_round_trips_through_a_bucket(s3_bucket: str) -> None:  # noqa: F811
     """The record is written through the trials' storage filesystem: a bucket as well as a folder."""
-    where = pyarrow.fs.FileSystem.from_uri(f"{s3_bucket}/exp")
-    assert read_decisions(where) == []  # a new sweep: nothing recorded
-    decisions = [{"group": "a", "rung": 2, "score": 0.6, "stopped": False},
-                 {"group": "b", "rung": 2, "score": -math.inf, "stopped": True}]
-    write_decisions(where, decisions)
-    assert read_decisions(where) == decisions
+    fs, folder = pyarrow.fs.FileSystem.from_uri(f"{s3_bucket}/exp")
+    trial = SimpleNamespace(storage=SimpleNamespace(storage_filesystem=fs, experiment_fs_path=folder))
+    log = DecisionLog()
+    assert log.bind(trial) and log.read() == []  # a new sweep: nothing recorded
+    decisions = [{"group": "a", "milestone": 2, "score": 0.6, "stopped": False},
+                 {"group": "b", "milestone": 2, "score": -math.inf, "stopped": True}]
+    for entry in decisions:
+        log.append(entry)
+    again = DecisionLog()
+    again.bind(trial)
+    assert [{k: v for k, v in row.items() if k != "sequence"} for row in again.read()] == decisions
 
 
 def _study_shape(order: str, scheduler: TrialScheduler) -> float:
@@ -342,6 +354,7 @@ def test_configuration_major_launch_order_saves_compute_under_per_config_asha() 
             reduction_factor=2,
             group_by="configuration",
             group_size=3,
+            wait_at_rungs=False,  # in Ray order, seeds waiting for unlaunched siblings hold every slot
         )
 
     together, ray_order = _study_shape("together", make()), _study_shape("ray", make())
@@ -373,3 +386,100 @@ def test_launch_groups_start_a_configurations_seeds_together_only_when_all_fit()
     with pytest.raises(ValueError, match="cannot fit 2 slots"):
         run_sweep(per_config(group_size=3), trials, curve, max_iters=8, eval_interval=2, concurrency=2,
                   launch_group=lambda t: t.config["ablation"]["lambda_scale"])
+
+
+class _ExperimentStorage(_Storage):
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.experiment_fs_path = str(path.parent)
+
+
+def test_a_resume_replays_the_recorded_rung_decisions_not_the_timestamps(tmp_path: Path) -> None:
+    """Before the crash a was judged first (kept), then c and b (stopped). result.json's whole-second
+    timestamps put c before a; judged in that order c would be the rung's first arrival and kept. The
+    recorded decisions are applied instead, in their sequence."""
+    scores = {"a": (0.5, 0.7), "b": (0.1, 0.2), "c": (0.3, 0.35)}
+    scales = {"a": 1.0, "b": 9.0, "c": 5.0}
+    first = per_config()
+    ctl = SimController(first)
+    live = {}
+    for name, seed in ((name, seed) for name in "acb" for seed in (0, 1)):
+        live[f"{name}{seed}"] = t = trial(f"{name}{seed}", scales[name], seed)
+        t.storage = _ExperimentStorage(tmp_path / t.trial_id)
+        ctl.add(t)
+    for name in "acb":
+        for seed in (0, 1):
+            report(ctl, live[f"{name}{seed}"], 2, scores[name][seed])
+    assert (tmp_path / "scheduler_decisions.jsonl").is_file()
+    assert [t.status for t in live.values()][2:] == [Trial.TERMINATED] * 4  # c and b stopped at the rung
+    second = per_config()
+    ctl = SimController(second)
+    for name in "acb":
+        for seed in (0, 1):
+            t = trial(f"{name}{seed}", scales[name], seed)
+            stamp = {"c": 100, "a": 101, "b": 101}[name]
+            row = {"iteration": 2, "miou18": scores[name][seed], "timestamp": stamp}
+            write_results(tmp_path / t.trial_id, [row])
+            t.storage = _ExperimentStorage(tmp_path / t.trial_id)
+            t.run_metadata.last_result = {"iteration": 2}
+            t.status = Trial.PENDING if name == "a" else Trial.TERMINATED
+            ctl.add(t)
+    assert second.choose_trial_to_run(ctl) is not None
+    assert second._rungs[2] == first._rungs[2] == pytest.approx([0.6, 0.325, 0.15])
+    stopped = {k: g.stopped_at for k, g in first._groups.items()}
+    assert {k: g.stopped_at for k, g in second._groups.items()} == stopped
+    assert sorted(stopped.values(), key=str) == [2, 2, None]
+
+
+@pytest.mark.parametrize("order", range(6))
+def test_a_configurations_seeds_end_at_one_iteration_whatever_order_reports_arrive_in(order: int) -> None:
+    """Seeds of one configuration train at different speeds (a new draw per case), so their reports reach
+    each rung in every order; waiting at undecided rungs makes every configuration end at one iteration."""
+    rng = random.Random(order)
+    trials = [trial(f"c{c}_s{s}", float(c + 1), s) for c in range(5) for s in range(3)]
+    speed = {t.trial_id: rng.uniform(0.5, 2.0) for t in trials}
+    quality = {t.trial_id: rng.uniform(0.0, 1.0) for t in trials}
+    outcome = run_sweep(per_config(group_size=3), trials, lambda t, i: quality[t.trial_id] * i,
+                        max_iters=8, eval_interval=2, concurrency=6, speed=lambda t: speed[t.trial_id],
+                        launch_group=lambda t: t.config["ablation"]["lambda_scale"])
+    ends = {c: {outcome.last_report[f"c{c}_s{s}"] for s in range(3)} for c in range(5)}
+    assert all(len(e) == 1 for e in ends.values()), ends
+    assert {e.pop() for e in ends.values()} - {8}  # some configuration was stopped at a rung
+
+
+def test_a_seed_paused_after_its_configuration_was_stopped_is_stopped_again() -> None:
+    """Ray may finish pausing a seed (its checkpoint was being saved) after the group's stop: the next hook
+    stops it, so a stopped configuration never keeps a paused seed."""
+    sched = per_config()
+    ctl = SimController(sched)
+    a0, a1, b0, b1 = (ctl.add(trial(n, s, seed)) for n, s, seed in TWO_CONFIGURATIONS)
+    report(ctl, a0, 2, 0.5)
+    report(ctl, a1, 2, 0.7)
+    assert report(ctl, b0, 2, 0.1) == PAUSE
+    assert report(ctl, b1, 2, 0.2) == STOP and b0.status == Trial.TERMINATED
+    b0.status = Trial.PAUSED  # the late end of Ray's pause
+    sched.choose_trial_to_run(ctl)
+    assert b0.status == Trial.TERMINATED
+
+
+def test_a_paused_seed_stopped_with_its_configuration_is_marked_for_the_experiment_state() -> None:
+    """Ray writes only marked trials into the experiment state, and stopping a trial without an actor (paused
+    at a rung) does not mark it: the state file kept PAUSED for stopped configurations' seeds. The
+    scheduler marks every paused or pending trial it stops; a running one Ray marks itself."""
+
+    class MarkingController(SimController):
+        def __init__(self, scheduler: GroupASHA) -> None:
+            super().__init__(scheduler)
+            self.marked: list[str] = []
+
+        def _mark_trial_to_checkpoint(self, trial: SimTrial) -> None:
+            self.marked.append(trial.trial_id)
+
+    sched = per_config()
+    ctl = MarkingController(sched)
+    a0, a1, b0, b1 = (ctl.add(trial(n, s, seed)) for n, s, seed in TWO_CONFIGURATIONS)
+    report(ctl, a0, 2, 0.5)
+    report(ctl, a1, 2, 0.7)
+    assert report(ctl, b0, 2, 0.1) == PAUSE and b0.status == Trial.PAUSED
+    assert report(ctl, b1, 2, 0.2) == STOP
+    assert b0.status == Trial.TERMINATED and ctl.marked == ["b0"]

@@ -150,3 +150,76 @@ def test_optuna_state_survives_save_and_restore(tmp_path: Path, base: Path) -> N
     assert fourth["seed"] == 1
     finish(restored, "t1", {8: 0.7})
     assert restored.study.trials[0].value == pytest.approx(0.6)
+
+
+def _decide_spec(tmp_path: Path, **fields) -> object:
+    raw = {"base_config": "base.yaml", "name": "d", "storage_path": str(tmp_path / "results"),
+           "search": {"grid": {"variants": ["fusion_st", "none"], "lambda_scales": [1.0, 9.0],
+                               "seeds": [0, 1]}},
+           "scheduler": {"type": "per_config_asha", "grace_period": 4}, "max_concurrent_trials": 3,
+           "decide": {"effect": 0.1, "max_seeds": 4, "budget": 3.0}, **fields}
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return load_sweep(path)
+
+
+def test_a_configurations_seeds_start_together_only_when_the_free_slots_hold_them(tmp_path: Path, base: Path):
+    spec = load_sweep(write(tmp_path, {"grid": {"variants": ["none", "fusion_st"], "seeds": [0, 1]}}))
+    searcher = GridSearcher(spec.grid_trials())
+    assert searcher.set_max_concurrency(3)
+    assert searcher.suggest("a")["seed"] == 0 and searcher.suggest("b")["seed"] == 1
+    assert searcher.suggest("c") is None  # one slot free, two seeds to start: wait
+    searcher.on_trial_complete("a")
+    assert [searcher.suggest(t)["seed"] for t in "cd"] == [0, 1]
+    assert searcher.suggest("e") == Searcher.FINISHED
+
+
+def test_the_deciding_searcher_adds_fresh_seeds_for_open_comparisons_and_records_each_change(
+        tmp_path: Path, base: Path) -> None:
+    from tune.decision import BETTER, STOPPED
+    from tune.driver import experiment_dir
+    from tune.experiment import Experiment
+
+    spec = _decide_spec(tmp_path)
+    location = experiment_dir(spec)
+    Path(location).mkdir(parents=True)
+    searcher = build_searcher(spec, location)
+    searcher.set_max_concurrency(3)
+    quality = {"none": 0.2, "fusion_st x1": 0.9, "fusion_st x9": 0.1}
+    handed: dict[str, tuple[str, int]] = {}
+
+    def take(trial_id: str) -> dict | str | None:
+        params = searcher.suggest(trial_id)
+        if isinstance(params, dict):
+            handed[trial_id] = (Configuration.from_params(params).label, params["seed"])
+        return params
+
+    def end(trial_id: str, iteration: int = 8) -> None:
+        label, seed = handed[trial_id]
+        value = quality[label] + 0.01 * ((seed * 7 + len(label)) % 5 - 2)
+        searcher.on_trial_complete(trial_id, {"iteration": iteration, "miou18": value})
+
+    assert take("r0") and take("r1") and take("x") is None  # the reference first; x1's two seeds wait
+    assert [handed[t] for t in ("r0", "r1")] == [("none", 0), ("none", 1)]
+    end("r0")
+    end("r1")
+    assert take("a0") and take("a1")
+    assert take("b0") is None  # x9's two seeds cannot start together: three slots, x1 holds two
+    end("a0")
+    end("a1")
+    assert take("b0") and take("b1")
+    end("b0", 4)  # stopped at the rung
+    end("b1", 4)
+    fresh = [take(f"f{i}") for i in range(4)]
+    assert [(handed[f"f{i}"]) for i in range(3)] == [("none", 2), ("none", 3), ("fusion_st x1", 2)]
+    assert fresh[3] is None  # three slots
+    for i in range(3):
+        end(f"f{i}")
+    take("f3")
+    assert handed["f3"] == ("fusion_st x1", 3) and take("f4") is None  # nothing more wanted yet
+    end("f3")
+    assert take("f5") == Searcher.FINISHED
+    history = Experiment(location).decisions()
+    assert [row["sequence"] for row in history] == list(range(1, len(history) + 1))
+    final = {row["label"]: row["outcome"] for row in history[-1]["decisions"].values()}
+    assert final == {"fusion_st x1": BETTER, "fusion_st x9": STOPPED} and history[-1]["done"]

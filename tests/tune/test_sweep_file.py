@@ -286,8 +286,9 @@ def test_shipped_sweep_files_are_valid(name: str) -> None:
         assert len(spec.search.configurations) == 21 and spec.search.num_trials == 63
     if name == "demo.yaml":
         assert isinstance(spec.search, GridSearch)
-        assert {c.variant for c in spec.search.configurations} == set(VARIANT_NAMES)
+        assert {c.variant for c in spec.search.configurations} <= set(VARIANT_NAMES)
         assert {c.lambda_scale for c in spec.search.configurations} == {None, 1.0}  # the study's lambdas
+        assert spec.reference.variant == "none" and spec.decide is not None  # the demo ends in a decision
         assert spec.search.seeds == (0, 1) and spec.scheduler.type == "per_config_asha"
         assert (spec.cpu, spec.gpu, spec.max_concurrent_trials) == (1.0, 0.0, 2)
     if name == "l2_optuna_b2.yaml":
@@ -332,3 +333,33 @@ def test_a_variant_the_target_cannot_serve_is_refused_naming_both(tmp_path: Path
     err = capsys.readouterr().err
     assert "masked_event_s_rgb_t" in err and "'rgb_st+event_s_rgb_t+masked_event'" in err
     assert "'dark_zurich'" in err and "needs events" in err
+
+
+def test_reference_and_decide_are_read_and_checked_against_the_sweep(tmp_path, base_config) -> None:
+    per_config = {"type": "per_config_asha", "grace_period": 5, "reduction_factor": 2}
+    grid = {"grid": {"variants": ["none", "fusion_st"], "lambda_scales": [0.5, 1.0], "seeds": [0, 1, 2]}}
+    spec = parse(tmp_path, sweep(tmp_path, base_config, scheduler=per_config, search=grid,
+                                 decide={"effect": 1.0, "max_seeds": 9}))
+    assert spec.reference.variant == "none" and spec.decide.effect == 1.0 and spec.decide.budget == 1.0
+    assert spec.launch_order()[0] == spec.reference and spec.grid_trials()[0]["ablation"]["variant"] == "none"
+    assert spec.max_trials == 3 * 9 and spec.waits_at_rungs
+    named = parse(tmp_path, sweep(tmp_path, base_config, scheduler=per_config, search=grid,
+                                  reference={"variant": "fusion_st", "lambda_scale": 1.0}))
+    assert named.reference.label == "fusion_st x1" and named.launch_order()[0] == named.reference
+    assert named.decide is None and parse(tmp_path, sweep(tmp_path, base_config)).reference.variant == "none"
+    cases = [
+        (dict(reference="fusion_st"), "reference", "fusion_st at 2 settings"),
+        (dict(reference={"variant": "fusion_st", "lambda_scale": 3.0}), "reference", "not a configuration"),
+        (dict(reference="no_such_variant"), "reference.variant", "unknown variant"),
+        (dict(decide={"effect": 1.0}), "scheduler.type", "plain asha"),
+        (dict(decide={"effect": -1.0}, scheduler=per_config), "decide", "effect"),
+        (dict(decide={"effect": 1.0, "max_seeds": 3}, scheduler=per_config), "decide.max_seeds", "twice"),
+        (dict(decide={"effect": 1.0, "max_seeds": 4}, scheduler=per_config, max_concurrent_trials=1),
+         "max_concurrent_trials", "at least 2 slots"),
+        (dict(decide={"effect": 1.0}, scheduler=per_config,
+              search={"grid": {"variants": ["fusion_st"], "seeds": [0, 1]}}),
+         "reference", "add variant none"),
+        (dict(decide={"effect": 1.0, "budgt": 2}, scheduler=per_config), "decide.budgt", ""),
+    ]
+    for fields, field_name, fragment in cases:
+        expect_error(tmp_path, sweep(tmp_path, base_config, **fields), f"'{field_name}'", fragment)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import random
 import sys
 import threading
 import time
@@ -25,7 +26,7 @@ from conftest import write_base_config
 from ray import cloudpickle, tune
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tune.cli import _exit_for
+from tune.cli import _exit_for, main
 from tune.driver import experiment_dir, resume_sweep, run_sweep
 from tune.failures import FAILURES_FILE
 from tune.live_table import LiveTable
@@ -43,7 +44,8 @@ def contract_trainer(config: dict[str, Any], report: Any = None, resume_from: st
     `config["test"]` steers it: `sleep_s` per evaluation, `fail_marker` (raise once, after the 2nd evaluation,
     when the file is absent), `nan_at` (raise the trainer's NonFiniteLossError at that iteration; only while
     the file `nan_marker` is absent, when given), `log` (append every call's start iteration to this file),
-    `slow_by_lambda`.
+    `slow_by_lambda`, `slow_by_seed` (seed s sleeps 1 + s x this as long), `seed_noise` (SD of a seed-to-seed
+    difference added to the quality).
     """
     options = config.get("test", {})
     max_iters, interval = config["train"]["max_iters"], config["train"]["eval_interval"]
@@ -59,8 +61,12 @@ def contract_trainer(config: dict[str, Any], report: Any = None, resume_from: st
     lambdas = config["uda"]["feature_loss"]["lambdas"]
     quality = 0.2 if not lambdas else 1.0 - sum(lambdas.values())
     quality += 100 * config.get("optim", {}).get("lr", 0.0)  # a search space over optim.lr (absent: 0)
+    if options.get("seed_noise"):
+        draw = random.Random(f"{config['seed']} {sorted(lambdas.items())}").gauss(0, 1)
+        quality += options["seed_noise"] * draw
     train_s = 0.0
     sleep_s = options.get("sleep_s", 0.0) * (1 + 3 * sum(lambdas.values()) * options.get("slow_by_lambda", 0))
+    sleep_s *= 1 + config["seed"] * options.get("slow_by_seed", 0)
     for iteration in range(start + interval, max_iters + 1, interval):
         time.sleep(sleep_s)
         train_s += sleep_s
@@ -576,3 +582,99 @@ def test_real_trainer_on_synthetic_data(cluster, tmp_path: Path, synthetic_root:
     from ray.train._internal.storage import _get_ray_train_session_dir
 
     assert not list(Path(_get_ray_train_session_dir()).glob("*/real"))  # the driver's staging copies are gone
+
+
+def decide_sweep(tmp_path: Path, name: str, **overrides: Any) -> Any:
+    """The reference (none, 0.2), a clearly better configuration (fusion_st x1, 0.95) and one as weak as the
+    reference (x16, 0.2) that per-configuration ASHA stops at the rung (iteration 2 of 4); 2 initial seeds,
+    max_seeds 4: one look after 2 fresh seeds."""
+    grid = {"grid": {"variants": ["none", {"variant": "fusion_st", "lambda_scales": [1.0, 16.0]}],
+                     "seeds": [0, 1]}}
+    scheduler = {"type": "per_config_asha", "grace_period": 2, "reduction_factor": 2}
+    path = write_sweep(tmp_path, name, search=grid, scheduler=scheduler, max_concurrent_trials=2,
+                       overrides={"test.seed_noise": 0.01, "train.max_iters": 4, **overrides},
+                       decide={"effect": 0.1, "max_seeds": 4, "budget": 2.0})
+    return load_sweep(path)
+
+
+def test_a_decide_sweep_runs_to_a_decision_and_a_killed_driver_resumes_without_revising_it(
+        cluster, tmp_path: Path, capsys) -> None:
+    """The driver dies at the first report of a fresh seed; `resume` finishes the study. The reference is
+    never stopped, the weak configuration's seeds end together at the rung, fresh seeds go only to the open
+    comparison and its reference, no trial runs twice, and the decisions recorded before the crash stand."""
+    spec = decide_sweep(tmp_path, "decide")
+
+    class AtFreshSeed(InterruptOnce):
+        def on_trial_result(self, iteration, trials, trial, result, **info) -> None:  # noqa: ANN001
+            if trial.config["seed"] >= 2:
+                super().on_trial_result(iteration, trials, trial, result, **info)
+
+    with pytest.raises(Exception, match="driver interrupted"):
+        run(spec, extra_callbacks=[AtFreshSeed(str(tmp_path / "interrupted"), lambda results: True)])
+    exp = Path(experiment_dir(spec))
+    before = [json.loads(line) for line in (exp / "decisions.jsonl").read_text().splitlines()][-1]
+    assert not before["done"] and before["family"]  # fresh seeds were wanted when the driver died
+    assert main(["best", str(exp)]) == 1  # nothing decided yet
+    assert "no configuration is decided better than none yet" in capsys.readouterr().err
+    resumed = resume_sweep(exp, train_fn=contract_trainer)
+    runs = {(r.config["ablation"]["lambda_scale"], r.config["seed"]): r.metrics["iteration"] for r in resumed}
+    assert len(resumed) == 10 and runs == {
+        (None, 0): 4, (None, 1): 4, (None, 2): 4, (None, 3): 4, (1.0, 0): 4, (1.0, 1): 4, (1.0, 2): 4,
+        (1.0, 3): 4, (16.0, 0): 2, (16.0, 1): 2}, runs
+    history = [json.loads(line) for line in (exp / "decisions.jsonl").read_text().splitlines()]
+    assert [row["sequence"] for row in history] == list(range(1, len(history) + 1))
+    after = history[-1]
+    outcomes = {row["label"]: (row["outcome"], row["final"]) for row in after["decisions"].values()}
+    assert outcomes == {"fusion_st x1": ("better", True), "fusion_st x16": ("stopped", True)}
+    assert after["done"] and after["reference_label"] == "none" and after["sequence"] > before["sequence"]
+    for key, row in before["decisions"].items():
+        if row["final"]:
+            assert after["decisions"][key] == row  # a decision taken before the crash stands
+    for trial_dir in trial_dirs(exp).values():  # paused at the rung and resumed without repeats
+        iterations = [row["iteration"] for row in result_rows(trial_dir)]
+        assert iterations == list(range(2, iterations[-1] + 1, 2))
+    from tune.experiment import open_experiment
+
+    states = {t.dirname: t.status for t in open_experiment(exp).trials()}
+    assert set(states.values()) == {"TERMINATED"}, states  # no seed of a stopped configuration left PAUSED
+    capsys.readouterr()
+    assert main(["best", str(exp), "--json"]) == 0
+    best = json.loads(capsys.readouterr().out)
+    assert best["label"] == "fusion_st x1" and best["decision"] == "better" and best["delta"] > 0.5
+    assert "uda.feature_loss.lambdas.fusion_st=0.05" in best["settings"]
+    assert "uda.feature_loss.variant=fusion_st" in best["settings"]
+    assert Path(best["checkpoint"]).is_dir() and "fusion_st_x1_s" in best["checkpoint"]
+
+
+def test_a_slow_weak_reference_judged_after_a_stronger_configuration_is_never_stopped(
+        cluster, tmp_path: Path) -> None:
+    """Real Ray, per-configuration ASHA at rung 2 of 4, two seeds each, four trials at a time: the reference
+    (`reference:` fusion_st x16, quality 0.2, slow) reaches the rung after fusion_st x1 (0.95, fast), below
+    the rung's cutoff, and runs to the end; fusion_st x12 (0.4) is stopped there. Seed 1 runs slower, so
+    x12's seed 0 is already paused at the rung when the stop comes: the experiment state must say it was
+    stopped (Ray leaves a stopped paused trial PAUSED in its state file unless the scheduler marks it)."""
+    grid = {"grid": {"variants": [{"variant": "fusion_st", "lambda_scales": [1.0, 16.0, 12.0]}],
+                     "seeds": [0, 1]}}
+    scheduler = {"type": "per_config_asha", "grace_period": 2, "reduction_factor": 2}
+    spec = load_sweep(write_sweep(
+        tmp_path, "protected", search=grid, scheduler=scheduler, max_concurrent_trials=4,
+        resources={"cpu": 0.5}, reference={"variant": "fusion_st", "lambda_scale": 16.0},
+        overrides={"train.max_iters": 4, "test.sleep_s": 0.1, "test.slow_by_lambda": 10,
+                   "test.slow_by_seed": 2}))
+    assert spec.reference is not None and spec.launch_order()[0].key == spec.reference.key
+    grid_result = run(spec)
+    reached = {(r.config["ablation"]["lambda_scale"], r.config["seed"]): r.metrics["iteration"]
+               for r in grid_result}
+    assert reached == {(1.0, 0): 4, (1.0, 1): 4, (16.0, 0): 4, (16.0, 1): 4, (12.0, 0): 2, (12.0, 1): 2}
+    exp = Path(experiment_dir(spec))
+    log = [json.loads(line) for line in (exp / "scheduler_decisions.jsonl").read_text().splitlines()]
+    at_rung = {row["configuration"]: row for row in log if row["milestone"] == 2}
+    keys = {c.lambda_scale: c.key for c in spec.launch_order()}
+    reference, strong, weak = at_rung[keys[16.0]], at_rung[keys[1.0]], at_rung[keys[12.0]]
+    assert strong["sequence"] < reference["sequence"]  # judged after a stronger configuration ...
+    assert reference["score"] < weak["score"] < strong["score"]  # ... and below the weak one, stopped there
+    assert weak["stopped"] and not reference["stopped"] and not strong["stopped"]
+    from tune.experiment import open_experiment
+
+    states = {t.dirname: t.status for t in open_experiment(exp).trials()}
+    assert set(states.values()) == {"TERMINATED"}, states
