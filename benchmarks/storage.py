@@ -18,8 +18,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from cmda.overrides import load_with_overrides  # noqa: E402
 from tune.plan import checkpoint_bytes  # noqa: E402
-from tune.sweep import trial_template  # noqa: E402
 
 MB = 1e6
 
@@ -64,7 +64,7 @@ def study_arithmetic() -> None:
     print("| study config | one checkpoint | kept per trial | 75 trials |")
     print("| --- | ---: | ---: | ---: |")
     for name in ("cmda_cs2dsec_b2.yaml", "cmda_cs2dsec_b5.yaml"):
-        config = trial_template(REPO / "configs" / name, {})
+        config = load_with_overrides(REPO / "configs" / name)
         size = checkpoint_bytes(config)
         print(f"| {name} | {size / 1e9:.2f} GB | 2 (best + latest) | {75 * 2 * size / 1e9:.0f} GB |")
 

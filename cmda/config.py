@@ -24,11 +24,11 @@ from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, mo
 from cmda.data import NUM_CLASSES
 from cmda.data.targets import DEFAULT_TARGET, TARGETS, TargetSpec, get_target
 from cmda.errors import ConfigError
-from cmda.io import YAMLFileError, is_unset, load_yaml, write_yaml_atomic
+from cmda.io import YAMLFileError, is_unset, write_yaml_atomic
 from cmda.models.checkpointing import CHECKPOINTING
 from cmda.models.fusion import FUSIONS
 from cmda.models.mit import MIT_CONFIGS
-from cmda.overrides import apply_overrides, parse_override
+from cmda.overrides import load_with_overrides, parse_override
 from cmda.uda.feature_losses import VARIANTS
 from cmda.validation import (
     FiniteFloat,
@@ -331,15 +331,10 @@ def config_from_dict(data: Any, source: str = "<dict>", origin_of: Origin | None
 def load_config(path: str | os.PathLike[str], overrides: dict[str, Any] | list[str] | None = None) -> Config:
     """Load a YAML config file, apply overrides, validate."""
     try:
-        data = load_yaml(path)
+        data = load_with_overrides(path, overrides)
     except YAMLFileError as error:
         raise ConfigError(str(error)) from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a config must be a mapping of sections, got {type(data).__name__}")
-    return config_from_dict(apply_overrides(data, overrides), source=str(path),
-                            origin_of=override_origins(overrides))
+    return config_from_dict(data, source=str(path), origin_of=override_origins(overrides))
 
 
 def override_origins(overrides: dict[str, Any] | list[str] | None) -> Origin:

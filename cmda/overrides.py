@@ -9,11 +9,12 @@ config before the trainer starts, and must not pay for those imports twice.
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Mapping
 from typing import Any
 
 from cmda.errors import ConfigError
-from cmda.io import YAMLFileError, parse_yaml
+from cmda.io import YAMLFileError, load_yaml, parse_yaml
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -43,6 +44,19 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any] | list[str] 
             node = child
         node[parts[-1]] = copy.deepcopy(value)
     return result
+
+
+def load_with_overrides(path: str | os.PathLike[str],
+                        overrides: dict[str, Any] | list[str] | None = None) -> dict[str, Any]:
+    """A config file as a plain mapping with the overrides applied, not validated: what `cmda.config.
+    load_config` validates, and what every trial of a sweep shares (tune). YAMLFileError for a file that
+    cannot be read, ConfigError for one that is not a mapping; both name the file."""
+    data = load_yaml(path)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of sections, got {type(data).__name__}")
+    return apply_overrides(data, overrides)
 
 
 def dotted_get(data: Mapping[str, Any] | None, key: str, default: Any = None) -> Any:

@@ -58,7 +58,7 @@ def tiny_config(synthetic_root: Path, tmp_path: Path):
     from cmda.data.targets import get_target
 
     def make(target: str = "dsec_night", **overrides):
-        from cmda.config import apply_overrides
+        from cmda.overrides import apply_overrides
 
         spec = get_target(target)
         base = {

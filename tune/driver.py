@@ -40,6 +40,7 @@ from tune.remote import (
     check_paths_where_trials_run,
     clean_everywhere,
     clean_up_after_fit,
+    data_problems,
     is_client_address,
 )
 from tune.sweep import SweepError, SweepSpec, load_sweep, parse_sweep
@@ -244,7 +245,7 @@ def preflight_checks(
     configs: list[dict[str, Any]] = []
     if validate_trainer:
         configs = preflight.check_trial_configs(spec)
-        if local and (problems := missing_paths(paths) or preflight.data_problems(configs)):
+        if local and (problems := missing_paths(paths) or data_problems(configs)):
             raise SweepError("\n".join([*problems, "prepare the data (README, Data) or fix the paths; weight "
                                          "files: see pretrained/README.md, or set them to none"]))
     preflight.check_storage(spec, resolve_storage(spec.storage_path))
@@ -350,10 +351,10 @@ def what_trials_train(spec: SweepSpec) -> dict[str, Any]:
     """The settings a resumed sweep must keep: every trainer config key (base config + overrides, paths
     aside: they may be mapped differently on a new cluster), the search and the scheduler."""
     from cmda.checkpoint import flatten
+    from cmda.overrides import load_with_overrides
     from tune.paths import PATH_KEYS
-    from tune.sweep import trial_template
 
-    template = trial_template(Path(spec.base_config), dict(spec.overrides))
+    template = load_with_overrides(spec.base_config, dict(spec.overrides))
     settings = {key: value for key, value in flatten(template).items() if key not in PATH_KEYS}
     settings.update(search=spec.raw.get("search"), scheduler=spec.raw.get("scheduler"))
     return settings

@@ -13,13 +13,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from cmda.io import is_unset
-from cmda.overrides import dotted_get
+from cmda.overrides import dotted_get, load_with_overrides
+from tune.errors import PathError
 from tune.experiment import is_uri
-from tune.sweep import PathError, parse_path_map, trial_template
 
 FOLDER, FILE = "folder", "file"
 PATH_KEYS: dict[str, str] = {
@@ -40,6 +40,26 @@ class TrialPath:
     path: str
     kind: str
     origin: str  # "<file>: field '<dotted field>'", for messages
+
+
+def parse_path_map(raw: Any, source: str, fieldname: str = "path_map") -> dict[str, str]:
+    """Validate a {driver folder: cluster folder} mapping (the `path_map` field, or `--path-map` options:
+    `tune.paths`); both sides absolute (`~` expands on the driver)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise PathError(f"{source}: field '{fieldname}': expected a mapping of driver folder -> cluster "
+                        f"folder, got {raw!r}")
+    out: dict[str, str] = {}
+    for local, remote in raw.items():
+        where = f"{source}: field '{fieldname}.{local}'"
+        if not isinstance(local, str) or not isinstance(remote, str) or not local or not remote:
+            raise PathError(f"{where}: expected folder names on both sides, got {local!r}: {remote!r}")
+        local_path = os.path.abspath(os.path.expanduser(local))
+        if not PurePosixPath(remote).is_absolute():
+            raise PathError(f"{where}: the cluster side must be absolute, got {remote!r}")
+        out[local_path] = os.path.normpath(remote)
+    return out
 
 
 def parse_path_map_options(items: Sequence[str]) -> dict[str, str]:
@@ -95,7 +115,7 @@ def config_paths(config: Mapping[str, Any], origin_of: Any) -> list[TrialPath]:
 def sweep_paths(base_config: str | os.PathLike[str], overrides: Mapping[str, Any],
                 sweep_file: str | os.PathLike[str]) -> list[TrialPath]:
     """Path-valued keys of the base config with the sweep's overrides applied, each with its origin."""
-    merged = trial_template(Path(base_config), overrides)
+    merged = load_with_overrides(base_config, dict(overrides))
 
     def origin_of(key: str) -> str:
         if key in overrides:

@@ -130,8 +130,9 @@ def checkpoint_bytes(config: dict[str, Any]) -> int:
     """Size of one trainer checkpoint (model + EMA teacher + AdamW moments, fp32) from the model's shapes."""
     import torch
 
-    from cmda.config import apply_overrides, config_from_dict
+    from cmda.config import config_from_dict
     from cmda.models.segmentor import build_model
+    from cmda.overrides import apply_overrides
 
     cfg = config_from_dict(apply_overrides(config, {"model.pretrained": "none"}))
     with torch.device("meta"):
@@ -169,7 +170,8 @@ def _median_step_seconds(config: dict[str, Any], steps: int) -> float:
     step is exactly what a trial runs; ImageNet weights are not loaded (they change nothing of the speed)."""
     import torch
 
-    from cmda.config import apply_overrides, config_from_dict
+    from cmda.config import config_from_dict
+    from cmda.overrides import apply_overrides
     from cmda.train import (
         autocast_factory,
         build_datasets,

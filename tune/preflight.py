@@ -2,7 +2,7 @@
 
 - every trial's trainer config passes the trainer's own validation (`cmda.config.config_from_dict`, what
   `cmda train` runs), with the trial's variant, lambdas, seed and search-space setting in place (each
-  search-space key and value is checked on its own first, `tune.sweep.check_space`);
+  search-space key and value is checked on its own first, `check_space`);
 - the data roots and weight files those configs name exist (`tune.paths`, called from `tune.driver`);
 - the storage path can be written;
 - the experiment folder is new (an existing one is continued with `cmda-tune resume`, never overwritten);
@@ -24,8 +24,8 @@ from typing import Any
 from tune.configuration import BASELINE_VARIANT, Configuration, trial_label
 from tune.experiment import ExperimentError, is_uri
 from tune.paths import FILE, TrialPath, missing_paths, resolve_sweep_paths, sweep_paths
-from tune.remote import alive_nodes, fits
-from tune.sweep import ASHA_TYPES, GridSearch, SweepError, SweepSpec, check_space, make_configuration
+from tune.remote import alive_nodes, data_problems, fits
+from tune.sweep import ASHA_TYPES, GridSearch, SweepError, SweepSpec, make_configuration
 
 log = logging.getLogger(__name__)
 # What Ray itself puts into a new experiment folder before anything else (its storage probe).
@@ -70,6 +70,27 @@ def check_trial_configs(spec: SweepSpec) -> list[dict[str, Any]]:
             ) from None
         configs.append(resolved)
     return configs
+
+
+def check_space(spec: SweepSpec) -> None:
+    """The search space's keys and values against the trainer's schema (tune.space.check_against_trainer),
+    on the config of the sweep's first trial: a bad key, a value out of range or of the wrong type is a
+    SweepError naming `search.space.<key>`."""
+    from cmda.overrides import load_with_overrides
+    from tune.space import check_against_trainer
+    from tune.trainable import trainer_overrides
+
+    space = spec.search.space
+    if not space.entries:
+        return
+    first = representative_trials(spec)[0]
+    trial = {k: v for k, v in trainer_overrides(first).items() if k not in space.keys}
+    template = load_with_overrides(spec.base_config, dict(spec.overrides))
+
+    def fail(where: str, message: str) -> SweepError:
+        return SweepError(f"{spec.path}: field '{where}': {message}")
+
+    check_against_trainer(space, template, trial, fail)
 
 
 def settle_paths(spec: SweepSpec, client: bool = False) -> tuple[SweepSpec, list[TrialPath]]:
@@ -118,28 +139,6 @@ def unwritable_storage(spec: SweepSpec) -> list[str]:
         return []
     why = "is not a folder" if not existing.is_dir() else "is not writable"
     return [f"{spec.path}: field 'storage_path': cannot write to {spec.storage_path!r}: {existing} {why}"]
-
-
-def data_problems(configs: Sequence[Mapping[str, Any]]) -> list[str]:
-    """The fast data check (`cmda data check`'s quick form, what `cmda train` runs first) of every distinct
-    data section among the trials' resolved configs; one message per section with problems."""
-    import json
-
-    from cmda.config import config_from_dict
-    from cmda.data.check import check_training_data
-    from cmda.data.errors import DataError
-
-    seen, problems = set(), []
-    for resolved in configs:
-        key = json.dumps(resolved.get("data"), sort_keys=True, default=str)
-        if key in seen:
-            continue
-        seen.add(key)
-        try:
-            check_training_data(config_from_dict(dict(resolved)))
-        except (DataError, ValueError, OSError) as error:
-            problems.append(str(error))
-    return problems
 
 
 def check_storage(spec: SweepSpec, storage: str) -> None:

@@ -41,11 +41,31 @@ def fits(resources: Mapping[str, float], cpu: float, gpu: float) -> bool:
     return float(resources.get("CPU", 0.0)) >= cpu and float(resources.get("GPU", 0.0)) >= gpu
 
 
+def data_problems(configs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The fast data check (`cmda data check`'s quick form, what `cmda train` runs first) of every distinct
+    data section among the trials' resolved configs; one message per section with problems."""
+    import json
+
+    from cmda.config import config_from_dict
+    from cmda.data.check import check_training_data
+    from cmda.data.errors import DataError
+
+    seen, problems = set(), []
+    for resolved in configs:
+        key = json.dumps(resolved.get("data"), sort_keys=True, default=str)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            check_training_data(config_from_dict(dict(resolved)))
+        except (DataError, ValueError, OSError) as error:
+            problems.append(str(error))
+    return problems
+
+
 def paths_and_data_problems(paths: Sequence[TrialPath],
                             configs: Sequence[Mapping[str, Any]] = ()) -> list[str]:
-    """Missing paths; when none, the fast data check of each trial config's data (tune.preflight)."""
-    from tune.preflight import data_problems
-
+    """Missing paths; when none, the fast data check of each trial config's data."""
     return missing_paths(paths) or data_problems(configs)
 
 

@@ -14,21 +14,22 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from cmda.data.targets import DEFAULT_TARGET
 from cmda.io import YAMLFileError, load_yaml
-from cmda.overrides import apply_overrides, dotted_get
+from cmda.overrides import dotted_get, load_with_overrides
 from cmda.uda.variant_names import VARIANT_NAMES
 from cmda.validation import StrictModel, validate, whole_number
 from tune.configuration import BASELINE_VARIANT, Configuration, Ladder, round_value
 from tune.decision import DecideSpec
+from tune.errors import SweepError
+from tune.paths import parse_path_map
 from tune.space import EMPTY, Space, SpaceError, parse_space
 
 ASHA_TYPES = ("asha", "per_config_asha")
@@ -44,15 +45,6 @@ TRIAL_KEYS = (
     "uda.feature_loss.lambdas",
     "uda.feature_loss.lambda_scale",
 )
-
-
-class SweepError(ValueError):
-    """A sweep file that cannot run; the message names the file and the offending field."""
-
-
-class PathError(SweepError):
-    """A path a trial needs that cannot mean the same on every node; the message names file and field
-    (raised here for the sweep's `path_map`, and by `tune.paths`)."""
 
 
 # -- the file's schema ------------------------------------------------------------------------------------
@@ -530,23 +522,6 @@ def _with_space(path: Path, model: SweepFile, search: GridSearch | OptunaSearch)
     return GridSearch(configurations, search.seeds, space)
 
 
-def check_space(spec: SweepSpec) -> None:
-    """The search space's keys and values against the trainer's schema (tune.space.check_against_trainer),
-    on the config of the sweep's first trial: a bad key, a value out of range or of the wrong type is a
-    SweepError naming `search.space.<key>`."""
-    from tune.preflight import representative_trials
-    from tune.space import check_against_trainer
-    from tune.trainable import trainer_overrides
-
-    space = spec.search.space
-    if not space.entries:
-        return
-    first = representative_trials(spec)[0]
-    trial = {k: v for k, v in trainer_overrides(first).items() if k not in space.keys}
-    template = trial_template(spec.base_config, spec.overrides)
-    check_against_trainer(space, template, trial, lambda where, message: _fail(spec.path, where, message))
-
-
 def _resolve_base_config(path: Path, value: str) -> Path:
     """Relative to the sweep file first (sweeps travel with their configs), then to the cwd."""
     candidate = Path(value).expanduser()
@@ -555,14 +530,6 @@ def _resolve_base_config(path: Path, value: str) -> Path:
         if option.is_file():
             return option.resolve()
     raise _fail(path, "base_config", f"no such file; looked at {[str(o) for o in options]}")
-
-
-def trial_template(base_config: Path, overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """Base config with the sweep's overrides applied: what every trial shares, as a plain dict."""
-    raw = load_yaml(base_config) or {}
-    if not isinstance(raw, dict):
-        raise ValueError(f"{base_config}: a trainer config must be a mapping, got {type(raw).__name__}")
-    return apply_overrides(raw, dict(overrides))
 
 
 def _trainer_default(key: str) -> Any:
@@ -644,7 +611,7 @@ def parse_sweep(raw: Any, path: Path) -> SweepSpec:
             raise _fail(path, f"overrides.{key}", "set per trial by the sweep's search space; remove it here")
     base = _resolve_base_config(path, model.base_config)
     try:
-        template = trial_template(base, model.overrides)
+        template = load_with_overrides(base, model.overrides)
     except (YAMLFileError, ValueError) as exc:
         raise _fail(path, "base_config", str(exc)) from None
     search: GridSearch | OptunaSearch
@@ -756,26 +723,6 @@ def _decide(path: Path, model: SweepFile, search: GridSearch | OptunaSearch,
 
 def _path_map(path: Path, raw: dict[str, str]) -> dict[str, str]:
     return parse_path_map(raw, str(path))
-
-
-def parse_path_map(raw: Any, source: str, fieldname: str = "path_map") -> dict[str, str]:
-    """Validate a {driver folder: cluster folder} mapping (the `path_map` field, or `--path-map` options:
-    `tune.paths`); both sides absolute (`~` expands on the driver)."""
-    if raw is None:
-        return {}
-    if not isinstance(raw, Mapping):
-        raise PathError(f"{source}: field '{fieldname}': expected a mapping of driver folder -> cluster "
-                        f"folder, got {raw!r}")
-    out: dict[str, str] = {}
-    for local, remote in raw.items():
-        where = f"{source}: field '{fieldname}.{local}'"
-        if not isinstance(local, str) or not isinstance(remote, str) or not local or not remote:
-            raise PathError(f"{where}: expected folder names on both sides, got {local!r}: {remote!r}")
-        local_path = os.path.abspath(os.path.expanduser(local))
-        if not PurePosixPath(remote).is_absolute():
-            raise PathError(f"{where}: the cluster side must be absolute, got {remote!r}")
-        out[local_path] = os.path.normpath(remote)
-    return out
 
 
 def load_sweep(path: str | Path) -> SweepSpec:

@@ -81,15 +81,14 @@ def resolve_trial_config(
     params: Mapping[str, Any], work_dir: str | Path | None = None, name: str | None = None
 ) -> dict[str, Any]:
     """Base config + sweep overrides + this trial's ablation cell and seed (in that order of precedence)."""
-    from cmda.overrides import apply_overrides
-    from tune.sweep import trial_template
+    from cmda.overrides import apply_overrides, load_with_overrides
 
     trial = trainer_overrides(params)
     if work_dir is not None:
         trial["train.work_dir"] = str(work_dir)
     if name is not None:
         trial["name"] = name
-    template = trial_template(Path(params["base_config"]), dict(params.get("overrides") or {}))
+    template = load_with_overrides(params["base_config"], dict(params.get("overrides") or {}))
     return apply_overrides(template, trial)
 
 

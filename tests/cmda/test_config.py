@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from cmda.config import ConfigError, apply_overrides, config_from_dict, load_config, save_config
+from cmda.config import ConfigError, config_from_dict, load_config, save_config
 from cmda.data.targets import TARGETS
+from cmda.overrides import apply_overrides
 from cmda.uda.feature_losses import VARIANTS
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"

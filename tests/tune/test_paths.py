@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cmda.config import apply_overrides, config_from_dict
+from cmda.config import config_from_dict
+from cmda.overrides import apply_overrides
 from tune.paths import (
     FILE,
     FOLDER,
