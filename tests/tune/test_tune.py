@@ -369,7 +369,8 @@ def test_per_config_asha_survives_a_retry_and_a_resume(cluster, tmp_path: Path) 
     resumed = resume_sweep(exp, train_fn=contract_trainer)
     assert resumed.num_errors == 0 and len(resumed) == 4
     assert not dead_run.exists()  # removed when the resume started
-    assert json.loads((exp / DECISIONS_FILE).read_text())  # the rung decisions, recorded as taken
+    recorded = [json.loads(line) for line in (exp / DECISIONS_FILE).read_text().splitlines()]
+    assert recorded and all("milestone" in row for row in recorded)  # the rung decisions, recorded as taken
     assert (tmp_path / "failed_once").is_file()  # a seed of a failed once (and was retried)
     final = {
         (r.config["ablation"]["lambda_scale"], r.config["seed"]): r.metrics["iteration"] for r in resumed
@@ -438,7 +439,7 @@ def test_a_grid_over_the_learning_rate_runs_and_the_analysis_shows_it(cluster, t
     # each fusion_st is compared with the baseline at its own lr: the same difference at both
     deltas = frame.loc[["fusion_st x1 optim.lr=0.001", "fusion_st x1 optim.lr=0.002"], "delta"]
     assert deltas.tolist() == pytest.approx([deltas.iloc[0]] * 2) and deltas.iloc[0] != 0
-    assert set(report.tables[0].frame["optim.lr"]) == {"0.001", "0.002"}
+    assert set(report.tables[1].frame["optim.lr"]) == {"0.001", "0.002"}  # the headline, after the decisions
     assert set(report.figures["params"]["value"]) == {1.0e-3, 2.0e-3}
 
 
