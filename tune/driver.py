@@ -190,7 +190,8 @@ def live_table(spec: SweepSpec, interval_s: float) -> LiveTable:
     """The live table with the sweep's N, rungs and expected share of the budget (tune.plan's rules)."""
     from tune.plan import decision_points, expected_iterations_per_trial
 
-    return LiveTable(spec.metric, spec.mode, interval_s=interval_s, total=spec.search.num_trials,
+    upper = spec.max_trials if spec.decide is not None else None
+    return LiveTable(spec.metric, spec.mode, interval_s=interval_s, total=spec.search.num_trials, upper=upper,
                      rungs=decision_points(spec), max_iters=spec.max_iters,
                      expected_share=expected_iterations_per_trial(spec) / spec.max_iters,
                      experiment=spec.name)

@@ -47,7 +47,8 @@ class OncePerMessage(logging.Filter):
 class LiveTable(Callback):
     """Prints the sweep's progress every `interval_s` seconds when something changed, and once at the end.
 
-    `total` is every trial the sweep will run (N), `rungs` the iterations where the scheduler decides,
+    `total` is every trial the sweep will run (N; `upper`: the most a `decide:` sweep may add up to),
+    `rungs` the iterations where the scheduler decides,
     `expected_share` the share of the full budget a trial is expected to run (tune.plan), `experiment` the
     experiment's name (for the heartbeat board; None: reports only), `tty` whether to redraw in place
     (default: whether the stream is a terminal)."""
@@ -60,6 +61,7 @@ class LiveTable(Callback):
         stream: TextIO | None = None,
         *,
         total: int | None = None,
+        upper: int | None = None,
         rungs: Sequence[int] = (),
         max_iters: int | None = None,
         expected_share: float = 1.0,
@@ -69,7 +71,7 @@ class LiveTable(Callback):
         self._metric, self._mode, self._interval = metric, mode, interval_s
         self._stream = stream
         self._tty = tty
-        self._watch = Watch(total or 0, metric, tuple(rungs), max_iters, expected_share)
+        self._watch = Watch(total or 0, metric, tuple(rungs), max_iters, expected_share, upper=upper)
         self._experiment = experiment
         self._board: Any = None
         self._views: dict[str, TrialView] = {}

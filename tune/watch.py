@@ -52,7 +52,10 @@ def duration(seconds: float) -> str:
 @dataclass
 class Watch:
     """The sweep's fixed facts: N trials, the metric, the rungs (decision iterations; the evaluations when
-    there is no early stopping) and the expected share of the full budget a trial runs (tune.plan)."""
+    there is no early stopping) and the expected share of the full budget a trial runs (tune.plan).
+
+    A `decide:` sweep adds fresh seeds once its early phase is over: N is then the initial trials, `upper`
+    the most it may create, and N grows with the trials seen."""
 
     total: int
     metric: str
@@ -60,12 +63,17 @@ class Watch:
     max_iters: int | None = None
     expected_share: float = 1.0
     peak_running: int = 0
+    upper: int | None = None
 
-    def counts(self, trials: Iterable[TrialView]) -> dict[str, int]:
+    def known(self, trials: Sequence[TrialView]) -> int:
+        """N: the trials the sweep will run as far as known now (fresh seeds count once created)."""
+        return max(self.total, len(trials))
+
+    def counts(self, trials: Sequence[TrialView]) -> dict[str, int]:
         """done, running, errored, and pending = every other of the N (not yet created included)."""
         states = [t.state for t in trials]
         out = {"done": states.count(DONE), "running": states.count(RUNNING), "errored": states.count(ERRORED)}
-        out["pending"] = max(self.total - sum(out.values()), 0)
+        out["pending"] = max(self.known(trials) - sum(out.values()), 0)
         return out
 
     @staticmethod
@@ -109,7 +117,9 @@ class Watch:
 
     def headline(self, trials: Sequence[TrialView]) -> str:
         counts = self.counts(trials)
-        text = (f"{counts['done']} of {self.total} done, {counts['running']} running, {counts['pending']} "
+        known = self.known(trials)
+        more = f" (fresh seeds: up to {self.upper})" if self.upper is not None and self.upper > known else ""
+        text = (f"{counts['done']} of {known}{more} done, {counts['running']} running, {counts['pending']} "
                 f"pending, {counts['errored']} errored")
         eta = self.eta_s(trials)
         per_iteration = self.seconds_per_iteration(trials)

@@ -109,3 +109,15 @@ def test_the_filter_sits_on_rays_handler_only_while_the_sweep_runs() -> None:
     assert all(any(isinstance(f, OncePerMessage) for f in h.filters) for h in handlers)
     table.on_experiment_end([])
     assert not any(isinstance(f, OncePerMessage) for h in handlers for f in h.filters)
+
+
+def test_a_decide_sweep_counts_its_fresh_seeds_into_n_and_says_how_many_may_follow() -> None:
+    """10 initial trials, fresh seeds up to 20: once 14 exist, N is 14 (never "14 of 10"), and the
+    headline says how many trials the decision may still add."""
+    done = [view(Configuration("none", {}), seed, "TERMINATED", {80: 30.0}) for seed in range(14)]
+    watch = Watch(total=10, metric="miou18", upper=20)
+    assert watch.counts(done) == {"done": 14, "running": 0, "errored": 0, "pending": 0}
+    assert watch.headline(done).startswith("14 of 14 (fresh seeds: up to 20) done")
+    assert Watch(total=10, metric="miou18", upper=14).headline(done).startswith("14 of 14 done")
+    assert Watch(total=10, metric="miou18").headline(done[:3]).startswith("3 of 10 done")
+
