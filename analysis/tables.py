@@ -20,7 +20,7 @@ from analysis.load import PARAM_PREFIX
 from analysis.setting import Setting
 from analysis.stats import CORRECTION_NAMES, PowerNote, power_note
 from tune.configuration import BASELINE_VARIANT
-from tune.decision import BETTER, EQUIVALENT, OUT_OF_BUDGET, OUT_OF_SEEDS, UNDECIDED, WORSE
+from tune.decision import BETTER, EQUIVALENT, OUT_OF_BUDGET, OUT_OF_SEEDS, UNDECIDED, WORSE, best_by_delta
 from tune.experiment import ERROR, PAUSED, PENDING, RUNNING, TERMINATED
 
 DASH = "–"
@@ -155,11 +155,11 @@ def headline_table(comparisons: pd.DataFrame, baseline: dict[str, Any], setting:
     # the best by its paired difference to the reference (0 for the reference itself), never by raw means
     # over different sets of seeds; no ranking when the reference did not reach the full budget
     deltas = ([0.0] if baseline else []) + rows["delta"].tolist()
-    if reference_complete and any(not missing(d) for d in deltas):
-        sign = -1.0 if setting.mode == "min" else 1.0
-        best = max(sign * d for d in deltas if not missing(d))
-        column = header[4 + len(params)] if best > 0 else header[3 + len(params)]
-        bold = {(i, column) for i, d in enumerate(deltas) if not missing(d) and sign * d == best}
+    best = best_by_delta(dict(enumerate(deltas)), setting.mode) if reference_complete else []
+    if best:
+        reference_best = bool(baseline) and 0 in best
+        column = header[3 + len(params)] if reference_best else header[4 + len(params)]
+        bold = {(i, column) for i in best}
     budget = f"{setting.max_iters} iterations" if setting.max_iters else "their last iteration"
     caption = (f"Configurations that ran to the end ({budget}), each compared with the baseline at the "
                f"largest iteration both reached, paired by seed; in bold the best by that paired difference "

@@ -1,8 +1,10 @@
 """Shared pytest fixtures and files: torch thread limit, the synthetic dataset generated once per session, the
-tiny trainer configs (`tiny_config` for the real trainer, `write_base_config` for the sweep tests)."""
+tiny trainer configs (`tiny_config` for the real trainer, `write_base_config` for the sweep tests), a
+finished study in Ray's layout (`write_finished_study`)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -90,3 +92,34 @@ def tiny_config(synthetic_root: Path, tmp_path: Path):
         return config_from_dict(apply_overrides(base, overrides))
 
     return make
+
+
+STUDY = Path(__file__).resolve().parents[1] / "configs" / "sweeps" / "l2_ablation_b2.yaml"
+
+
+def write_finished_study(root: Path, values: dict[tuple[str, float], list[float | None]]) -> Path:
+    """A finished study in Ray's layout (the study's sweep.yaml, no `decide:`): per (variant, lambda) the
+    final miou18 of seeds 0, 1, ... at the full budget (None: stopped at the first rung; NaN: ended without
+    a value), each trial with a checkpoint folder per report."""
+    raw = yaml.safe_load(STUDY.read_text())
+    raw["base_config"] = str((STUDY.parent / raw["base_config"]).resolve())
+    root.mkdir(parents=True)
+    (root / "sweep.yaml").write_text(yaml.safe_dump(raw))
+    data = []
+    for (variant, lam), finals in values.items():
+        for seed, final in enumerate(finals):
+            name = f"{variant}_{lam:g}_s{seed}"
+            params = {"ablation": {"variant": variant, "lambda_scale": None,
+                                   "lambdas": {} if variant == "none" else {"fusion_st": lam}}, "seed": seed}
+            data.append([json.dumps({"trial_id": name, "status": "TERMINATED", "relative_logdir": name,
+                                     "config": params}), json.dumps({"num_failures": 0, "last_result": {}})])
+            (root / name).mkdir()
+            (root / name / "params.json").write_text(json.dumps(params))
+            reports = [(8000, 10.0)] + ([] if final is None else [(40000, final)])
+            (root / name / "result.json").write_text("".join(
+                json.dumps({"iteration": it, "max_iters": 40000, "miou18": v}) + "\n" for it, v in reports))
+            for index in range(len(reports)):
+                (root / name / f"checkpoint_{index:06d}").mkdir()
+    (root / "experiment_state-2026-12-01_10-00-00.json").write_text(json.dumps({"trial_data": data}))
+    return root
+

@@ -1,11 +1,14 @@
-"""`cmda-tune best EXPERIMENT [--json]`: the configuration the study decided is best, ready to retrain or use.
+"""`cmda-tune best EXPERIMENT [--json]`: the study's best configuration, ready to retrain or use.
 
-The decision is tune.decision's, taken on the experiment's trials with the decisions recorded in
+A `decide:` study: tune.decision's decision, taken on the experiment's trials with the decisions recorded in
 decisions.jsonl standing (`keep_taken`), so `best` says what the sweep and the report say. Best: among the
 configurations decided better than the reference, the largest difference (they are not tested against each
-other: the output says so when there are several); when every comparison is decided and none is better, the
-reference. Anything else (a sweep without `decide:`, a study still open with nothing decided better) is
-"nothing decided", exit 1.
+other: the output says so when there are several); once the study is over and none is better, the
+reference. A `decide:` study still open with nothing decided better is "nothing decided", exit 1.
+
+A study without `decide:`: the report's rule (its bold row: the largest paired difference to the reference
+at the full budget, `tune.decision.best_by_delta`), said to be untested. Nothing is ranked when the
+reference has not reached the full budget on every seed (exit 1), as in the report.
 """
 
 from __future__ import annotations
@@ -13,14 +16,28 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tune.configuration import Configuration, report_number
-from tune.decision import BETTER, SeedRun, Verdict, collect, decide, keep_taken, seed_run, taken
+from tune.decision import (
+    BETTER,
+    COMPLETE,
+    SeedRun,
+    Verdict,
+    best_by_delta,
+    collect,
+    decide,
+    keep_taken,
+    seed_run,
+    taken,
+)
 from tune.experiment import SWEEP_FILE, Experiment, ExperimentError, TrialRecord, join, open_experiment
 from tune.trainable import trainer_overrides
+
+UNTESTED = "untested (the report's rule)"
+"""The decision of a best found without a `decide:` study: the largest paired difference, no test."""
 
 
 class NothingDecided(ExperimentError):
@@ -54,13 +71,17 @@ class Best:
     settings: list[str]  # --set KEY=VALUE, what the trainer needs besides the base config
     checkpoint: str | None  # the latest checkpoint of its best full-budget seed
     delta: float  # vs the reference (0 for the reference itself)
-    decision: str
+    decision: str  # better / reference (a decide: study), or UNTESTED (the report's rule)
     tied: list[str]  # other configurations decided better (not tested against this one)
+    checkpoints: dict[int, str] = field(default_factory=dict)  # seed -> its latest checkpoint
+    undecided: list[str] = field(default_factory=list)  # comparisons left open (a decide: study)
 
     def as_json(self) -> dict[str, Any]:
         return {"label": self.label, "key": self.key, "settings": self.settings,
-                "checkpoint": self.checkpoint, "delta": self.delta, "decision": self.decision,
-                "also_better": self.tied}
+                "checkpoint": self.checkpoint,
+                "checkpoints": {str(seed): path for seed, path in self.checkpoints.items()},
+                "delta": self.delta, "decision": self.decision, "also_better": self.tied,
+                "undecided": self.undecided}
 
 
 def pick_best(verdict: Verdict, mode: str = "max") -> tuple[str | None, list[str]]:
@@ -76,17 +97,18 @@ def pick_best(verdict: Verdict, mode: str = "max") -> tuple[str | None, list[str
 
 
 def best_configuration(location: str) -> Best:
-    experiment = open_experiment(location)
-    sweep = experiment.sweep() or {}
-    if not isinstance(sweep.get("decide"), Mapping):
-        raise NothingDecided(f"{experiment.location}: the sweep has no decide: section, so nothing was "
-                             "decided; see the report's comparisons (cmda-analyze) or run a decide: sweep")
     from tune.sweep import parse_sweep
 
+    experiment = open_experiment(location)
+    sweep = experiment.sweep()
+    if sweep is None:
+        raise NothingDecided(f"{experiment.location}: no {SWEEP_FILE}: not a cmda-tune experiment")
     spec = parse_sweep(sweep, Path(experiment.where(SWEEP_FILE)))  # raises SweepError naming the field
-    assert spec.decide is not None and spec.reference is not None
-    configurations = {c.key: c for c in spec.launch_order()}
     records = experiment.trials()
+    if spec.decide is None:
+        return _by_the_reports_rule(experiment, spec, records)
+    assert spec.reference is not None
+    configurations = {c.key: c for c in spec.launch_order()}
     runs = experiment_runs(records, spec.metric, spec.max_iters, configurations)
     results = collect(list(runs.values()), configurations=list(configurations), reference=spec.reference.key,
                       initial_seeds=spec.seeds, mode=spec.mode, max_iters=spec.max_iters)
@@ -98,39 +120,101 @@ def best_configuration(location: str) -> Best:
         still = "the study is still running" if not verdict.done else "no comparison was decided"
         raise NothingDecided(f"{experiment.location}: no configuration is decided better than "
                              f"{spec.reference.label} yet and {still}; `cmda-tune status` shows where it is")
-    configuration = configurations[key]
+    decision = verdict.decisions.get(key)
+    open_ = [configurations[c].label for c, d in verdict.decisions.items()
+             if c in configurations and d.outcome.startswith("undecided")]
+    return _best(experiment, spec, records, runs, configurations[key],
+                 delta=0.0 if decision is None else float(decision.delta),
+                 decision="reference" if decision is None else decision.outcome,
+                 tied=[configurations[c].label for c in tied], undecided=open_)
+
+
+def _by_the_reports_rule(experiment: Experiment, spec: Any, records: Sequence[TrialRecord]) -> Best:
+    """The report's bold row for a study without `decide:` (see module doc)."""
+    configurations: dict[str, Configuration] = {}
+    for trial in records:
+        if isinstance(trial.params, Mapping) and "seed" in trial.params:
+            with_seed = Configuration.from_params(trial.params)
+            configurations.setdefault(with_seed.key, with_seed)
+    runs = experiment_runs(records, spec.metric, spec.max_iters, configurations)
+    values: dict[str, dict[int, float]] = {}
+    complete: dict[str, bool] = {}
+    for run in runs.values():
+        ok = run.state == COMPLETE and math.isfinite(run.value)
+        complete[str(run.config)] = complete.get(str(run.config), True) and ok
+        if ok:
+            values.setdefault(str(run.config), {})[run.seed] = run.value
+    references = {c.setting_key: key for key, c in configurations.items()
+                  if spec.reference is not None and c.variant == spec.reference.variant
+                  and dict(c.lambdas) == dict(spec.reference.lambdas)}
+    if not references:
+        name = spec.reference.label if spec.reference is not None else "none"
+        raise NothingDecided(f"{experiment.location}: the reference ({name}) has no trials: nothing to "
+                             "compare with")
+    short = [configurations[r].label for r in references.values() if not complete.get(r, False)]
+    if short:
+        raise NothingDecided(f"{experiment.location}: nothing is ranked: the reference ({', '.join(short)}) "
+                             "did not reach the full budget with a value on every seed (as in the report)")
+    deltas: dict[str, float] = {}
+    for key, configuration in configurations.items():
+        reference = references.get(configuration.setting_key)
+        if reference is None or not complete.get(key, False):
+            continue
+        if key == reference:
+            deltas[key] = 0.0
+            continue
+        common = sorted(set(values.get(key, {})) & set(values[reference]))
+        if common:
+            deltas[key] = sum(values[key][s] - values[reference][s] for s in common) / len(common)
+    best = best_by_delta(deltas, spec.mode)
+    return _best(experiment, spec, records, runs, configurations[best[0]], delta=deltas[best[0]],
+                 decision=UNTESTED, tied=[configurations[k].label for k in best[1:]], undecided=[])
+
+
+def _best(experiment: Experiment, spec: Any, records: Sequence[TrialRecord], runs: Mapping[str, SeedRun],
+          configuration: Configuration, *, delta: float, decision: str, tied: list[str],
+          undecided: list[str]) -> Best:
     overrides = {**spec.overrides, **trainer_overrides({"ablation": configuration.as_param(), "seed": 0})}
     overrides.pop("seed", None)
     lambdas = overrides.pop("uda.feature_loss.lambdas", {})
     overrides.update({f"uda.feature_loss.lambdas.{term}": value for term, value in lambdas.items()})
     settings = [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in sorted(overrides.items())]
-    decision = verdict.decisions.get(key)
-    return Best(label=configuration.label, key=key, settings=settings,
-                checkpoint=_checkpoint(experiment, records, runs, key, spec.mode),
-                delta=0.0 if decision is None else float(decision.delta),
-                decision="reference" if decision is None else decision.outcome,
-                tied=[configurations[c].label for c in tied])
+    checkpoints = _checkpoints(experiment, records, runs, configuration.key, spec.mode)
+    return Best(label=configuration.label, key=configuration.key, settings=settings,
+                checkpoint=next(iter(checkpoints.values()), None), delta=delta, decision=decision, tied=tied,
+                checkpoints=checkpoints, undecided=undecided)
 
 
-def _checkpoint(experiment: Experiment, records: Sequence[TrialRecord], runs: Mapping[str, SeedRun], key: str,
-                mode: str) -> str | None:
-    """The latest checkpoint folder of the configuration's seed with the best full-budget value."""
+def _checkpoints(experiment: Experiment, records: Sequence[TrialRecord], runs: Mapping[str, SeedRun],
+                 key: str, mode: str) -> dict[int, str]:
+    """Seed -> the latest checkpoint folder of each of the configuration's seeds with a full-budget value,
+    the best value first."""
     sign = 1.0 if mode == "max" else -1.0
-    mine = [(run.value, trial) for trial in records if (run := runs.get(trial.trial_id)) is not None
+    mine = [(run.value, run.seed, trial) for trial in records if (run := runs.get(trial.trial_id)) is not None
             and run.config == key and math.isfinite(run.value)]
-    for _, trial in sorted(mine, key=lambda pair: -sign * pair[0]):
+    out: dict[int, str] = {}
+    for _, seed, trial in sorted(mine, key=lambda item: -sign * item[0]):
         folders = sorted(name for name, is_dir in experiment.list(trial.dirname)
                          if is_dir and name.startswith("checkpoint_"))
-        if folders:
-            return join(experiment.location, trial.dirname, folders[-1])
-    return None
+        if folders and seed not in out:
+            out[seed] = join(experiment.location, trial.dirname, folders[-1])
+    return out
 
 
 def format_best(best: Best) -> str:
-    lines = [f"best: {best.label}  ({best.decision}, Δ {best.delta:+.2f} vs the reference)",
+    if best.decision == UNTESTED:
+        how = f"by the report's rule: the largest paired Δ, {best.delta:+.2f} vs the reference; not tested"
+    elif best.decision == "reference":
+        how = "the reference: no configuration was decided better"
+    else:
+        how = f"{best.decision}, Δ {best.delta:+.2f} vs the reference"
+    lines = [f"best: {best.label}  ({how})",
              f"key: {best.key}",
              "settings: " + " ".join(f"--set {s}" for s in best.settings),
              f"checkpoint: {best.checkpoint or '(none kept)'}"]
+    lines += [f"  seed {seed}: {path}" for seed, path in best.checkpoints.items()]
     if best.tied:
         lines.append("also decided better (not tested against it): " + ", ".join(best.tied))
+    if best.undecided:
+        lines.append("left undecided: " + ", ".join(best.undecided))
     return "\n".join(lines)

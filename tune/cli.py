@@ -105,8 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     clean.add_argument("experiment_dir")
     clean.add_argument("--address", default=None,
                        help="the Ray cluster the sweep ran on (default: this machine only, without Ray)")
-    best = sub.add_parser("best", help="the configuration a decide: study decided is best: its settings and "
-                          "checkpoint")
+    best = sub.add_parser("best", help="the study's best configuration (decided, or by the report's rule "
+                          "without decide:): its settings and its seeds' checkpoints")
     best.add_argument("experiment_dir")
     best.add_argument("--json", action="store_true", help="print one JSON object")
 

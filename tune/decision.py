@@ -38,10 +38,12 @@ import functools
 import math
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from scipy import stats
+
+K = TypeVar("K", bound=Hashable)
 
 BETTER, WORSE, EQUIVALENT, UNDECIDED, STOPPED = "better", "worse", "equivalent", "undecided", "stopped"
 DECISIONS = (BETTER, WORSE, EQUIVALENT, UNDECIDED, STOPPED)
@@ -561,6 +563,18 @@ class SeedRun:
     state: str
     value: float = math.nan
     iterations: float = 0.0
+
+
+def best_by_delta(deltas: Mapping[K, float], mode: str = "max") -> list[K]:
+    """The report's rule for a best without a decision: the largest paired difference to the reference
+    (the reference itself at 0), never raw means over different sets of seeds; every key at that value, in
+    the order given. NaN differences take no part; [] when none is finite."""
+    sign = -1.0 if mode == "min" else 1.0
+    finite = {k: sign * d for k, d in deltas.items() if isinstance(d, int | float) and math.isfinite(d)}
+    if not finite:
+        return []
+    top = max(finite.values())
+    return [k for k, v in finite.items() if v == top]
 
 
 def seed_run(config: Hashable, seed: int, *, status: str, iteration: float | None, max_iters: float | None,

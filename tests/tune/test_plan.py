@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import write_finished_study
 
 from tune.cli import main
 from tune.plan import checkpoint_bytes, expected_iterations_per_trial, make_plan
@@ -225,37 +226,13 @@ def test_plan_shows_the_decision_design_in_text_and_json(tmp_path: Path, capsys)
     assert "2 slots for 3 seeds: a configuration's seeds cannot run together" in capsys.readouterr().out
 
 
-def write_earlier_experiment(root: Path, values: dict[tuple[str, float], list[float | None]]) -> Path:
-    """A finished study in Ray's layout: per (variant, lambda) the final miou18 of seeds 0, 1, ... at the full
-    budget (None: stopped at the first rung; NaN: ended without a value), and the study's sweep.yaml."""
-    raw = yaml.safe_load(STUDY.read_text())
-    raw["base_config"] = str((STUDY.parent / raw["base_config"]).resolve())
-    root.mkdir(parents=True)
-    (root / "sweep.yaml").write_text(yaml.safe_dump(raw))
-    data = []
-    for (variant, lam), finals in values.items():
-        for seed, final in enumerate(finals):
-            name = f"{variant}_{lam:g}_s{seed}"
-            params = {"ablation": {"variant": variant, "lambda_scale": None,
-                                   "lambdas": {} if variant == "none" else {"fusion_st": lam}}, "seed": seed}
-            data.append([json.dumps({"trial_id": name, "status": "TERMINATED", "relative_logdir": name,
-                                     "config": params}), json.dumps({"num_failures": 0, "last_result": {}})])
-            (root / name).mkdir()
-            (root / name / "params.json").write_text(json.dumps(params))
-            reports = [(8000, 10.0)] + ([] if final is None else [(40000, final)])
-            (root / name / "result.json").write_text("".join(
-                json.dumps({"iteration": it, "max_iters": 40000, "miou18": v}) + "\n" for it, v in reports))
-    (root / "experiment_state-2026-12-01_10-00-00.json").write_text(json.dumps({"trial_data": data}))
-    return root
-
-
 def test_plan_takes_the_seed_sd_from_an_earlier_experiment(tmp_path: Path, capsys) -> None:
     """--from: the paired SD of the full-budget values with the shared seed effect removed; stopped seeds,
     NaN values and configurations on one seed left out."""
     finals = {("none", 0.0): [30.0, 29.0, 31.0], ("fusion_st", 0.05): [34.0, 33.1, 34.9],
               ("fusion_st", 0.1): [30.5, 29.0, float("nan")], ("fusion_st", 0.5): [None, None, None],
               ("fusion_st", 0.2): [31.0, None, None]}
-    earlier = write_earlier_experiment(tmp_path / "earlier", finals)
+    earlier = write_finished_study(tmp_path / "earlier", finals)
     full = np.array([[30.0, 29.0, 31.0], [34.0, 33.1, 34.9]])  # what counts: two configurations x 3 seeds,
     # plus fusion_st 0.1 on seeds 0 and 1 (fusion_st 0.2's one seed adds no degree of freedom)
     rows = [("none", s, v) for s, v in enumerate(full[0])] + [("a", s, v) for s, v in enumerate(full[1])]
@@ -287,6 +264,6 @@ def test_plan_takes_the_seed_sd_from_an_earlier_experiment(tmp_path: Path, capsy
     with pytest.raises(SystemExit):  # one or the other (argparse's usage error, exit 2)
         main(["plan", str(sweep), "--from", str(earlier), "--seed-sd", "0.8"])
     capsys.readouterr()
-    lone = write_earlier_experiment(tmp_path / "lone", {("none", 0.0): [30.0], ("fusion_st", 0.05): [31.0]})
+    lone = write_finished_study(tmp_path / "lone", {("none", 0.0): [30.0], ("fusion_st", 0.05): [31.0]})
     assert main(["plan", str(sweep), "--from", str(lone)]) == 2
     assert "too few seeds reached the full budget" in capsys.readouterr().err
