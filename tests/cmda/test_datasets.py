@@ -223,14 +223,15 @@ def test_cityscapes_round_trip(synthetic_root: Path) -> None:
     torch.testing.assert_close(dataset[2]["image"], dataset[2]["image"])  # seeded -> reproducible
 
 
-def _copy_cityscapes(synthetic_root: Path, tmp_path: Path) -> Path:
-    root = tmp_path / "cityscapes"
-    shutil.copytree(synthetic_root / "cityscapes", root)
+def _copy_twin(synthetic_root: Path, tmp_path: Path, folder: str) -> Path:
+    """A writable copy of one dataset of the session's synthetic twin."""
+    root = tmp_path / folder
+    shutil.copytree(synthetic_root / folder, root)
     return root
 
 
 def test_cityscapes_bad_inputs(synthetic_root: Path, tmp_path: Path) -> None:
-    root = _copy_cityscapes(synthetic_root, tmp_path)
+    root = _copy_twin(synthetic_root, tmp_path, "cityscapes")
     dataset = CityscapesDataset(root, resize=(256, 128), crop=(64, 64), seed=0)
     label_path = dataset.label_path(0)
     array = np.asarray(Image.open(label_path)).copy()
@@ -359,14 +360,8 @@ def test_event_index_0_is_an_event_for_the_dataset_and_the_check(synthetic_root:
     assert len(windows) == len(listed)  # the check asked the rule once per listed frame
 
 
-def _copy_dsec(synthetic_root: Path, tmp_path: Path) -> Path:
-    root = tmp_path / "DSEC_Night"
-    shutil.copytree(synthetic_root / "DSEC_Night", root)
-    return root
-
-
 def test_dsec_bad_inputs(synthetic_root: Path, tmp_path: Path) -> None:
-    root = _copy_dsec(synthetic_root, tmp_path)
+    root = _copy_twin(synthetic_root, tmp_path, "DSEC_Night")
     test = DSECNightDataset(root, split="test")
     sequence, frame = test.samples[0]
     label = sequence / "labels" / f"{sequence.name}_{frame:06d}_grey_gtFine_labelTrainIds.png"
@@ -456,7 +451,7 @@ def test_dark_zurich_tiny_fixture(tmp_path: Path) -> None:
 
 
 def test_prepare_cityscapes_parallel_matches_serial(synthetic_root: Path, tmp_path: Path) -> None:
-    root = _copy_cityscapes(synthetic_root, tmp_path)
+    root = _copy_twin(synthetic_root, tmp_path, "cityscapes")
     reference = (root / "sample_class_stats.json").read_text()
     (root / "sample_class_stats.json").unlink()
     prepare_cityscapes(root, workers=2)

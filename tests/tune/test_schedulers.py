@@ -346,16 +346,8 @@ def _study_shape(order: str, scheduler: TrialScheduler) -> float:
 
 def test_configuration_major_launch_order_saves_compute_under_per_config_asha() -> None:
     def make() -> GroupASHA:
-        return GroupASHA(
-            metric="miou18",
-            mode="max",
-            grace_period=8000,
-            max_t=40000,
-            reduction_factor=2,
-            group_by="configuration",
-            group_size=3,
-            wait_at_rungs=False,  # in Ray order, seeds waiting for unlaunched siblings hold every slot
-        )
+        # wait_at_rungs off: in Ray order, seeds waiting for unlaunched siblings would hold every slot
+        return per_config(grace_period=8000, max_t=40000, group_size=3, wait_at_rungs=False)
 
     together, ray_order = _study_shape("together", make()), _study_shape("ray", make())
     assert together < ray_order - 0.1, (together, ray_order)
