@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tune.configuration import Configuration, report_number
+from tune.configuration import BASELINE_VARIANT, Configuration, report_number
 from tune.decision import (
     BETTER,
     COMPLETE,
@@ -30,6 +30,7 @@ from tune.decision import (
     collect,
     decide,
     keep_taken,
+    paired_contrast,
     seed_run,
     taken,
 )
@@ -130,42 +131,42 @@ def best_configuration(location: str) -> Best:
 
 
 def _by_the_reports_rule(experiment: Experiment, spec: Any, records: Sequence[TrialRecord]) -> Best:
-    """The report's bold row for a study without `decide:` (see module doc)."""
+    """The report's bold row for a study without `decide:` (see module doc): each configuration against the
+    baseline at its setting, paired by seed, over the full-budget values `collect` gathers."""
     configurations: dict[str, Configuration] = {}
     for trial in records:
         if isinstance(trial.params, Mapping) and "seed" in trial.params:
-            with_seed = Configuration.from_params(trial.params)
-            configurations.setdefault(with_seed.key, with_seed)
-    runs = experiment_runs(records, spec.metric, spec.max_iters, configurations)
-    values: dict[str, dict[int, float]] = {}
-    complete: dict[str, bool] = {}
-    for run in runs.values():
-        ok = run.state == COMPLETE and math.isfinite(run.value)
-        complete[str(run.config)] = complete.get(str(run.config), True) and ok
-        if ok:
-            values.setdefault(str(run.config), {})[run.seed] = run.value
-    references = {c.setting_key: key for key, c in configurations.items()
-                  if spec.reference is not None and c.variant == spec.reference.variant
-                  and dict(c.lambdas) == dict(spec.reference.lambdas)}
+            configuration = Configuration.from_params(trial.params)
+            configurations.setdefault(configuration.key, configuration)
+    references: dict[str, str] = {}  # setting -> its baseline, as analysis.compare.reference_configurations
+    for key, configuration in configurations.items():
+        if configuration.variant == BASELINE_VARIANT:
+            references.setdefault(configuration.setting_key, key)
     if not references:
-        name = spec.reference.label if spec.reference is not None else "none"
-        raise NothingDecided(f"{experiment.location}: the reference ({name}) has no trials: nothing to "
-                             "compare with")
-    short = [configurations[r].label for r in references.values() if not complete.get(r, False)]
+        raise NothingDecided(f"{experiment.location}: no {BASELINE_VARIANT} trials: nothing to compare with")
+    runs = experiment_runs(records, spec.metric, spec.max_iters, configurations)
+    results = collect(list(runs.values()), configurations=list(configurations),
+                      reference=next(iter(references.values())), initial_seeds=spec.seeds, mode=spec.mode)
+
+    def complete(key: str) -> bool:  # every seed reached the full budget (a NaN value is skipped in pairs)
+        return key not in results.pending and all(run.state == COMPLETE for run in runs.values()
+                                                  if run.config == key)
+
+    def full(key: str) -> bool:  # ... each with a value: what the reference needs for anything to rank
+        return complete(key) and all(math.isfinite(v) for v in results.values[key].values())
+
+    short = [configurations[r].label for r in references.values() if not full(r)]
     if short:
         raise NothingDecided(f"{experiment.location}: nothing is ranked: the reference ({', '.join(short)}) "
                              "did not reach the full budget with a value on every seed (as in the report)")
     deltas: dict[str, float] = {}
     for key, configuration in configurations.items():
         reference = references.get(configuration.setting_key)
-        if reference is None or not complete.get(key, False):
+        if reference is None or not complete(key):
             continue
-        if key == reference:
-            deltas[key] = 0.0
-            continue
-        common = sorted(set(values.get(key, {})) & set(values[reference]))
-        if common:
-            deltas[key] = sum(values[key][s] - values[reference][s] for s in common) / len(common)
+        seeds = sorted(set(results.values[key]) & set(results.values[reference]))
+        deltas[key] = paired_contrast([results.values[key][s] for s in seeds],
+                                      [results.values[reference][s] for s in seeds]).estimate
     best = best_by_delta(deltas, spec.mode)
     return _best(experiment, spec, records, runs, configurations[best[0]], delta=deltas[best[0]],
                  decision=UNTESTED, tied=[configurations[k].label for k in best[1:]], undecided=[])

@@ -24,12 +24,13 @@ def test_best_by_delta_is_the_largest_paired_difference_with_the_reference_at_ze
 
 def test_best_without_decide_follows_the_reports_rule_and_lists_every_seeds_checkpoint(tmp_path: Path,
                                                                                         capsys) -> None:
-    """Paired by seed: fusion_st 0.05 is +1.0 on each seed; 0.1 has the higher raw mean of its two seeds
-    but was paired worse (-0.5), and 0.2 never reached the full budget."""
+    """Paired by seed: fusion_st 0.05 is +1.0 on each seed (raw mean 31.0); 0.1 has the higher raw mean
+    (31.5, over the two seeds with a value: its NaN seed is skipped, as in the report) but is only +0.5
+    paired; 0.2 never reached the full budget."""
     exp = write_finished_study(tmp_path / "study", {
         ("none", 0.0): [30.0, 32.0, 28.0],
         ("fusion_st", 0.05): [31.0, 33.0, 29.0],
-        ("fusion_st", 0.1): [29.5, 31.5, math.nan],
+        ("fusion_st", 0.1): [30.5, 32.5, math.nan],
         ("fusion_st", 0.2): [None, None, None],
     })
     assert main(["best", str(exp), "--json"]) == 0
