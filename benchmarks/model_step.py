@@ -101,9 +101,9 @@ def ours_step(args: argparse.Namespace, variant: str, backbone: str, device):
     from cmda.uda.dacs import branch_losses
 
     if variant == "strided":  # the layout before the fix: views straight into the convolutions
-        from cmda.models import daformer_head, fusion
+        from cmda.models import fusion
 
-        daformer_head.tokens_to_feature_map = fusion.tokens_to_feature_map = mit.tokens_to_map
+        fusion.tokens_to_feature_map = mit.tokens_to_map
     channels_last = args.channels_last or variant == "channels_last"
     if channels_last:
         mit.FEATURE_LAYOUTS[device.type] = torch.channels_last

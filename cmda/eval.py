@@ -17,11 +17,11 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from cmda.data import CLASSES, IGNORE_INDEX
 from cmda.data.targets import TargetSpec
+from cmda.models.cpu_kernels import resize_bilinear
 
 OnPrediction = Callable[[str, Tensor], None]
 """on_prediction(sample name, predicted trainIds [H, W] on the CPU)."""
@@ -89,9 +89,7 @@ def evaluate(
             label = batch["label"].to(device)
             with torch.autocast(device.type, enabled=False):
                 logits = model.predict(image, second_modality)
-            logits = F.interpolate(
-                logits.float(), size=label.shape[-2:], mode="bilinear", align_corners=False
-            )
+            logits = resize_bilinear(logits.float(), label.shape[-2:])
             prediction = logits.argmax(dim=1)
             conf += confusion_matrix(prediction, label, num_classes)
             if on_prediction is not None:

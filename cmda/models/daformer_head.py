@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cmda.models import checkpointing
-from cmda.models.mit import map_to_tokens, tokens_to_feature_map
+from cmda.models.cpu_kernels import DilatedDepthwiseConv2d, resize_bilinear
 
 
 class ConvBNReLU(nn.Sequential):
@@ -25,20 +25,31 @@ class ConvBNReLU(nn.Sequential):
     ) -> None:
         padding = dilation * (kernel_size // 2)
         super().__init__()
-        self.conv = nn.Conv2d(
-            in_channels,
-            out_channels,
-            kernel_size,
-            padding=padding,
-            dilation=dilation,
-            groups=groups,
-            bias=False,
-        )
+        if groups == in_channels == out_channels and dilation > 1:
+            self.conv: nn.Conv2d = DilatedDepthwiseConv2d(in_channels, kernel_size, dilation)
+        else:
+            self.conv = nn.Conv2d(
+                in_channels,
+                out_channels,
+                kernel_size,
+                padding=padding,
+                dilation=dilation,
+                groups=groups,
+                bias=False,
+            )
         self.bn = nn.BatchNorm2d(out_channels)
         self.relu = nn.ReLU(inplace=True)
         nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")
         nn.init.ones_(self.bn.weight)
         nn.init.zeros_(self.bn.bias)
+
+
+class ChannelLinear(nn.Linear):
+    """A Linear over the channels of a [B, C, H, W] map, run as a 1x1 convolution with the same weight: the
+    map stays in its layout and needs no token transposes (same products, same parameters and keys)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.conv2d(x, self.weight[:, :, None, None], self.bias)
 
 
 class DepthwiseSeparableConvBNReLU(nn.Sequential):
@@ -87,7 +98,7 @@ class DAFormerHead(nn.Module):
         super().__init__()
         self.in_channels = list(in_channels)
         self.num_classes = num_classes
-        self.embed = nn.ModuleList(nn.Linear(c, channels) for c in self.in_channels)
+        self.embed = nn.ModuleList(ChannelLinear(c, channels) for c in self.in_channels)
         self.fuse = SepASPP(len(self.in_channels) * channels, channels, dilations)
         self.dropout = nn.Dropout2d(dropout_ratio)
         self.conv_seg = nn.Conv2d(channels, num_classes, kernel_size=1)
@@ -113,10 +124,9 @@ class DAFormerHead(nn.Module):
         target_size = features[0].shape[-2:]
         embedded = []
         for feature, embed in zip(features, self.embed, strict=True):
-            height, width = feature.shape[-2:]
-            x = tokens_to_feature_map(embed(map_to_tokens(feature)), height, width)
+            x = embed(feature)
             if x.shape[-2:] != target_size:
-                x = F.interpolate(x, size=target_size, mode="bilinear", align_corners=False)
+                x = resize_bilinear(x, target_size)
             embedded.append(x)
         x = self.fuse(torch.cat(embedded, dim=1))
         if dropout:

@@ -53,8 +53,8 @@ FEATURE_LAYOUTS: dict[str, torch.memory_format] = {
     "cpu": torch.contiguous_format,
     "cuda": torch.contiguous_format,
 }
-"""Memory layout of the feature maps handed to convolutions outside a block (stage outputs, fusion outputs,
-the decoder's embeddings), per device type. CPU: contiguous, chosen by measurement (oneDNN's convolution
+"""Memory layout of the feature maps handed to convolutions outside a block (stage outputs, fusion outputs),
+per device type. CPU: contiguous, chosen by measurement (oneDNN's convolution
 backward is much slower on channels_last-strided maps; benchmarks/README.md). CUDA: contiguous as well,
 NOT measured yet (`benchmarks/model_step.py --channels-last` compares both where a GPU exists)."""
 
@@ -76,7 +76,7 @@ def tokens_to_map(tokens: Tensor, height: int, width: int) -> Tensor:
 
 def tokens_to_feature_map(tokens: Tensor, height: int, width: int) -> Tensor:
     """[B, H*W, C] tokens -> a [B, C, H, W] feature map in the device's layout (`FEATURE_LAYOUTS`): the one
-    rule for every map that leaves a block (stage outputs, fusion outputs, decoder embeddings)."""
+    rule for every map that leaves a block (stage outputs, fusion outputs)."""
     return tokens_to_map(tokens, height, width).contiguous(memory_format=feature_layout(tokens.device))
 
 

@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cmda.models import checkpointing
+from cmda.models.cpu_kernels import resize_bilinear
 from cmda.models.daformer_head import DAFormerHead
 from cmda.models.fusion import build_fusion
 from cmda.models.mit import build_mit, load_official_mit
@@ -138,7 +138,7 @@ class CMDASegmentor(nn.Module):
             logits = self.decode_head(self.backbone_image(image), dropout=False)
         else:
             logits = self.fused_logits(image, second_modality)
-        return F.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=False)
+        return resize_bilinear(logits, image.shape[-2:])
 
     def named_parameter_kinds(self) -> Iterator[tuple[str, nn.Parameter, bool, bool]]:
         """(name, parameter, is_head, no_decay) following the original's paramwise rule."""

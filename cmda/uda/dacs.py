@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from cmda.data import CITYSCAPES_ISR, IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, ISRParams
 from cmda.data.extractors import image_content_extractor, to_gray_uint8
 from cmda.errors import RunError
+from cmda.models.cpu_kernels import resize_bilinear
 from cmda.uda.ema import EMATeacher
 from cmda.uda.feature_losses import VARIANTS, FeatureContext
 from cmda.uda.mix import class_mix_masks, color_jitter, gaussian_blur, mix
@@ -58,7 +59,7 @@ def weighted_ce(logits: Tensor, label: Tensor, weight: Tensor | None = None) -> 
     Ignored pixels (255) contribute 0 but still count in the mean: the original's mmseg reduction, which
     differs from PyTorch's mean over valid pixels.
     """
-    logits = F.interpolate(logits.float(), size=label.shape[-2:], mode="bilinear", align_corners=False)
+    logits = resize_bilinear(logits.float(), label.shape[-2:])
     loss = F.cross_entropy(logits, label, ignore_index=IGNORE_INDEX, reduction="none")
     if weight is not None:
         loss = loss * weight
@@ -118,9 +119,7 @@ def phase_loss(
 @torch.no_grad()
 def pseudo_labels(teacher_logits: Tensor, size: tuple[int, int], threshold: float) -> tuple[Tensor, Tensor]:
     """Argmax labels and ONE confidence weight for the batch: the share of pixels with max prob >= thr."""
-    probs = torch.softmax(
-        F.interpolate(teacher_logits.float(), size=size, mode="bilinear", align_corners=False), dim=1
-    )
+    probs = torch.softmax(resize_bilinear(teacher_logits.float(), size), dim=1)
     confidence, label = probs.max(dim=1)
     return label, (confidence >= threshold).float().mean()
 

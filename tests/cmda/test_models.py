@@ -20,6 +20,7 @@ from cmda.models import (
     load_event_translator,
     load_official_mit,
 )
+from cmda.models.cpu_kernels import DilatedDepthwiseConv2d, resize_bilinear
 from cmda.models.mit import EfficientAttention, MixVisionTransformer, adapt_stem_weight
 from cmda.models.weights import read_state_dict
 
@@ -192,6 +193,64 @@ def test_sdpa_attention_equals_plain_softmax() -> None:
         weights = torch.softmax(q @ k.transpose(-2, -1) * 8**-0.5, dim=-1)
         plain = attn.proj((weights @ v).transpose(1, 2).reshape(2, height * width, 40))
     torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("dilation", "size"), [(2, (13, 10)), (6, (16, 16)), (18, (9, 20))])
+def test_dilated_depthwise_equals_the_plain_convolution(dilation: int, size: tuple[int, int]) -> None:
+    """Same output, input gradient and weight gradient as `nn.Conv2d` with the same weight, through the
+    CPU backward of `cmda.models.depthwise`; same state-dict keys; autocast takes the plain path."""
+    torch.manual_seed(0)
+    conv = DilatedDepthwiseConv2d(8, 3, dilation)
+    plain = torch.nn.Conv2d(8, 8, 3, padding=dilation, dilation=dilation, groups=8, bias=False)
+    plain.load_state_dict(conv.state_dict())
+    assert conv.state_dict().keys() == plain.state_dict().keys()
+    x = torch.randn(2, 8, *size, requires_grad=True)
+    upstream = torch.randn(2, 8, *size)
+    out = conv(x)
+    assert out.grad_fn is not None and "DilatedDepthwise" in out.grad_fn.name()
+    grad_x, grad_w = torch.autograd.grad(out, (x, conv.weight), upstream)
+    expected = plain(x)
+    expected_x, expected_w = torch.autograd.grad(expected, (x, plain.weight), upstream)
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    torch.testing.assert_close(grad_x, expected_x, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grad_w, expected_w, rtol=1e-5, atol=1e-5)
+    (grad_w_only,) = torch.autograd.grad(conv(x.detach()), conv.weight, upstream)  # input needs no gradient
+    torch.testing.assert_close(grad_w_only, expected_w, rtol=1e-5, atol=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert "DilatedDepthwise" not in conv(x).grad_fn.name()
+
+
+@pytest.mark.parametrize(
+    ("shape", "size"), [((2, 4, 8, 8), (32, 32)), ((1, 3, 13, 17), (30, 41)), ((1, 2, 30, 41), (13, 17))]
+)
+def test_resize_bilinear_equals_interpolate(shape: tuple[int, ...], size: tuple[int, int]) -> None:
+    """The CPU matmul form gives F.interpolate's bilinear (align_corners=False) values and gradients, up,
+    down and at non-integer ratios; a channels_last map keeps its layout through F.interpolate."""
+    torch.manual_seed(0)
+    x = torch.randn(*shape, requires_grad=True)
+    upstream = torch.randn(*shape[:2], *size)
+    out = resize_bilinear(x, size)
+    expected = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    (grad,) = torch.autograd.grad(out, x, upstream)
+    (expected_grad,) = torch.autograd.grad(expected, x, upstream)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-5)
+    assert "Interpolat" not in type(out.grad_fn).__name__ and "Upsample" not in type(out.grad_fn).__name__
+    channels_last = x.detach().contiguous(memory_format=torch.channels_last)
+    assert resize_bilinear(channels_last, size).is_contiguous(memory_format=torch.channels_last)
+
+
+def test_decoder_runs_its_dilated_branches_and_embeddings_through_the_fast_modules() -> None:
+    """The ASPP's dilated depthwise convs are `DilatedDepthwiseConv2d`; the per-stage embeddings are
+    Linears over channels (1x1 convs on the map) equal to the Linear over tokens."""
+    head = CMDASegmentor("mit_b0", num_classes=3).decode_head
+    dilated = [m for m in head.modules() if isinstance(m, torch.nn.Conv2d) and m.dilation[0] > 1]
+    assert len(dilated) == 3 and all(isinstance(m, DilatedDepthwiseConv2d) for m in dilated)
+    embed = head.embed[0]
+    feature = torch.randn(2, embed.in_features, 5, 7)
+    tokens = feature.flatten(2).transpose(1, 2)
+    expected = F.linear(tokens, embed.weight, embed.bias).transpose(1, 2).reshape(2, -1, 5, 7)
+    torch.testing.assert_close(embed(feature), expected, rtol=1e-6, atol=1e-6)
 
 
 def test_segmentor_outputs_and_gradients_reach_every_part() -> None:
