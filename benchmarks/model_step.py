@@ -10,8 +10,9 @@ within a round, so a machine whose load changes between rounds still gives compa
         --variants ours strided blocks stages original --original /tmp/orig/CMDA --rounds 5
 
 Variants: `ours` (this repository, `activation_checkpointing: off`), `blocks` / `stages` (checkpointed),
-`strided` (ours with the decoder and the fusion fed channels_last-strided views, as before the layout
-fix), `channels_last` (ours with dense channels_last feature maps, inputs and weights: the other layout
+`strided` (ours with the fusion fed channels_last-strided views, as before the layout fix; the decoder's
+embeddings have since become 1x1 convs on the map, so only the fusion's part of that fix is undone),
+`channels_last` (ours with dense channels_last feature maps, inputs and weights: the other layout
 `FEATURE_LAYOUTS` can choose per device), `original` (needs `--original PATH`: a checkout of
 XiaRho/CMDA; its dependencies mmcv 1.3.7, installed without compiled ops, and timm 0.3.2 are looked up
 in `--original-site`, a pip `--target` folder; two import shims, OpenCV and `torch._six`, are written by

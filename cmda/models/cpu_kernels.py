@@ -72,16 +72,19 @@ class DilatedDepthwiseConv2d(nn.Conv2d):
 @lru_cache(maxsize=64)
 def interpolation_matrix(size_in: int, size_out: int) -> Tensor:
     """[size_out, size_in] float32 weights of 1-D linear interpolation, ``align_corners=False``, computed
-    in float32 as PyTorch's CPU kernel computes them (its ``area_pixel_compute_source_index``)."""
-    scale = torch.tensor(size_in / size_out, dtype=torch.float32)
-    source = (scale * (torch.arange(size_out, dtype=torch.float32) + 0.5) - 0.5).clamp_min(0)
-    lower = source.long()
-    upper = torch.where(lower < size_in - 1, lower + 1, lower)
-    upper_weight = source - lower.float()
-    matrix = torch.zeros(size_out, size_in)
-    outputs = torch.arange(size_out)
-    matrix.index_put_((outputs, lower), 1 - upper_weight, accumulate=True)
-    matrix.index_put_((outputs, upper), upper_weight, accumulate=True)
+    in float32 as PyTorch's CPU kernel computes them (its ``area_pixel_compute_source_index``). Cached, so
+    built outside inference mode: a first call under ``torch.inference_mode`` must not leave an inference
+    tensor that a later training step could not save for backward."""
+    with torch.inference_mode(False):
+        scale = torch.tensor(size_in / size_out, dtype=torch.float32)
+        source = (scale * (torch.arange(size_out, dtype=torch.float32) + 0.5) - 0.5).clamp_min(0)
+        lower = source.long()
+        upper = torch.where(lower < size_in - 1, lower + 1, lower)
+        upper_weight = source - lower.float()
+        matrix = torch.zeros(size_out, size_in)
+        outputs = torch.arange(size_out)
+        matrix.index_put_((outputs, lower), 1 - upper_weight, accumulate=True)
+        matrix.index_put_((outputs, upper), upper_weight, accumulate=True)
     return matrix
 
 

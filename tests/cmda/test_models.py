@@ -240,6 +240,15 @@ def test_resize_bilinear_equals_interpolate(shape: tuple[int, ...], size: tuple[
     assert resize_bilinear(channels_last, size).is_contiguous(memory_format=torch.channels_last)
 
 
+def test_resize_bilinear_after_a_first_call_in_inference_mode() -> None:
+    """The cached interpolation weights made under inference mode can still be saved for backward."""
+    with torch.inference_mode():
+        resize_bilinear(torch.randn(1, 2, 7, 9), (11, 5))
+    x = torch.randn(1, 2, 7, 9, requires_grad=True)
+    resize_bilinear(x, (11, 5)).sum().backward()
+    assert x.grad is not None and x.grad.shape == x.shape
+
+
 def test_decoder_runs_its_dilated_branches_and_embeddings_through_the_fast_modules() -> None:
     """The ASPP's dilated depthwise convs are `DilatedDepthwiseConv2d`; the per-stage embeddings are
     Linears over channels (1x1 convs on the map) equal to the Linear over tokens."""
