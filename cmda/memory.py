@@ -6,8 +6,9 @@
   gradients: one per trainable parameter; optimizer: AdamW's two moments; teacher: the EMA copy. Counted
   from the model's shapes (fp32).
 - activations: what the step keeps for its backward, MEASURED: one real step of the model on the CPU at a
-  small resolution, counting the unique storages autograd saves (`torch.autograd.graph.saved_tensors_hooks`;
-  parameters excluded, a storage saved twice counted once). The step has two backwards (source, mixed);
+  small resolution, with the PyTorch ops a GPU runs (`cmda.models.cpu_kernels.disabled`), counting the
+  unique storages autograd saves (`torch.autograd.graph.saved_tensors_hooks`; parameters excluded, a
+  storage saved twice counted once). The step has two backwards (source, mixed);
   the larger is kept. The same run records where each activation-checkpointing piece starts and ends
   (`cmda.models.checkpointing.observed`), so the saved tensors of `blocks` and `stages` follow from it: what
   is saved outside the pieces of that kind plus each piece's inputs.
@@ -518,6 +519,7 @@ def measure_step(config: Config) -> StepProfile:
     import torch
 
     from cmda.config import config_from_dict
+    from cmda.models import cpu_kernels
     from cmda.models.checkpointing import observed
     from cmda.train import autocast_factory, build_session
 
@@ -551,7 +553,7 @@ def measure_step(config: Config) -> StepProfile:
         live = LiveBytes()
         saved = SavedTensors(exclude, live)
         hooks = torch.autograd.graph.saved_tensors_hooks(saved.pack, saved.unpack)
-        with observed(saved.piece), hooks, live.follow():
+        with observed(saved.piece), hooks, live.follow(), cpu_kernels.disabled():
             batch = synthetic_batch(cfg, source_wh, target_wh)  # counted: on a GPU it is copied there
             session.step(batch, 1, device, autocast)
         grads = {p.grad.untyped_storage().data_ptr() for p in model.parameters() if p.grad is not None}

@@ -12,17 +12,33 @@ Tests compare each with the PyTorch op, values and gradients. Measurements: benc
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+_DISABLED: ContextVar[bool] = ContextVar("cpu_kernels_disabled", default=False)
+
+
+@contextmanager
+def disabled() -> Iterator[None]:
+    """The PyTorch ops everywhere inside: `cmda.memory` measures on CPU the step a GPU would run."""
+    token = _DISABLED.set(True)
+    try:
+        yield
+    finally:
+        _DISABLED.reset(token)
+
 
 def applies(x: Tensor) -> bool:
-    """Whether the CPU kernels run for this input: CPU, float32, dense NCHW, no autocast."""
+    """Whether the CPU kernels run for this input: CPU, float32, dense NCHW, no autocast, not `disabled`."""
     return (
-        x.device.type == "cpu"
+        not _DISABLED.get()
+        and x.device.type == "cpu"
         and x.dtype == torch.float32
         and x.is_contiguous()
         and not torch.is_autocast_enabled("cpu")

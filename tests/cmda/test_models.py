@@ -17,6 +17,7 @@ from cmda.models import (
     CMDASegmentor,
     ResnetGenerator,
     build_mit,
+    cpu_kernels,
     load_event_translator,
     load_official_mit,
 )
@@ -218,6 +219,10 @@ def test_dilated_depthwise_equals_the_plain_convolution(dilation: int, size: tup
     torch.testing.assert_close(grad_w_only, expected_w, rtol=1e-5, atol=1e-5)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert "DilatedDepthwise" not in conv(x).grad_fn.name()
+    with cpu_kernels.disabled():  # what cmda.memory measures: the ops a GPU runs
+        assert "DilatedDepthwise" not in conv(x).grad_fn.name()
+        assert "Upsample" in resize_bilinear(x, (5, 5)).grad_fn.name()
+    assert "DilatedDepthwise" in conv(x).grad_fn.name()
 
 
 @pytest.mark.parametrize(
