@@ -41,8 +41,15 @@ def applies(x: Tensor) -> bool:
         and x.device.type == "cpu"
         and x.dtype == torch.float32
         and x.is_contiguous()
-        and not torch.is_autocast_enabled("cpu")
+        and not _cpu_autocast()
     )
+
+
+def _cpu_autocast() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch < 2.4 (the project allows >= 2.3) has no device argument
+        return torch.is_autocast_cpu_enabled()
 
 
 class _DilatedDepthwise(torch.autograd.Function):
