@@ -5,8 +5,8 @@ what the machine can do; CUDA, half precision, autocast and channels_last maps k
 - Dilated depthwise conv (the ASPP branches): oneDNN has a direct kernel for the forward but falls back
   to im2col + GEMM for the input gradient of a dilated one. That gradient is the same correlation of the
   output gradient with the kernel turned by 180 degrees, which the direct kernel runs.
-- Bilinear resize (``align_corners=False``): separable, so ``rows @ x @ cols.T`` with PyTorch's weights
-  (two GEMMs) instead of its upsampling kernel, which transposes the map to channels-last and back.
+- Bilinear resize (``align_corners=False``): separable, so ``rows @ x @ cols.T`` with PyTorch's 1-D
+  weights (two GEMMs) instead of its upsampling kernel, which transposes the map to channels-last and back.
 Tests compare each with the PyTorch op, values and gradients. Measurements: benchmarks/README.md.
 """
 
@@ -94,21 +94,12 @@ class DilatedDepthwiseConv2d(nn.Conv2d):
 
 @lru_cache(maxsize=64)
 def interpolation_matrix(size_in: int, size_out: int) -> Tensor:
-    """[size_out, size_in] float32 weights of 1-D linear interpolation, ``align_corners=False``, computed
-    in float32 as PyTorch's CPU kernel computes them (its ``area_pixel_compute_source_index``). Cached, so
-    built outside inference mode: a first call under ``torch.inference_mode`` must not leave an inference
-    tensor that a later training step could not save for backward."""
+    """[size_out, size_in] weights of 1-D linear interpolation (``align_corners=False``): PyTorch's own
+    kernel applied to the identity. Cached, so built outside inference mode: a first call under
+    ``torch.inference_mode`` must not leave a tensor that a later training step could not save."""
     with torch.inference_mode(False):
-        scale = torch.tensor(size_in / size_out, dtype=torch.float32)
-        source = (scale * (torch.arange(size_out, dtype=torch.float32) + 0.5) - 0.5).clamp_min(0)
-        lower = source.long()
-        upper = torch.where(lower < size_in - 1, lower + 1, lower)
-        upper_weight = source - lower.float()
-        matrix = torch.zeros(size_out, size_in)
-        outputs = torch.arange(size_out)
-        matrix.index_put_((outputs, lower), 1 - upper_weight, accumulate=True)
-        matrix.index_put_((outputs, upper), upper_weight, accumulate=True)
-    return matrix
+        identity = torch.eye(size_in)[None]
+        return F.interpolate(identity, size=size_out, mode="linear", align_corners=False)[0].t().contiguous()
 
 
 def resize_bilinear(x: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
