@@ -8,8 +8,8 @@
 - activations: what the step keeps for its backward, MEASURED: one real step of the model on the CPU at a
   small resolution, with the PyTorch ops a GPU runs (`cmda.models.cpu_kernels.disabled`), counting the
   unique storages autograd saves (`torch.autograd.graph.saved_tensors_hooks`; parameters excluded, a
-  storage saved twice counted once). The step has two backwards (source, mixed);
-  the larger is kept. The same run records where each activation-checkpointing piece starts and ends
+  storage saved twice counted once). The step has two backwards (source, mixed); the larger is kept. The
+  same run records where each activation-checkpointing piece starts and ends
   (`cmda.models.checkpointing.observed`), so the saved tensors of `blocks` and `stages` follow from it: what
   is saved outside the pieces of that kind plus each piece's inputs.
 - transient: everything else alive at the step's peak, also measured in that run: every storage the

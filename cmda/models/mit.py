@@ -54,9 +54,9 @@ FEATURE_LAYOUTS: dict[str, torch.memory_format] = {
     "cuda": torch.contiguous_format,
 }
 """Memory layout of the feature maps handed to convolutions outside a block (stage outputs, fusion outputs),
-per device type. CPU: contiguous, chosen by measurement (oneDNN's convolution
-backward is much slower on channels_last-strided maps; benchmarks/README.md). CUDA: contiguous as well,
-NOT measured yet (`benchmarks/model_step.py --channels-last` compares both where a GPU exists)."""
+per device type. CPU: contiguous, chosen by measurement (oneDNN's convolution backward is much slower on
+channels_last-strided maps; benchmarks/README.md). CUDA: contiguous as well, NOT measured yet
+(`benchmarks/model_step.py --channels-last` compares both where a GPU exists)."""
 
 
 def feature_layout(device: torch.device) -> torch.memory_format:
