@@ -199,7 +199,7 @@ def test_sdpa_attention_equals_plain_softmax() -> None:
 @pytest.mark.parametrize(("dilation", "size"), [(2, (13, 10)), (6, (16, 16)), (18, (9, 20))])
 def test_dilated_depthwise_equals_the_plain_convolution(dilation: int, size: tuple[int, int]) -> None:
     """Same output, input gradient and weight gradient as `nn.Conv2d` with the same weight, through the
-    CPU backward of `cmda.models.depthwise`; same state-dict keys; autocast takes the plain path."""
+    CPU backward of `cmda.models.cpu_kernels`; same state-dict keys; autocast takes the plain path."""
     torch.manual_seed(0)
     conv = DilatedDepthwiseConv2d(8, 3, dilation)
     plain = torch.nn.Conv2d(8, 8, 3, padding=dilation, dilation=dilation, groups=8, bias=False)
